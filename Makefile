@@ -1,0 +1,44 @@
+# The course's entry points. `make course` runs every notebook headless and reports;
+# `make test` runs the whole test suite (what CI runs). Both create .venv first if missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Offline copies of the course data (see ../shared/data/README.md); used when present.
+SHARED_DATA ?= ../shared/data
+# CPU machines take the CPU build of torch first; an unpinned torch would pull a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+MODE ?= auto
+PYTEST_ARGS ?=
+
+.PHONY: course test export check-export lab data clean-runs
+
+course: $(VENV)/.installed data
+	$(PY) tools/run_course.py --mode $(MODE)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist loadfile --nbval tests $(wildcard ch0*.ipynb) $(PYTEST_ARGS)
+
+export: $(VENV)/.installed
+	$(PY) tools/export_notebooks.py
+
+check-export: $(VENV)/.installed
+	$(PY) tools/export_notebooks.py --check
+
+lab: $(VENV)/.installed data
+	$(VENV)/bin/jupyter lab
+
+# Fill the data cache (data/) from the offline copies, when there are any.
+data: $(VENV)/.installed
+	@if [ -d "$(SHARED_DATA)" ]; then $(PY) -m helpers.support.data seed "$(SHARED_DATA)"; \
+	else echo "no $(SHARED_DATA): notebooks download course files on first use"; fi
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,169 @@
+"""Course data files: real download URLs, SHA-256 checks, a local cache, and offline seeding.
+
+Hand-written support code (not exported from a notebook).
+
+    from helpers.support.data import fetch, gpt2_tokenizer
+    path = fetch("the-verdict.txt")      # downloads once, verifies, then reads from the cache
+    tokenizer = gpt2_tokenizer()         # tiktoken's GPT-2 encoding, working offline from the cache
+
+The cache folder is ``$COURSE_DATA_DIR`` when set, otherwise ``data/`` in the course repository
+(or ``~/.cache/llm-course`` when the package is installed without the repository). Offline
+machines fill it with ``python -m helpers.support.data seed ../shared/data``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .download import DownloadError, download_file, sha256_of
+
+__all__ = ["COURSE_FILES", "cache_dir", "fetch", "gpt2_tokenizer", "seed_cache", "DownloadError"]
+
+_RASBT = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
+_OPENAI_ENC = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+_OPENAI_124M = "https://openaipublic.blob.core.windows.net/gpt-2/models/124M"
+
+
+@dataclass(frozen=True)
+class CourseFile:
+    urls: tuple[str, ...]       # primary first, then backups
+    sha256: str                 # of the file as the course uses it (after unzipping)
+    member: str | None = None   # for zip downloads: the archive member that is the file
+
+
+COURSE_FILES: dict[str, CourseFile] = {
+    "the-verdict.txt": CourseFile(
+        (f"{_RASBT}/ch02/01_main-chapter-code/the-verdict.txt",),
+        "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"),
+    "instruction-data.json": CourseFile(
+        (f"{_RASBT}/ch07/01_main-chapter-code/instruction-data.json",),
+        "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"),
+    "gpt2/encoder.json": CourseFile(
+        (f"{_OPENAI_ENC}/encoder.json", f"{_OPENAI_124M}/encoder.json"),
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "gpt2/vocab.bpe": CourseFile(
+        (f"{_OPENAI_ENC}/vocab.bpe", f"{_OPENAI_124M}/vocab.bpe"),
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+    "sms_spam_collection/SMSSpamCollection": CourseFile(
+        ("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+         "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip"),
+        "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+        member="SMSSpamCollection"),
+}
+
+
+def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder course files are cached in (created if missing)."""
+    if data_dir is None:
+        data_dir = os.environ.get("COURSE_DATA_DIR")
+    if data_dir is None:
+        repo = Path(__file__).resolve().parents[2]
+        data_dir = repo / "data" if (repo / "pyproject.toml").exists() else Path.home() / ".cache" / "llm-course"
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Return the local path of course file `name`, downloading and verifying it if needed.
+
+    A cached file whose SHA-256 does not match (corrupt, truncated, edited) is downloaded again.
+    Offline, raises `DownloadError` naming the URLs and the path to place the file at by hand.
+    """
+    if name not in COURSE_FILES:
+        raise KeyError(f"unknown course file {name!r}; known: {', '.join(COURSE_FILES)}")
+    spec = COURSE_FILES[name]
+    dest = cache_dir(data_dir) / name
+    if dest.exists() and sha256_of(dest) == spec.sha256:
+        return dest
+    if spec.member is None:
+        return download_file(spec.urls, dest, sha256=spec.sha256, progress=progress)
+    # Zip download: the archive's own hash is not published, so verify the extracted member.
+    archive = dest.parent / (dest.parent.name + ".zip")
+    try:
+        download_file(spec.urls, archive, progress=progress)
+    except DownloadError as e:
+        raise DownloadError(f"{e}\n(or place the extracted file {spec.member} at {dest.resolve()})") from None
+    with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
+            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        shutil.copyfileobj(src, tmp)
+    if sha256_of(tmp.name) != spec.sha256:
+        os.unlink(tmp.name)
+        archive.unlink()
+        raise DownloadError(f"{spec.member} in {archive.name} does not have the expected SHA-256 "
+                            f"{spec.sha256}; the archive was removed, try again")
+    os.replace(tmp.name, dest)
+    return dest
+
+
+def _tiktoken_key(url: str) -> str:
+    # tiktoken names cached files by the SHA-1 of the URL it would download them from.
+    return hashlib.sha1(url.encode()).hexdigest()
+
+
+def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
+    """tiktoken's GPT-2 encoding, built from the course cache so that it also works offline.
+
+    Uses ``$TIKTOKEN_CACHE_DIR`` when set, else ``<course cache>/tiktoken``, and fills that from
+    the course's verified copies of encoder.json and vocab.bpe (fetched if missing).
+    """
+    import tiktoken
+
+    tk_dir = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir(data_dir) / "tiktoken")))
+    tk_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        target = tk_dir / _tiktoken_key(f"{_OPENAI_ENC}/{name}")
+        if not target.exists():
+            shutil.copyfile(fetch(f"gpt2/{name}", data_dir), target)
+    return tiktoken.get_encoding("gpt2")
+
+
+def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Copy course files from an offline folder (laid out like the cache, e.g. ../shared/data)
+    into the cache, checking each SHA-256; returns the files copied or already present."""
+    source, dest_root = Path(source), cache_dir(data_dir)
+    done = []
+    for name, spec in COURSE_FILES.items():
+        src, dest = source / name, dest_root / name
+        if dest.exists() and sha256_of(dest) == spec.sha256:
+            done.append(dest)
+            continue
+        if not src.exists():
+            continue
+        if sha256_of(src) != spec.sha256:
+            raise ValueError(f"{src} does not have the expected SHA-256 {spec.sha256}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        done.append(dest)
+    return done
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.support.data",
+                                     description="Manage the course data cache.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("seed", help="fill the cache from an offline copy (e.g. ../shared/data)")
+    s.add_argument("source")
+    sub.add_parser("fetch", help="download every course file into the cache")
+    sub.add_parser("where", help="print the cache folder")
+    args = parser.parse_args(argv)
+    if args.cmd == "seed":
+        files = seed_cache(args.source)
+        print(f"{len(files)}/{len(COURSE_FILES)} course files in {cache_dir()}")
+    elif args.cmd == "fetch":
+        for name in COURSE_FILES:
+            print(fetch(name))
+    else:
+        print(cache_dir())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Notebook plumbing shared by every chapter (hand-written, not exported from a notebook):
+device choice, seeding, version printout, and the metrics record a notebook leaves behind."""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+__all__ = ["get_device", "set_seed", "print_versions", "Metrics"]
+
+
+def get_device(device: str = "auto") -> torch.device:
+    """Resolve "auto" | "cpu" | "cuda" | "mps" to a torch.device, with a clear error if absent.
+
+    "auto" prefers CUDA, then Apple's MPS only on PyTorch >= 2.4 (older releases computed some
+    losses wrongly on MPS), else the CPU.
+    """
+    device = str(device).lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps_ok = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+        if mps_ok and tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4):
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use 'auto' or 'cpu'")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device='mps' was asked for but MPS is not available; use 'auto' or 'cpu'")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's and PyTorch's generators (all devices) so a run can be repeated."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def print_versions(*packages: str) -> None:
+    """Print Python's and the given packages' versions: the first thing to compare when
+    "my numbers differ from the notebook"."""
+    print(f"python {platform.python_version()}")
+    for name in packages:
+        try:
+            print(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            print(f"{name} (not installed)")
+
+
+class Metrics:
+    """The small JSON record a notebook leaves beside its executed copy.
+
+    Each `log` call merges values and rewrites the file at once, so results recorded before
+    an interruption survive it. Values must be JSON-serialisable (numbers, strings, lists).
+    """
+
+    def __init__(self, path: str | Path | None, notebook: str, mode: str):
+        self.path = Path(path) if path else None
+        self.data = {"notebook": notebook, "mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._t0 = time.perf_counter()
+        self._write()
+
+    def log(self, **values) -> None:
+        self.data.update(values)
+        self._write()
+
+    def _write(self) -> None:
+        self.data["elapsed_s"] = round(time.perf_counter() - self._t0, 2)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, default=float))
+            tmp.replace(self.path)
+
+    def __repr__(self) -> str:
+        return f"Metrics({self.path}, {len(self.data)} values)"
