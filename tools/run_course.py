@@ -69,9 +69,14 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool) -> d
     t0 = time.perf_counter()
     status, error = "ok", ""
     try:
-        if inplace:
-            os.environ.update(COURSE_MODE=mode, COURSE_DEVICE=device)
-            pm.execute_notebook(str(nb), str(nb), cwd=str(ROOT), progress_bar=False)
+        if inplace:  # the kernel inherits the mode through its environment
+            saved = dict(os.environ)
+            os.environ.update(COURSE_MODE=mode, COURSE_DEVICE=device, TQDM_DISABLE="1")
+            try:
+                pm.execute_notebook(str(nb), str(nb), cwd=str(ROOT), progress_bar=False)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
             clean_metadata(nb)
         else:
             pm.execute_notebook(str(nb), str(out_dir / nb.name), cwd=str(ROOT), progress_bar=False,
@@ -100,8 +105,6 @@ def main(argv=None) -> int:
     notebooks = [n if n.is_absolute() else (Path.cwd() / n) for n in notebooks]
     out_dir = (args.out or ROOT / "runs" / mode).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.inplace:
-        os.environ.setdefault("TQDM_DISABLE", "1")  # no progress-bar noise in committed outputs
     print(f"Running {len(notebooks)} notebook(s) in {mode} mode on device={args.device} -> {out_dir}")
 
     results = []

@@ -1,0 +1,115 @@
+"""Rules every committed notebook follows, and the course runner on toy notebooks."""
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import run_course  # noqa: E402
+
+NOTEBOOKS = sorted(ROOT.glob("ch[0-9][0-9]_*.ipynb"))
+REQUIRED_PARAMETERS = {"mode", "device", "seed", "data_dir", "metrics_path"}
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no chNN_*.ipynb notebooks found at the repository root"
+
+
+def test_parameters_cell(notebook):
+    path, nb = notebook
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert REQUIRED_PARAMETERS <= assigned, f"{path.name}: parameters cell lacks {REQUIRED_PARAMETERS - assigned}"
+
+
+def test_has_smoke_run_test(notebook):
+    path, _ = notebook
+    test_file = ROOT / "tests" / f"test_nb_{path.stem}.py"
+    assert test_file.exists(), f"{test_file.name} missing: every notebook needs a smoke-run test"
+    assert f'smoke_run("{path.stem}"' in test_file.read_text()
+
+
+def test_committed_outputs_are_clean(notebook):
+    path, nb = notebook
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), \
+        f"{path.name}: should open with a markdown title"
+    counts = [c.execution_count for c in _code_cells(nb) if c.source.strip()]
+    assert None not in counts, f"{path.name}: has code cells that were never executed"
+    assert counts == list(range(1, len(counts) + 1)), \
+        f"{path.name}: not executed once top to bottom (execution counts {counts[:8]}…)"
+    errors = [o for c in _code_cells(nb) for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: saved error output: {errors[0].get('ename')}"
+    assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
+    assert not [c for c in nb.cells if "papermill" in c.metadata or "injected-parameters" in c.metadata.get("tags", [])]
+    text = json.dumps([c.outputs for c in _code_cells(nb)])
+    assert not re.search(r"/(tmp|work|home|root|Users)/", text), f"{path.name}: an output shows a local path"
+
+
+def test_export_directives_are_first_lines(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells, 1):
+        lines = cell.source.splitlines()
+        late = [ln for ln in lines[1:] if ln.strip().startswith("#| export")]
+        assert not late, f"{path.name} cell {i}: '#| export' only works on a cell's first line"
+        if lines and lines[0].startswith("#| export"):
+            assert cell.cell_type == "code", f"{path.name} cell {i}: export directive in a markdown cell"
+
+
+# ---- the runner ----------------------------------------------------------------------------
+
+def _toy_notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('mode = "full"\ndevice = "auto"\nmetrics_path = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Toy"), params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_runner_reports_metrics_and_failures(tmp_path):
+    good = _toy_notebook(tmp_path / "ch08_good.ipynb",
+                         "import json\njson.dump({'mode': mode, 'loss': 1.5}, open(metrics_path, 'w'))")
+    bad = _toy_notebook(tmp_path / "ch09_bad.ipynb", "raise ValueError('broken on purpose')")
+    out = tmp_path / "runs"
+    assert run_course.main(["--mode", "smoke", "--out", str(out), str(good), str(bad)]) == 1
+    report = json.loads((out / "report.json").read_text())
+    by_name = {r["notebook"]: r for r in report["results"]}
+    assert by_name["ch08_good.ipynb"]["status"] == "ok"
+    assert by_name["ch08_good.ipynb"]["metrics"] == {"mode": "smoke", "loss": 1.5}
+    assert by_name["ch09_bad.ipynb"]["status"] == "failed"
+    assert "broken on purpose" in by_name["ch09_bad.ipynb"]["error"]
+    assert "loss=1.5" in (out / "report.md").read_text()
+
+
+def test_runner_inplace_leaves_clean_notebook(tmp_path):
+    nb_path = _toy_notebook(tmp_path / "ch08_toy.ipynb", "import os\nprint(os.environ['COURSE_MODE'])")
+    assert run_course.main(["--inplace", "--mode", "full", "--out", str(tmp_path / "r"), str(nb_path)]) == 0
+    nb = nbformat.read(nb_path, as_version=4)
+    assert len(nb.cells) == 3, "no injected-parameters cell in a committed notebook"
+    assert "papermill" not in nb.metadata
+    assert nb.cells[2].outputs[0]["text"].strip() == "full"
+
+
+def test_runner_inplace_does_not_leak_mode(tmp_path):
+    import os
+    before = os.environ.get("COURSE_MODE")
+    nb_path = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")
+    run_course.main(["--inplace", "--mode", "full", "--out", str(tmp_path / "r"), str(nb_path)])
+    assert os.environ.get("COURSE_MODE") == before
