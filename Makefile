@@ -5,8 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Offline copies of the course data (see ../shared/data/README.md); used when present.
 SHARED_DATA ?= ../shared/data
-# CPU machines take the CPU build of torch first; an unpinned torch would pull a CUDA build.
+# torch goes in first, pinned, so requirements.txt adds no second (CUDA) build of it.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_ARGS ?=
 MODE ?= auto
 PYTEST_ARGS ?=
 
@@ -35,7 +36,7 @@ data: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_ARGS)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
