@@ -116,11 +116,15 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
     """
     import tiktoken
 
-    tk_dir = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir(data_dir) / "tiktoken")))
+    # An empty TIKTOKEN_CACHE_DIR would make tiktoken skip its cache and go online: treat as unset.
+    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir(data_dir) / "tiktoken")
+    tk_dir = Path(os.environ["TIKTOKEN_CACHE_DIR"])
     tk_dir.mkdir(parents=True, exist_ok=True)
     for name in ("encoder.json", "vocab.bpe"):
         target = tk_dir / _tiktoken_key(f"{_OPENAI_ENC}/{name}")
-        if not target.exists():
+        # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
+        if not target.exists() or sha256_of(target) != COURSE_FILES[f"gpt2/{name}"].sha256:
             shutil.copyfile(fetch(f"gpt2/{name}", data_dir), target)
     return tiktoken.get_encoding("gpt2")
 
