@@ -204,7 +204,8 @@ def _tokenizer_in_fresh_process(data_dir, tk_dir):
             f"t = gpt2_tokenizer(); print(json.dumps(t.encode({README_TEXT!r}, allowed_special={{'<|endoftext|>'}})))")
     env = {**os.environ, "COURSE_DATA_DIR": str(data_dir), "TIKTOKEN_CACHE_DIR": str(tk_dir),
            "PYTHONPATH": str(ROOT), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tk_dir.parent if tk_dir else data_dir)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
