@@ -196,6 +196,26 @@ def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
         srv.close()
 
 
+def test_damaged_zip_archive_is_removed_then_downloaded_again(tmp_path, data_dir, monkeypatch):
+    name = "sms_spam_collection/SMSSpamCollection"
+    archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"not a zip")  # e.g. an HTML error page saved by an earlier run
+    point_at(monkeypatch, name, f"http://127.0.0.1:{unused_port()}/sms.zip")
+    with pytest.raises(DownloadError, match="removed, try again"):
+        fetch(name, tmp_path, progress=False)
+    assert not archive.exists()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("SMSSpamCollection", (data_dir / name).read_bytes())
+    srv = FileServer({"/sms.zip": buf.getvalue()})
+    try:
+        point_at(monkeypatch, name, srv.url + "/sms.zip")
+        assert fetch(name, tmp_path, progress=False).read_bytes() == (data_dir / name).read_bytes()
+    finally:
+        srv.close()
+
+
 # ---- gpt2_tokenizer -----------------------------------------------------------------------------
 
 def _tokenizer_in_fresh_process(data_dir, tk_dir):

@@ -91,9 +91,14 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool =
         download_file(spec.urls, archive, progress=progress)
     except DownloadError as e:
         raise DownloadError(f"{e}\n(or place the extracted file {spec.member} at {dest.resolve()})") from None
-    with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
-            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        shutil.copyfileobj(src, tmp)
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
+                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+            shutil.copyfileobj(src, tmp)
+    except (zipfile.BadZipFile, KeyError) as e:  # a damaged archive would otherwise be reused forever
+        archive.unlink()
+        raise DownloadError(f"{archive.name} is not a zip archive holding {spec.member} ({e}); "
+                            f"it was removed, try again") from None
     if sha256_of(tmp.name) != spec.sha256:
         os.unlink(tmp.name)
         archive.unlink()
