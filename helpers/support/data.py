@@ -91,9 +91,14 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool =
         download_file(spec.urls, archive, progress=progress)
     except DownloadError as e:
         raise DownloadError(f"{e}\n(or place the extracted file {spec.member} at {dest.resolve()})") from None
-    with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
-            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        shutil.copyfileobj(src, tmp)
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
+                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+            shutil.copyfileobj(src, tmp)
+    except (zipfile.BadZipFile, KeyError) as e:  # a damaged archive would otherwise be reused forever
+        archive.unlink()
+        raise DownloadError(f"{archive.name} is not a zip archive holding {spec.member} ({e}); "
+                            f"it was removed, try again") from None
     if sha256_of(tmp.name) != spec.sha256:
         os.unlink(tmp.name)
         archive.unlink()
@@ -116,11 +121,15 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
     """
     import tiktoken
 
-    tk_dir = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir(data_dir) / "tiktoken")))
+    # An empty TIKTOKEN_CACHE_DIR would make tiktoken skip its cache and go online: treat as unset.
+    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir(data_dir) / "tiktoken")
+    tk_dir = Path(os.environ["TIKTOKEN_CACHE_DIR"])
     tk_dir.mkdir(parents=True, exist_ok=True)
     for name in ("encoder.json", "vocab.bpe"):
         target = tk_dir / _tiktoken_key(f"{_OPENAI_ENC}/{name}")
-        if not target.exists():
+        # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
+        if not target.exists() or sha256_of(target) != COURSE_FILES[f"gpt2/{name}"].sha256:
             shutil.copyfile(fetch(f"gpt2/{name}", data_dir), target)
     return tiktoken.get_encoding("gpt2")
 

@@ -1,0 +1,255 @@
+"""helpers.support.data and helpers.support.download, against a local HTTP server.
+
+A loopback `http.server` in a thread stands in for the real hosts: it serves the course files
+from the test cache, honours (or, when asked, ignores) HTTP Range requests, and records every
+request, so resuming, retries and backup URLs can be checked without any network.
+"""
+import dataclasses
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers.support import data, download
+from helpers.support.data import COURSE_FILES, fetch
+from helpers.support.download import DownloadError, download_file, sha256_of
+
+ROOT = Path(__file__).resolve().parent.parent
+README_TEXT = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
+README_IDS = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18250, 8812, 2114,
+              286, 617, 34680, 27271, 13]
+
+
+class FileServer:
+    """Serves `files` ({url path: bytes}) on 127.0.0.1; 404 for anything else."""
+
+    def __init__(self, files, honour_range=True):
+        self.files, self.honour_range, self.requests = dict(files), honour_range, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                rng = self.headers.get("Range")
+                if rng and server.honour_range:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    body = body[start:]
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def verdict_bytes(data_dir):
+    return (data_dir / "the-verdict.txt").read_bytes()
+
+
+@pytest.fixture
+def server(verdict_bytes):
+    srv = FileServer({"/the-verdict.txt": verdict_bytes, "/backup/the-verdict.txt": verdict_bytes})
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+
+
+def point_at(monkeypatch, name, *urls):
+    monkeypatch.setitem(COURSE_FILES, name, dataclasses.replace(COURSE_FILES[name], urls=tuple(urls)))
+
+
+def unused_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- fetch ------------------------------------------------------------------------------------
+
+def test_fetch_reads_the_seeded_cache_without_downloading(data_dir, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("fetch downloaded a file that the cache already holds")
+    monkeypatch.setattr(data, "download_file", refuse)
+    path = fetch("the-verdict.txt", data_dir)
+    assert path == data_dir / "the-verdict.txt"
+    assert sha256_of(path) == COURSE_FILES["the-verdict.txt"].sha256
+    assert len(path.read_text(encoding="utf-8")) == 20479
+
+
+def test_fetch_unknown_name():
+    with pytest.raises(KeyError, match="the-verdict.txt"):
+        fetch("no-such-file.txt")
+
+
+def test_corrupt_cached_file_is_detected_and_fetched_again(tmp_path, server, monkeypatch, verdict_bytes):
+    point_at(monkeypatch, "the-verdict.txt", server.url + "/the-verdict.txt")
+    cached = tmp_path / "the-verdict.txt"
+    cached.write_bytes(verdict_bytes[:-10] + b"corrupted!")  # same size, wrong content
+    assert fetch("the-verdict.txt", tmp_path, progress=False) == cached
+    assert cached.read_bytes() == verdict_bytes
+    assert server.requests == [("/the-verdict.txt", None)]
+    assert not (tmp_path / "the-verdict.txt.part").exists()
+
+
+def test_partial_download_resumes_with_a_range_request(tmp_path, server, monkeypatch, verdict_bytes):
+    point_at(monkeypatch, "the-verdict.txt", server.url + "/the-verdict.txt")
+    (tmp_path / "the-verdict.txt.part").write_bytes(verdict_bytes[:5000])
+    path = fetch("the-verdict.txt", tmp_path, progress=False)
+    assert path.read_bytes() == verdict_bytes
+    assert server.requests == [("/the-verdict.txt", "bytes=5000-")]
+    assert not (tmp_path / "the-verdict.txt.part").exists()
+
+
+def test_server_ignoring_range_restarts_from_scratch(tmp_path, verdict_bytes):
+    srv = FileServer({"/f": verdict_bytes}, honour_range=False)
+    try:
+        (tmp_path / "f.txt.part").write_bytes(verdict_bytes[:5000])
+        download_file(srv.url + "/f", tmp_path / "f.txt", sha256=COURSE_FILES["the-verdict.txt"].sha256,
+                      progress=False)
+        assert (tmp_path / "f.txt").read_bytes() == verdict_bytes  # not 5000 bytes twice
+        assert srv.requests == [("/f", "bytes=5000-")]
+    finally:
+        srv.close()
+
+
+def test_corrupt_partial_file_is_discarded_and_retried(tmp_path, server, verdict_bytes, no_sleep):
+    (tmp_path / "v.txt.part").write_bytes(b"x" * 5000)  # wrong bytes: resuming gives a bad hash
+    dest = download_file(server.url + "/the-verdict.txt", tmp_path / "v.txt",
+                         sha256=COURSE_FILES["the-verdict.txt"].sha256, progress=False)
+    assert dest.read_bytes() == verdict_bytes
+    assert server.requests == [("/the-verdict.txt", "bytes=5000-"), ("/the-verdict.txt", None)]
+
+
+def test_complete_partial_file_is_restarted_after_416(tmp_path, server, verdict_bytes, no_sleep):
+    (tmp_path / "v.txt.part").write_bytes(verdict_bytes)  # interrupted just before the rename
+    dest = download_file(server.url + "/the-verdict.txt", tmp_path / "v.txt", progress=False)
+    assert dest.read_bytes() == verdict_bytes
+
+
+def test_missing_file_goes_to_the_backup_url_without_retrying(tmp_path, server, monkeypatch, verdict_bytes, no_sleep):
+    point_at(monkeypatch, "the-verdict.txt", server.url + "/gone/the-verdict.txt",
+             server.url + "/backup/the-verdict.txt")
+    assert fetch("the-verdict.txt", tmp_path, progress=False).read_bytes() == verdict_bytes
+    assert [p for p, _ in server.requests] == ["/gone/the-verdict.txt", "/backup/the-verdict.txt"]
+
+
+def test_refused_connection_gives_one_clear_error(tmp_path, monkeypatch, no_sleep):
+    url = f"http://127.0.0.1:{unused_port()}/the-verdict.txt"
+    point_at(monkeypatch, "the-verdict.txt", url)
+    with pytest.raises(DownloadError) as info:
+        fetch("the-verdict.txt", tmp_path, progress=False)
+    msg = str(info.value)
+    assert url in msg
+    assert str((tmp_path / "the-verdict.txt").resolve()) in msg
+    assert "place it at" in msg and COURSE_FILES["the-verdict.txt"].sha256 in msg
+    assert not (tmp_path / "the-verdict.txt").exists()
+
+
+def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
+    name = "sms_spam_collection/SMSSpamCollection"
+    content = (data_dir / name).read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme", "about the data")
+        zf.writestr("SMSSpamCollection", content)
+    srv = FileServer({"/sms.zip": buf.getvalue()})
+    try:
+        point_at(monkeypatch, name, srv.url + "/sms.zip")
+        path = fetch(name, tmp_path, progress=False)
+        assert path == tmp_path / name and path.read_bytes() == content
+    finally:
+        srv.close()
+
+
+def test_damaged_zip_archive_is_removed_then_downloaded_again(tmp_path, data_dir, monkeypatch):
+    name = "sms_spam_collection/SMSSpamCollection"
+    archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"not a zip")  # e.g. an HTML error page saved by an earlier run
+    point_at(monkeypatch, name, f"http://127.0.0.1:{unused_port()}/sms.zip")
+    with pytest.raises(DownloadError, match="removed, try again"):
+        fetch(name, tmp_path, progress=False)
+    assert not archive.exists()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("SMSSpamCollection", (data_dir / name).read_bytes())
+    srv = FileServer({"/sms.zip": buf.getvalue()})
+    try:
+        point_at(monkeypatch, name, srv.url + "/sms.zip")
+        assert fetch(name, tmp_path, progress=False).read_bytes() == (data_dir / name).read_bytes()
+    finally:
+        srv.close()
+
+
+# ---- gpt2_tokenizer -----------------------------------------------------------------------------
+
+def _tokenizer_in_fresh_process(data_dir, tk_dir):
+    """tiktoken keeps loaded encodings per process, so each check runs in its own interpreter."""
+    code = ("import json; from helpers.support.data import gpt2_tokenizer; "
+            f"t = gpt2_tokenizer(); print(json.dumps(t.encode({README_TEXT!r}, allowed_special={{'<|endoftext|>'}})))")
+    env = {**os.environ, "COURSE_DATA_DIR": str(data_dir), "TIKTOKEN_CACHE_DIR": str(tk_dir),
+           "PYTHONPATH": str(ROOT), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tk_dir.parent if tk_dir else data_dir)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_gpt2_tokenizer_fills_an_empty_tiktoken_cache_from_the_course_cache(data_dir, tmp_path):
+    tk_dir = tmp_path / "tiktoken"
+    assert f"{README_IDS}" in _tokenizer_in_fresh_process(data_dir, tk_dir)
+    assert len(list(tk_dir.iterdir())) == 2
+
+
+def test_gpt2_tokenizer_treats_an_empty_cache_setting_as_unset(data_dir, tmp_path):
+    # TIKTOKEN_CACHE_DIR="" turns tiktoken's cache off (it would go online): use the course's.
+    course = tmp_path / "course"
+    course.mkdir()
+    for name in ("gpt2/encoder.json", "gpt2/vocab.bpe"):
+        (course / "gpt2").mkdir(exist_ok=True)
+        (course / name).write_bytes((data_dir / name).read_bytes())
+    assert f"{README_IDS}" in _tokenizer_in_fresh_process(course, "")
+    assert len(list((course / "tiktoken").iterdir())) == 2
+
+
+def test_gpt2_tokenizer_replaces_a_corrupt_tiktoken_cache_file(data_dir, tmp_path):
+    tk_dir = tmp_path / "tiktoken"
+    _tokenizer_in_fresh_process(data_dir, tk_dir)
+    for f in tk_dir.iterdir():
+        f.write_bytes(b"truncated")
+    assert f"{README_IDS}" in _tokenizer_in_fresh_process(data_dir, tk_dir)
