@@ -30,7 +30,7 @@ lab: $(VENV)/.installed data
 
 # Fill the data cache (data/) from the offline copies, when there are any.
 data: $(VENV)/.installed
-	@if [ -d "$(SHARED_DATA)" ]; then $(PY) -m helpers.support.data seed "$(SHARED_DATA)"; \
+	@if [ -d "$(SHARED_DATA)" ]; then $(PY) -m helpers.support seed "$(SHARED_DATA)"; \
 	else echo "no $(SHARED_DATA): notebooks download course files on first use"; fi
 
 $(VENV)/.installed: requirements.txt pyproject.toml

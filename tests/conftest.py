@@ -33,7 +33,7 @@ _source = SHARED if SHARED.is_dir() else ROOT / "data"
 if len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):
     raise pytest.UsageError(
         f"The tests need the course data offline: put the shared data folder at {SHARED} "
-        f"(or set COURSE_SHARED_DATA), or run `python -m helpers.support.data fetch` once online.")
+        f"(or set COURSE_SHARED_DATA), or run `python -m helpers.support fetch` once online.")
 
 
 @pytest.fixture(scope="session")

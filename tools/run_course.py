@@ -47,7 +47,7 @@ def clean_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def summarize(metrics: dict, width: int = 90) -> str:
+def summarize(metrics: dict, width: int = 110) -> str:
     parts = []
     for key, value in metrics.items():
         if key in SKIP_KEYS:

@@ -8,7 +8,7 @@ Hand-written support code (not exported from a notebook).
 
 The cache folder is ``$COURSE_DATA_DIR`` when set, otherwise ``data/`` in the course repository
 (or ``~/.cache/llm-course`` when the package is installed without the repository). Offline
-machines fill it with ``python -m helpers.support.data seed ../shared/data``.
+machines fill it with ``python -m helpers.support seed ../shared/data``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -155,7 +154,7 @@ def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = N
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.support.data",
+    parser = argparse.ArgumentParser(prog="python -m helpers.support",
                                      description="Manage the course data cache.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("seed", help="fill the cache from an offline copy (e.g. ../shared/data)")
@@ -172,7 +171,3 @@ def main(argv=None) -> int:
     else:
         print(cache_dir())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
