@@ -1,0 +1,152 @@
+"""model: generated from ch04_gpt_model.ipynb. DO NOT EDIT.
+
+Edit the notebook cells that start with `#| export model` and run `make export`.
+"""
+__all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters']
+
+
+# ---- ch04_gpt_model.ipynb, cell 7 ----
+import torch
+import torch.nn as nn
+
+from helpers.attention import KVCache, MultiHeadAttention, MultiHeadAttentionSDPA
+
+GPT_CONFIG_124M = {
+    "vocab_size": 50257,     # GPT-2's BPE vocabulary
+    "context_length": 1024,  # longest input the position embeddings cover
+    "emb_dim": 768,          # width of every token vector
+    "n_heads": 12,           # attention heads per layer
+    "n_layers": 12,          # transformer blocks
+    "drop_rate": 0.1,        # dropout probability
+    "qkv_bias": False,       # bias in the query/key/value projections (OpenAI's weights have one)
+}
+
+# The four published GPT-2 sizes differ only in width, depth and number of heads.
+GPT_CONFIGS = {
+    "124M": GPT_CONFIG_124M,
+    "355M": {**GPT_CONFIG_124M, "emb_dim": 1024, "n_layers": 24, "n_heads": 16},
+    "774M": {**GPT_CONFIG_124M, "emb_dim": 1280, "n_layers": 36, "n_heads": 20},
+    "1558M": {**GPT_CONFIG_124M, "emb_dim": 1600, "n_layers": 48, "n_heads": 25},
+}
+
+
+# ---- ch04_gpt_model.ipynb, cell 12 ----
+class LayerNorm(nn.Module):
+    """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned)."""
+
+    def __init__(self, emb_dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 (and TensorFlow) did
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+
+# ---- ch04_gpt_model.ipynb, cell 15 ----
+class GELU(nn.Module):
+    """GELU in the tanh approximation GPT-2 was trained with."""
+
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x.pow(3))))
+
+
+# ---- ch04_gpt_model.ipynb, cell 18 ----
+class FeedForward(nn.Module):
+    """Per-token MLP: widen 4x, GELU, project back."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            GELU(),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# ---- ch04_gpt_model.ipynb, cell 23 ----
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
+
+    cfg["attention"] picks the attention code: "sdpa" (default, PyTorch's fused kernel) or
+    "naive" (the step-by-step version of chapter 3). Both have the same parameters.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        attention = {"sdpa": MultiHeadAttentionSDPA, "naive": MultiHeadAttention}[cfg.get("attention", "sdpa")]
+        self.att = attention(
+            d_in=cfg["emb_dim"], d_out=cfg["emb_dim"], context_length=cfg["context_length"],
+            num_heads=cfg["n_heads"], dropout=cfg["drop_rate"], qkv_bias=cfg["qkv_bias"])
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg["emb_dim"])
+        self.norm2 = LayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+    def forward(self, x, kv_cache=None, layer=0):
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+# ---- ch04_gpt_model.ipynb, cell 26 ----
+class GPTModel(nn.Module):
+    """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
+    linear head giving one logit per vocabulary entry at every position.
+
+    forward(in_idx (batch, tokens) of token IDs) -> logits (batch, tokens, vocab_size).
+    With a `KVCache`, only tokens not seen before are passed in; their positions continue
+    after the cached ones.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
+        if missing:
+            raise KeyError(f"GPTModel config lacks {sorted(missing)}")
+        self.cfg = dict(cfg)
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+    def new_kv_cache(self) -> KVCache:
+        return KVCache(len(self.trf_blocks))
+
+    def forward(self, in_idx, kv_cache=None):
+        batch_size, seq_len = in_idx.shape
+        past = len(kv_cache) if kv_cache is not None else 0
+        if seq_len == 0:
+            raise ValueError("empty input: pass at least one token ID")
+        if past + seq_len > self.cfg["context_length"]:
+            raise ValueError(f"{past + seq_len} tokens exceed the context length of {self.cfg['context_length']}; "
+                             f"crop the input, e.g. idx[:, -{self.cfg['context_length']}:]")
+        if in_idx.dtype not in (torch.int64, torch.int32) or int(in_idx.min()) < 0 \
+                or int(in_idx.max()) >= self.cfg["vocab_size"]:
+            raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); "
+                             f"got dtype {in_idx.dtype}, range [{in_idx.min()}, {in_idx.max()}]")
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(torch.arange(past, past + seq_len, device=in_idx.device))
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        for layer, block in enumerate(self.trf_blocks):
+            x = block(x, kv_cache, layer)
+        x = self.final_norm(x)
+        return self.out_head(x)
+
+
+# ---- ch04_gpt_model.ipynb, cell 29 ----
+def count_parameters(model: nn.Module, tied: bool = False) -> int:
+    """Number of parameters; `tied=True` counts the output head as sharing the token embedding
+    (as OpenAI's GPT-2 does), so it is left out."""
+    total = sum(p.numel() for p in model.parameters())
+    if tied:
+        total -= model.out_head.weight.numel()
+    return total

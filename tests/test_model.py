@@ -1,0 +1,106 @@
+"""helpers.model (exported from ch04_gpt_model.ipynb) against transformers' GPT-2, closed-form
+parameter counts, and torch's own LayerNorm and GELU."""
+import pytest
+import torch
+
+from helpers.model import GELU, GPT_CONFIG_124M, GPT_CONFIGS, GPTModel, LayerNorm, count_parameters
+from hf_reference import copy_hf_into_gpt, random_hf_gpt2
+
+SMALL = {**GPT_CONFIG_124M, "vocab_size": 211, "context_length": 24, "emb_dim": 48, "n_heads": 4, "n_layers": 2}
+CONFIGS = {
+    "small": SMALL,
+    "small-qkv-bias": {**SMALL, "qkv_bias": True},
+    "deeper-more-heads": {**SMALL, "emb_dim": 64, "n_heads": 8, "n_layers": 3, "qkv_bias": True},
+}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "naive"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_logits_match_transformers_gpt2(name, attention):
+    cfg = {**CONFIGS[name], "attention": attention}
+    hf = random_hf_gpt2(cfg, seed=1)
+    ours = copy_hf_into_gpt(hf, cfg)
+    idx = torch.randint(0, cfg["vocab_size"], (3, cfg["context_length"]), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        assert (ours(idx) - expected).abs().max().item() <= 1e-4
+        assert (ours(idx[:, :5]) - hf(idx[:, :5]).logits).abs().max().item() <= 1e-4
+
+
+def closed_form_parameters(cfg, tied=False):
+    V, C, d, L = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"], cfg["n_layers"]
+    qkv = 3 * d * d + (3 * d if cfg["qkv_bias"] else 0)
+    attention = qkv + d * d + d                      # + output projection with bias
+    mlp = d * 4 * d + 4 * d + 4 * d * d + d          # two linear layers with biases
+    norms = 2 * 2 * d                                # two LayerNorms (scale, shift)
+    total = V * d + C * d + L * (attention + mlp + norms) + 2 * d + d * V
+    return total - d * V if tied else total
+
+
+@pytest.mark.parametrize("cfg", [SMALL, CONFIGS["small-qkv-bias"], *GPT_CONFIGS.values()],
+                         ids=["small", "small-bias", *GPT_CONFIGS])
+def test_parameter_counts_equal_closed_form(cfg):
+    with torch.device("meta"):  # shapes only, no memory: the 1558M model costs nothing here
+        model = GPTModel(cfg)
+    assert count_parameters(model) == closed_form_parameters(cfg)
+    assert count_parameters(model, tied=True) == closed_form_parameters(cfg, tied=True)
+
+
+def test_gpt2_small_counts_are_the_published_ones():
+    # 124,439,808 is GPT-2 small with the query/key/value biases of OpenAI's release;
+    # without them (GPT_CONFIG_124M) 3 * 768 * 12 = 27,648 fewer.
+    assert closed_form_parameters({**GPT_CONFIG_124M, "qkv_bias": True}, tied=True) == 124_439_808
+    assert closed_form_parameters(GPT_CONFIG_124M, tied=True) == 124_439_808 - 27_648
+
+
+def test_layer_norm_matches_torch():
+    torch.manual_seed(0)
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.scale.copy_(torch.randn(16))
+        ln.shift.copy_(torch.randn(16))
+    x = torch.randn(4, 7, 16) * 5 + 3
+    expected = torch.nn.functional.layer_norm(x, (16,), ln.scale, ln.shift, eps=1e-5)
+    assert (ln(x) - expected).abs().max().item() <= 1e-5
+
+
+def test_gelu_matches_torch_tanh_approximation():
+    x = torch.linspace(-8, 8, 1001)
+    assert (GELU()(x) - torch.nn.functional.gelu(x, approximate="tanh")).abs().max().item() <= 1e-6
+
+
+def test_emb_dim_not_divisible_by_heads():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        GPTModel({**SMALL, "emb_dim": 50, "n_heads": 4})
+
+
+def test_missing_config_key():
+    cfg = dict(SMALL)
+    del cfg["qkv_bias"]
+    with pytest.raises(KeyError, match="qkv_bias"):
+        GPTModel(cfg)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return GPTModel(SMALL).eval()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([[1, 2, 211]]), "token IDs must be integers in \\[0, 211\\)"),
+    (torch.tensor([[-1, 2]]), "token IDs must be integers"),
+    (torch.tensor([[0.0, 1.0]]), "token IDs must be integers"),
+    (torch.zeros((1, 0), dtype=torch.long), "empty input"),
+    (torch.zeros((1, 25), dtype=torch.long), "exceed the context length of 24"),
+])
+def test_bad_input_is_a_clear_error(small_model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        small_model(bad)
+
+
+def test_dropout_inactive_in_eval(small_model):
+    model = GPTModel({**SMALL, "drop_rate": 0.5}).eval()
+    idx = torch.randint(0, 211, (2, 10))
+    with torch.no_grad():
+        assert torch.equal(model(idx), model(idx))

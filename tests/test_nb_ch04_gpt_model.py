@@ -1,0 +1,17 @@
+"""Smoke run of ch04_gpt_model.ipynb: recorded counts against the closed form, cache equality."""
+from helpers.model import GPT_CONFIG_124M
+from test_model import closed_form_parameters
+
+
+def test_ch04_smoke_run(smoke_run):
+    metrics = smoke_run("ch04_gpt_model")
+    assert metrics["mode"] == "smoke"
+    assert metrics["params_untied"] == closed_form_parameters(GPT_CONFIG_124M)
+    assert metrics["params_tied"] == closed_form_parameters(GPT_CONFIG_124M, tied=True)
+    assert abs(metrics["size_mb"] - metrics["params_untied"] * 4 / 2**20) < 0.01
+    V, d, L, C = 50257, 768, 12, 1024
+    non_embedding = metrics["params_untied"] - V * d - C * d
+    assert metrics["flops_per_token"] == 2 * non_embedding + 2 * L * C * d
+    assert metrics["cached_equals_uncached"] is True
+    assert metrics["timing_new_tokens"] == 24
+    assert metrics["cached_tok_s"] > 0 and metrics["uncached_tok_s"] > 0
