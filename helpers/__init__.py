@@ -7,6 +7,8 @@ from .attention import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
 from .text import *  # noqa: F401,F403
+from .training import *  # noqa: F401,F403
+from .weights import *  # noqa: F401,F403
 from .support.data import *  # noqa: F401,F403
 from .support.download import *  # noqa: F401,F403
 from .support.runtime import *  # noqa: F401,F403

@@ -1,8 +1,8 @@
-"""generation: generated from ch04_gpt_model.ipynb. DO NOT EDIT.
+"""generation: generated from ch04_gpt_model.ipynb, ch05_pretraining.ipynb. DO NOT EDIT.
 
 Edit the notebook cells that start with `#| export generation` and run `make export`.
 """
-__all__ = ['next_token_logits', 'generate_text_simple']
+__all__ = ['next_token_logits', 'generate_text_simple', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
 # ---- ch04_gpt_model.ipynb, cell 36 ----
@@ -41,3 +41,120 @@ def generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=Fal
         idx_next = torch.argmax(logits, dim=-1, keepdim=True)
         idx = torch.cat((idx, idx_next), dim=1)
     return idx
+
+
+# ---- ch05_pretraining.ipynb, cell 7 ----
+def text_to_token_ids(text, tokenizer):
+    """Encode `text` into a (1, tokens) tensor, the batch of one that the model expects."""
+    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    return torch.tensor(encoded).unsqueeze(0)
+
+
+def token_ids_to_text(token_ids, tokenizer):
+    """Decode a (1, tokens) or (tokens,) tensor of IDs back to text."""
+    return tokenizer.decode(token_ids.squeeze(0).tolist())
+
+
+# ---- ch05_pretraining.ipynb, cell 46 ----
+def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
+    """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
+
+    temperature 0 picks the most likely token (greedy). Otherwise logits are divided by the
+    temperature (below 1: sharper, above 1: flatter) and a token is drawn from the softmax,
+    restricted to the `top_k` most likely tokens and/or to the nucleus: the smallest set of
+    most likely tokens whose probabilities add up to at least `top_p`.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1, keepdim=True)
+    logits = logits.float()
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_largest, -torch.inf)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # outside the nucleus
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# ---- ch05_pretraining.ipynb, cell 47 ----
+def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, top_p=None,
+             eos_id=None, use_cache=True, generator=None):
+    """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens.
+
+    Decoding as in `sample_next_token`: greedy when temperature is 0, else sampling with
+    temperature, top-k and top-p. Sampling draws from PyTorch's global random generator, or
+    from `generator` when given, so `torch.manual_seed(...)` first makes a run repeatable.
+    Generation stops early once every sequence of the batch has produced `eos_id` (the end token
+    is not appended). With `use_cache` a KV cache feeds only the newest token each step; the
+    tokens are the same as without it.
+    """
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
+    kv_cache = model.new_kv_cache() if use_cache else None
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = next_token_logits(model, idx, context_size, kv_cache)
+        idx_next = sample_next_token(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            finished |= idx_next.squeeze(1) == eos_id
+            if finished.all():
+                break
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+# ---- ch05_pretraining.ipynb, cell 51 ----
+def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
+    """The most likely continuation of `idx` (1, tokens) found by beam search.
+
+    Keeps the `num_beams` highest-scoring partial continuations (score = sum of log-probabilities)
+    and extends each by every possible token at each step. A beam that produces `eos_id` is
+    finished (without the end token); finished and surviving beams are compared by score divided
+    by length**length_penalty, so that longer continuations are not penalised just for having
+    more (negative) log-probabilities. Deterministic; one prompt at a time (batch size 1).
+    """
+    if idx.ndim != 2 or idx.shape[0] != 1 or idx.shape[1] == 0:
+        raise ValueError(f"beam_search takes one prompt, shape (1, tokens); got {tuple(idx.shape)}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    prompt_len = idx.shape[1]
+    kv_cache = model.new_kv_cache()
+    beams, scores = idx, torch.zeros(1, device=idx.device)
+    finished = []  # (normalised score, sequence)
+    for step in range(max_new_tokens):
+        with torch.no_grad():
+            logits = next_token_logits(model, beams, context_size, kv_cache)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        vocab = log_probs.shape[-1]
+        candidates = (scores[:, None] + log_probs).view(-1)
+        top_scores, top_pos = candidates.topk(min(2 * num_beams, candidates.numel()))
+        keep_rows, keep_tokens, keep_scores = [], [], []
+        for score, pos in zip(top_scores.tolist(), top_pos.tolist()):
+            row, token = divmod(pos, vocab)
+            if token == eos_id:
+                length = beams.shape[1] - prompt_len
+                finished.append((score / max(length, 1) ** length_penalty, beams[row:row + 1]))
+            else:
+                keep_rows.append(row), keep_tokens.append(token), keep_scores.append(score)
+            if len(keep_rows) == num_beams:
+                break
+        if not keep_rows or len(finished) >= num_beams:  # enough finished beams: stop early
+            break
+        rows = torch.tensor(keep_rows, device=idx.device)
+        kv_cache.reorder(rows)
+        beams = torch.cat([beams[rows], torch.tensor(keep_tokens, device=idx.device)[:, None]], dim=1)
+        scores = torch.tensor(keep_scores, device=idx.device)
+    else:
+        length = beams.shape[1] - prompt_len
+        finished += [(s / max(length, 1) ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
+    return max(finished, key=lambda f: f[0])[1]

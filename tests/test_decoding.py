@@ -1,0 +1,148 @@
+"""Decoding (helpers.generation, ch05): temperature, top-k, top-p, eos and beam search checked
+against independent computations of what each rule allows."""
+import math
+
+import pytest
+import torch
+
+from helpers.generation import beam_search, generate, generate_text_simple, next_token_logits, sample_next_token
+from helpers.model import GPT_CONFIG_124M, GPTModel
+
+CFG = {**GPT_CONFIG_124M, "vocab_size": 64, "context_length": 12, "emb_dim": 32, "n_heads": 4,
+       "n_layers": 2, "drop_rate": 0.0}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = GPTModel(CFG).eval()
+    with torch.no_grad():  # sharper next-token distributions than the default init gives
+        m.out_head.weight.mul_(8)
+    return m
+
+
+@pytest.fixture(scope="module")
+def prompt():
+    return torch.randint(0, CFG["vocab_size"], (1, 4), generator=torch.Generator().manual_seed(1))
+
+
+def test_temperature_zero_and_tiny_temperature_equal_greedy(model, prompt):
+    greedy = generate_text_simple(model, prompt, 15, 12)
+    assert torch.equal(generate(model, prompt, 15, 12), greedy)
+    torch.manual_seed(5)
+    assert torch.equal(generate(model, prompt, 15, 12, temperature=1e-6), greedy)
+
+
+def test_top_k_never_leaves_the_top_k():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50) * 3
+    allowed = [set(row.argsort(descending=True)[:5].tolist()) for row in logits]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        picks = sample_next_token(logits, temperature=2.0, top_k=5, generator=g)[:, 0].tolist()
+        assert all(p in allowed[i] for i, p in enumerate(picks))
+
+
+def nucleus(probs, p):
+    """Smallest set of most likely tokens whose probabilities sum to at least p (plain Python)."""
+    ranked = sorted(range(len(probs)), key=lambda i: -probs[i])
+    chosen, mass = [], 0.0
+    for i in ranked:
+        chosen.append(i)
+        mass += probs[i]
+        if mass >= p:
+            break
+    return set(chosen)
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.75, 0.95])
+def test_top_p_never_leaves_the_nucleus(top_p):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 40) * 2
+    temperature = 0.8
+    allowed = [nucleus(torch.softmax(row / temperature, -1).tolist(), top_p) for row in logits]
+    g = torch.Generator().manual_seed(2)
+    seen = [set() for _ in range(3)]
+    for _ in range(400):
+        picks = sample_next_token(logits, temperature=temperature, top_p=top_p, generator=g)[:, 0].tolist()
+        for i, pick in enumerate(picks):
+            assert pick in allowed[i]
+            seen[i].add(pick)
+    # It does sample, not just take the argmax, wherever the nucleus has several tokens.
+    assert all(len(s) > 1 for s, a in zip(seen, allowed) if len(a) > 1)
+
+
+def test_sampling_frequencies_follow_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    g = torch.Generator().manual_seed(3)
+    counts = torch.bincount(torch.cat([sample_next_token(logits, 1.0, generator=g)[:, 0] for _ in range(4000)]),
+                            minlength=4)
+    expected = torch.softmax(logits[0], -1) * 4000
+    assert ((counts - expected).abs() < 5 * expected.sqrt() + 5).all()
+
+
+def test_same_seed_same_samples_and_cache_does_not_change_them(model, prompt):
+    torch.manual_seed(7)
+    a = generate(model, prompt, 20, 12, temperature=1.3, top_k=20)
+    torch.manual_seed(7)
+    b = generate(model, prompt, 20, 12, temperature=1.3, top_k=20, use_cache=False)
+    torch.manual_seed(8)
+    c = generate(model, prompt, 20, 12, temperature=1.3, top_k=20)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_eos_stops_generation(model, prompt):
+    greedy = generate(model, prompt, 10, 12)
+    eos = greedy[0, prompt.shape[1] + 3].item()  # the 4th generated token
+    first = (greedy[0, prompt.shape[1]:] == eos).nonzero()[0].item()
+    out = generate(model, prompt, 10, 12, eos_id=eos)
+    assert torch.equal(out, greedy[:, :prompt.shape[1] + first])
+
+
+def test_beam_search_with_one_beam_is_greedy(model, prompt):
+    assert torch.equal(beam_search(model, prompt, 15, 12, num_beams=1), generate(model, prompt, 15, 12))
+
+
+def sequence_log_prob(model, seq, prompt_len):
+    with torch.no_grad():
+        logp = torch.log_softmax(model(seq)[0], -1)
+    return sum(logp[t - 1, seq[0, t]].item() for t in range(prompt_len, seq.shape[1]))
+
+
+def best_by_exhaustive_search(model, prompt, steps):
+    best = (-math.inf, None)
+    for a in range(CFG["vocab_size"]):
+        for b in range(CFG["vocab_size"]):
+            seq = torch.cat([prompt, torch.tensor([[a, b]])], dim=1)
+            best = max(best, (sequence_log_prob(model, seq, prompt.shape[1]), seq), key=lambda x: x[0])
+    return best
+
+
+def test_beam_search_scores_at_least_greedy_and_wide_beam_finds_the_optimum(model, prompt):
+    greedy = generate(model, prompt, 2, 12)
+    beam = beam_search(model, prompt, 2, 12, num_beams=CFG["vocab_size"])
+    best_score, best_seq = best_by_exhaustive_search(model, prompt, 2)
+    assert torch.equal(beam, best_seq)  # a beam as wide as the vocabulary is exhaustive for 2 steps
+    assert sequence_log_prob(model, beam, 4) >= sequence_log_prob(model, greedy, 4) - 1e-6
+
+
+def test_beam_search_across_the_context_boundary(model, prompt):
+    out = beam_search(model, prompt, 14, 12, num_beams=3)  # 18 tokens > context of 12
+    assert out.shape == (1, 18)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"temperature": -1.0}, "temperature"), ({"temperature": 1.0, "top_k": 0}, "top_k"),
+    ({"temperature": 1.0, "top_p": 0.0}, "top_p"), ({"temperature": 1.0, "top_p": 1.5}, "top_p"),
+])
+def test_bad_decoding_arguments(model, prompt, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompt, 3, 12, **kwargs)
+
+
+def test_empty_prompt(model):
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, torch.zeros((1, 0), dtype=torch.long), 3, 12)
+    with pytest.raises(ValueError, match="one prompt"):
+        beam_search(model, torch.zeros((2, 3), dtype=torch.long), 3, 12)

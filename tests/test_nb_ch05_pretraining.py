@@ -1,0 +1,25 @@
+"""Smoke run of ch05_pretraining.ipynb: training lowered the loss, the numbers it recorded are
+consistent with each other, a resumed run was identical, and the weight loaders agreed."""
+import math
+
+
+def test_ch05_smoke_run(smoke_run):
+    m = smoke_run("ch05_pretraining")
+    assert m["mode"] == "smoke"
+    # An untrained model is about as unsure as a uniform guess over GPT-2's 50,257 tokens.
+    assert abs(m["untrained_loss"] - math.log(50257)) < 1.0
+    assert abs(m["untrained_perplexity"] - math.exp(m["untrained_loss"])) < 1e-6 * m["untrained_perplexity"]
+    n = len(m["train_losses"])
+    assert n == len(m["val_losses"]) == len(m["tokens_seen"])
+    # 2 epochs of 18 steps, evaluated every 5 steps: steps 0, 5, ..., 35
+    assert m["steps_per_epoch"] == 18 and n == len(range(0, 2 * 18, 5))
+    assert m["tokens_seen"] == [(5 * k + 1) * 8 * 32 for k in range(n)]
+    assert m["train_losses"][-1] < m["train_losses"][0] - 0.3
+    assert m["val_losses"][-1] < m["val_losses"][0]
+    assert len(m["epoch_train_loss"]) == len(m["epoch_val_loss"]) == 2
+    assert m["epoch_train_loss"][-1] == round(m["train_losses"][-1], 4)
+    assert abs(m["final_train_perplexity"] - math.exp(m["train_losses"][-1])) < 1e-6 * m["final_train_perplexity"]
+    assert m["training_s"] > 0
+    assert m["resume_identical"] is True
+    assert m["gpt2_weights"] == "standin"  # smoke mode never downloads
+    assert m["safetensors_max_abs_diff"] <= 1e-5

@@ -1,0 +1,135 @@
+"""Training (helpers.training, ch05): losses against a hand computation, a loss that goes down,
+checkpoints that only hold data, and a resumed run identical to one that never stopped."""
+import pickle
+
+import pytest
+import torch
+
+from helpers.model import GPT_CONFIG_124M, GPTModel
+from helpers.text import create_dataloader_v1
+from helpers.training import (calc_loss_batch, calc_loss_loader, load_checkpoint, save_checkpoint,
+                              train_model_simple)
+
+CFG = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.1}
+
+
+def new_model(seed=0):
+    torch.manual_seed(seed)
+    return GPTModel(CFG)
+
+
+@pytest.fixture(scope="module")
+def loaders(verdict_text, tokenizer):
+    text = verdict_text[:3000]  # a few batches per epoch keep these tests fast
+    split = int(0.9 * len(text))
+    train = create_dataloader_v1(text[:split], batch_size=4, max_length=16, stride=16,
+                                 shuffle=True, tokenizer=tokenizer)
+    val = create_dataloader_v1(text[split:], batch_size=4, max_length=16, stride=8,
+                               shuffle=False, drop_last=False, tokenizer=tokenizer)
+    return train, val
+
+
+def test_calc_loss_batch_equals_hand_computed_cross_entropy():
+    model = new_model().eval()
+    x = torch.randint(0, CFG["vocab_size"], (2, 8))
+    y = torch.randint(0, CFG["vocab_size"], (2, 8))
+    with torch.no_grad():
+        logits = model(x)
+        probs = torch.softmax(logits, dim=-1)
+        picked = [probs[b, t, y[b, t]].log() for b in range(2) for t in range(8)]
+        expected = -sum(picked) / len(picked)
+        assert abs(calc_loss_batch(x, y, model, "cpu").item() - expected.item()) < 1e-4
+
+
+def test_calc_loss_loader_averages_the_first_batches(loaders):
+    _, val = loaders
+    model = new_model().eval()
+    with torch.no_grad():
+        per_batch = [calc_loss_batch(x, y, model, "cpu").item() for x, y in val]
+        assert abs(calc_loss_loader(val, model, "cpu") - sum(per_batch) / len(per_batch)) < 1e-5
+        assert abs(calc_loss_loader(val, model, "cpu", num_batches=2) - sum(per_batch[:2]) / 2) < 1e-5
+        assert abs(calc_loss_loader(val, model, "cpu", num_batches=999) - sum(per_batch) / len(per_batch)) < 1e-5
+
+
+def test_calc_loss_loader_rejects_an_empty_loader():
+    with pytest.raises(ValueError, match="no batch"):
+        calc_loss_loader([], new_model(), "cpu")
+
+
+def run(loaders, tokenizer, **kwargs):
+    train, val = loaders
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)  # the data order and dropout come from here
+    out = train_model_simple(model, train, val, optimizer, "cpu", num_epochs=2, eval_freq=3, eval_iter=2,
+                             start_context="Every effort moves you", tokenizer=tokenizer, **kwargs)
+    return model, optimizer, out
+
+
+def test_loss_goes_down(loaders, tokenizer):
+    _, _, (train_losses, val_losses, tokens) = run(loaders, tokenizer)
+    assert len(train_losses) == len(val_losses) == len(tokens) >= 4
+    assert train_losses[-1] < train_losses[0] - 0.3
+    assert tokens == sorted(tokens) and tokens[0] == 4 * 16
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch-end"])
+def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tokenizer, tmp_path, where):
+    reference_model, _, reference = run(loaders, tokenizer)
+    n = len(loaders[0])
+    assert n >= 5
+    stop_at = n // 2 + 1 if where == "mid-epoch" else n
+    ckpt = tmp_path / "run.pt"
+    _, _, partial = run(loaders, tokenizer, checkpoint_path=ckpt, max_steps=stop_at)
+    assert len(partial[0]) < len(reference[0])
+    torch.manual_seed(999)  # whatever the global RNG does in between must not matter
+    torch.rand(10)
+    resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert resumed == reference
+    for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_without_checkpoint_is_a_clear_error(loaders, tokenizer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="resume=True"):
+        run(loaders, tokenizer, checkpoint_path=tmp_path / "missing.pt", resume=True)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = new_model(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 100, (1, 5))).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path / "c.pt", model, optimizer, epoch=3, losses=[1.5, 1.25])
+    other, other_opt = new_model(2), torch.optim.AdamW(new_model(2).parameters(), lr=5e-4)
+    other_opt = torch.optim.AdamW(other.parameters(), lr=5e-4)
+    extra = load_checkpoint(tmp_path / "c.pt", other, other_opt)
+    assert extra == {"epoch": 3, "losses": [1.5, 1.25]}
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    assert other_opt.param_groups[0]["lr"] == 1e-3
+    assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert not (tmp_path / "c.pt.tmp").exists()
+
+
+def test_bare_state_dict_as_the_book_saves_it(tmp_path):
+    model = new_model(1)
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    other = new_model(2)
+    assert load_checkpoint(tmp_path / "model.pth", other) == {}
+    assert torch.equal(other.tok_emb.weight, model.tok_emb.weight)
+
+
+class Payload:  # any custom class makes torch.save fall back to pickling the object
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": new_model().state_dict(), "extra": Payload()}, path)
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        load_checkpoint(path, new_model())
+    with open(path, "rb"):  # the file is untouched (nothing was lost)
+        assert path.stat().st_size > 0
+    assert pickle  # imported for clarity of intent: the refusal is about pickle

@@ -1,0 +1,228 @@
+"""Loading GPT-2 weights (helpers.weights, ch05) from OpenAI's TensorFlow checkpoint format and
+from Hugging Face's safetensors layout, over a loopback server laid out like OpenAI's storage.
+
+The checkpoints are written here, independently of helpers.weights, from a randomly initialised
+transformers GPT2LMHeadModel; "the same weights loaded another way" is that model itself.
+"""
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.model import GPTModel
+from helpers.support.download import DownloadError
+from helpers.weights import (GPT2_FILES, download_and_load_gpt2, gpt_config_from_hparams,
+                             load_gpt2_params_from_tf_ckpt, load_hf_gpt2_safetensors, load_weights_into_gpt,
+                             save_gpt_as_hf, save_gpt_as_tf_checkpoint)
+from hf_reference import random_hf_gpt2
+
+CFG = {"vocab_size": 1000, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+       "drop_rate": 0.0, "qkv_bias": True}
+FAST = {"retries": 1, "backoff": 0.0, "timeout": 5.0, "progress": False}
+
+
+def write_openai_checkpoint(hf, folder: Path, data_dir: Path):
+    """OpenAI's file set and variable names, written with TensorFlow from an HF model."""
+    import tensorflow as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k.removeprefix("transformer."): v.numpy() for k, v in hf.state_dict().items()}
+    arrays = {"model/wte": sd["wte.weight"], "model/wpe": sd["wpe.weight"],
+              "model/ln_f/g": sd["ln_f.weight"], "model/ln_f/b": sd["ln_f.bias"]}
+    for i in range(CFG["n_layers"]):
+        for hf_name, tf_name in [("attn.c_attn", "attn/c_attn"), ("attn.c_proj", "attn/c_proj"),
+                                 ("mlp.c_fc", "mlp/c_fc"), ("mlp.c_proj", "mlp/c_proj")]:
+            arrays[f"model/h{i}/{tf_name}/w"] = sd[f"h.{i}.{hf_name}.weight"][None]  # OpenAI: (1, in, out)
+            arrays[f"model/h{i}/{tf_name}/b"] = sd[f"h.{i}.{hf_name}.bias"]
+        for ln in ("ln_1", "ln_2"):
+            arrays[f"model/h{i}/{ln}/g"] = sd[f"h.{i}.{ln}.weight"]
+            arrays[f"model/h{i}/{ln}/b"] = sd[f"h.{i}.{ln}.bias"]
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in arrays.items()]
+        saver = tf.compat.v1.train.Saver(variables, save_relative_paths=True)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, str(folder / "model.ckpt"))
+    (folder / "hparams.json").write_text(json.dumps(
+        {"n_vocab": CFG["vocab_size"], "n_ctx": CFG["context_length"], "n_embd": CFG["emb_dim"],
+         "n_head": CFG["n_heads"], "n_layer": CFG["n_layers"]}))
+    for name in ("encoder.json", "vocab.bpe"):
+        (folder / name).write_bytes((data_dir / "gpt2" / name).read_bytes())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(GPT2_FILES)
+
+
+class Storage(http.server.ThreadingHTTPServer):
+    """Serves files under /<prefix>/<size>/<file> from a folder, with HTTP Range support."""
+
+    def __init__(self, root: Path):
+        self.root, self.missing, self.requests = root, set(), []
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def base(self, prefix):
+        return f"http://127.0.0.1:{self.server_address[1]}/{prefix}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        prefix, rel = self.path.lstrip("/").split("/", 1)
+        self.server.requests.append((prefix, rel, self.headers.get("Range")))
+        path = self.server.root / rel
+        if (prefix, rel) in self.server.missing or not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return random_hf_gpt2(CFG, seed=11)
+
+
+@pytest.fixture(scope="module")
+def storage(hf_model, data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("openai")
+    write_openai_checkpoint(hf_model, root / "124M", data_dir)
+    server = Storage(root)
+    yield server
+    server.shutdown()
+
+
+def logits_of(model, idx):
+    with torch.no_grad():
+        return model(idx)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, CFG["vocab_size"], (2, CFG["context_length"]), generator=torch.Generator().manual_seed(3))
+
+
+def loaded_gpt(settings, params):
+    gpt = GPTModel(gpt_config_from_hparams(settings)).eval()
+    load_weights_into_gpt(gpt, params)
+    return gpt
+
+
+def test_download_and_load_matches_transformers(storage, hf_model, tokens, tmp_path):
+    settings, params = download_and_load_gpt2("124M", tmp_path, base_urls=[storage.base("primary")], **FAST)
+    assert settings == {"n_vocab": 1000, "n_ctx": 32, "n_embd": 32, "n_head": 4, "n_layer": 2}
+    assert sorted(p.name for p in (tmp_path / "124M").iterdir()) == sorted(GPT2_FILES)
+    gpt = loaded_gpt(settings, params)
+    assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+
+
+def test_complete_files_are_not_downloaded_again(storage, tmp_path):
+    download_and_load_gpt2("124M", tmp_path, base_urls=[storage.base("again")], **FAST)
+    before = len([r for r in storage.requests if r[0] == "again"])
+    download_and_load_gpt2("124M", tmp_path, base_urls=[storage.base("again")], **FAST)
+    assert before == len(GPT2_FILES)
+    assert len([r for r in storage.requests if r[0] == "again"]) == before
+
+
+def test_truncated_download_resumes_with_a_range_request(storage, hf_model, tokens, tmp_path):
+    name = "model.ckpt.data-00000-of-00001"
+    full = (storage.root / "124M" / name).read_bytes()
+    (tmp_path / "124M").mkdir()
+    (tmp_path / "124M" / (name + ".part")).write_bytes(full[: len(full) // 3])
+    settings, params = download_and_load_gpt2("124M", tmp_path, base_urls=[storage.base("resume")], **FAST)
+    assert ("resume", f"124M/{name}", f"bytes={len(full) // 3}-") in storage.requests
+    assert (tmp_path / "124M" / name).read_bytes() == full
+    assert (logits_of(loaded_gpt(settings, params), tokens) - hf_model(tokens).logits.detach()).abs().max() <= 1e-4
+
+
+def test_404_on_the_primary_falls_back_to_the_backup(storage, tmp_path):
+    storage.missing.add(("gone", "124M/model.ckpt.index"))
+    download_and_load_gpt2("124M", tmp_path, base_urls=[storage.base("gone"), storage.base("backup")], **FAST)
+    assert ("backup", "124M/model.ckpt.index", None) in storage.requests
+    assert not any(r[0] == "backup" and r[1] != "124M/model.ckpt.index" for r in storage.requests)
+
+
+def test_refused_connection_gives_the_offline_error(tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError) as err:
+        download_and_load_gpt2("124M", tmp_path, base_urls=[f"http://127.0.0.1:{port}/a"], **FAST)
+    message = str(err.value)
+    assert f"http://127.0.0.1:{port}/a/124M/checkpoint" in message
+    assert str((tmp_path / "124M" / "checkpoint").resolve()) in message
+
+
+def test_unknown_size_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M"):
+        download_and_load_gpt2("125M", tmp_path)
+
+
+def test_shape_mismatch_names_the_tensor(storage):
+    settings = json.loads((storage.root / "124M" / "hparams.json").read_text())
+    params = load_gpt2_params_from_tf_ckpt(storage.root / "124M", settings)
+    wrong = GPTModel({**gpt_config_from_hparams(settings), "context_length": 64})
+    with pytest.raises(ValueError, match=r"shape mismatch for wpe: the checkpoint has \(32, 32\)"):
+        load_weights_into_gpt(wrong, params)
+    no_bias = GPTModel({**gpt_config_from_hparams(settings), "qkv_bias": False})
+    with pytest.raises(ValueError, match="qkv_bias=True"):
+        load_weights_into_gpt(no_bias, params)
+    deeper = GPTModel({**gpt_config_from_hparams(settings), "n_layers": 3})
+    with pytest.raises(ValueError, match="transformer blocks"):
+        load_weights_into_gpt(deeper, params)
+
+
+def test_missing_tensor_is_a_clear_error(storage):
+    settings = json.loads((storage.root / "124M" / "hparams.json").read_text())
+    params = load_gpt2_params_from_tf_ckpt(storage.root / "124M", settings)
+    del params["blocks"][1]["mlp"]["c_fc"]["b"]
+    with pytest.raises(ValueError, match="no tensor 'blocks/1/mlp/c_fc/b'"):
+        load_weights_into_gpt(GPTModel(gpt_config_from_hparams(settings)), params)
+
+
+def test_safetensors_from_transformers(hf_model, tokens, tmp_path):
+    hf_model.save_pretrained(tmp_path)  # model.safetensors, as on the Hugging Face hub
+    gpt = GPTModel(CFG).eval()
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(tmp_path / "model.safetensors"))
+    assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_our_export_loads_in_transformers(qkv_bias, tokens, tmp_path):
+    from transformers import GPT2LMHeadModel
+    torch.manual_seed(4)
+    gpt = GPTModel({**CFG, "qkv_bias": qkv_bias}).eval()  # untied head, as trained from scratch
+    save_gpt_as_hf(gpt, tmp_path)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert (logits_of(gpt, tokens) - hf(tokens).logits.detach()).abs().max().item() <= 1e-4
+    back = GPTModel({**CFG, "qkv_bias": qkv_bias}).eval()
+    load_weights_into_gpt(back, load_hf_gpt2_safetensors(tmp_path / "model.safetensors"))
+    assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
+
+
+def test_tf_writer_round_trip(hf_model, tokens, tmp_path, data_dir):
+    gpt = GPTModel(CFG).eval()
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors_from(hf_model, tmp_path / "hf"))
+    save_gpt_as_tf_checkpoint(gpt, tmp_path / "tf", data_dir=data_dir)
+    assert sorted(p.name for p in (tmp_path / "tf").iterdir()) == sorted(GPT2_FILES)
+    settings = json.loads((tmp_path / "tf" / "hparams.json").read_text())
+    again = loaded_gpt(settings, load_gpt2_params_from_tf_ckpt(tmp_path / "tf", settings))
+    assert torch.equal(logits_of(again, tokens), logits_of(gpt, tokens))
+
+
+def load_hf_gpt2_safetensors_from(hf_model, folder):
+    hf_model.save_pretrained(folder)
+    return load_hf_gpt2_safetensors(folder / "model.safetensors")
