@@ -5,23 +5,40 @@ Edit the notebook cells that start with `#| export attention` and run `make expo
 __all__ = ['MultiHeadAttention', 'MultiHeadAttentionSDPA', 'KVCache']
 
 
-# ---- ch03_attention.ipynb, cell 42 ----
+# ---- ch03_attention.ipynb, cell 54 ----
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention, written out step by step.
 
-    x (batch, tokens, d_in) -> (batch, tokens, d_out). The submodule names (W_query, W_key,
-    W_value, out_proj) and the `mask` buffer are the ones weight-loading code relies on.
+    Maps x of shape (batch, tokens, d_in) to (batch, tokens, d_out). The query, key and value
+    projections are split into `num_heads` heads of size d_out // num_heads; each head attends
+    only to its own and earlier positions; the heads' context vectors are concatenated and
+    mixed by `out_proj`.
+
+    Args:
+        d_in: size of each input vector.
+        d_out: size of each output vector; must be divisible by `num_heads`.
+        context_length: the longest sequence accepted (the size of the causal mask).
+        dropout: probability of dropping an attention weight in training mode.
+        num_heads: number of attention heads.
+        qkv_bias: whether the query/key/value projections have a bias (GPT-2's do).
+
+    forward(x, kv_cache=None, layer=0): with a `KVCache`, x holds only the tokens not seen
+    before; their keys and values are appended to slot `layer` of the cache, and each new
+    query attends to every cached token and to the new ones up to itself.
+
+    The names W_query, W_key, W_value, out_proj and the persistent `mask` buffer are those of
+    the book's code, so its state dicts load unchanged.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
-        if d_out % num_heads != 0:
-            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        if num_heads < 1 or d_out % num_heads != 0:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}): "
+                             f"each head gets d_out // num_heads dimensions")
         self.d_out = d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
@@ -31,91 +48,119 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
-        # 1 above the diagonal = "a future token": registered so .to(device) moves it along.
+        # 1 above the diagonal marks a future position. A buffer rather than a parameter: it is
+        # never trained, but it follows .to(device) and is saved in the state dict.
         self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
 
-    def _split_heads(self, x, b, num_tokens):
-        # (b, tokens, d_out) -> (b, heads, tokens, head_dim)
-        return x.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _project(self, x, kv_cache, layer):
-        """Queries, keys and values per head, with cached keys/values of earlier tokens prepended."""
-        b, num_tokens, _ = x.shape
-        queries = self._split_heads(self.W_query(x), b, num_tokens)
-        keys = self._split_heads(self.W_key(x), b, num_tokens)
-        values = self._split_heads(self.W_value(x), b, num_tokens)
-        if kv_cache is not None:
-            keys, values = kv_cache.update(layer, keys, values)
-        if keys.shape[2] > self.context_length:
-            raise ValueError(f"{keys.shape[2]} tokens exceed the context length of {self.context_length}; "
-                             f"crop the input to its last {self.context_length} tokens")
-        return queries, keys, values
+    def _split_heads(self, t):
+        """(batch, tokens, d_out) -> (batch, heads, tokens, head_dim)."""
+        b, num_tokens, _ = t.shape
+        return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _merge_heads(self, context):
+        """(batch, heads, tokens, head_dim) -> (batch, tokens, d_out), then the output projection."""
         b, _, num_tokens, _ = context.shape
         return self.out_proj(context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out))
 
+    def _project(self, x, kv_cache, layer):
+        """Queries of the new tokens; keys and values of all tokens so far; how many were cached."""
+        if x.ndim != 3 or x.shape[1] == 0:
+            raise ValueError(f"x must have shape (batch, tokens, d_in) with at least one token; "
+                             f"got {tuple(x.shape)}")
+        past = 0 if kv_cache is None else kv_cache.seq_len(layer)
+        total = past + x.shape[1]
+        if total > self.context_length:  # checked before the cache is touched, so it stays valid
+            raise ValueError(f"{total} tokens ({past} cached + {x.shape[1]} new) exceed the context "
+                             f"length of {self.context_length}; crop the input to its last "
+                             f"{self.context_length} tokens (and clear the cache)")
+        queries = self._split_heads(self.W_query(x))
+        keys = self._split_heads(self.W_key(x))
+        values = self._split_heads(self.W_value(x))
+        if kv_cache is not None:
+            keys, values = kv_cache.update(layer, keys, values)
+        return queries, keys, values, past
+
     def forward(self, x, kv_cache=None, layer=0):
-        queries, keys, values = self._project(x, kv_cache, layer)
-        num_new, num_all = queries.shape[2], keys.shape[2]
-        past = num_all - num_new  # tokens already in the cache come before the new ones
-        attn_scores = queries @ keys.transpose(2, 3)
-        mask = self.mask.bool()[past:num_all, :num_all]
-        attn_scores.masked_fill_(mask, -torch.inf)
+        queries, keys, values, past = self._project(x, kv_cache, layer)
+        num_all = keys.shape[2]
+        attn_scores = queries @ keys.transpose(2, 3)  # (batch, heads, new tokens, all tokens)
+        # Row i is the query at position past + i: it may see keys 0 .. past + i.
+        future = self.mask[past:num_all, :num_all].bool()
+        attn_scores = attn_scores.masked_fill(future, -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
         return self._merge_heads(attn_weights @ values)
 
 
-# ---- ch03_attention.ipynb, cell 48 ----
+# ---- ch03_attention.ipynb, cell 60 ----
+import torch.nn.functional as F
+
+
 class MultiHeadAttentionSDPA(MultiHeadAttention):
-    """The same layer (same parameters and buffer, so state dicts are interchangeable) computed
-    by PyTorch's fused `scaled_dot_product_attention`: faster and lighter on memory."""
+    """MultiHeadAttention computed by PyTorch's fused `scaled_dot_product_attention`.
+
+    Same constructor, parameters, `mask` buffer and state dict as `MultiHeadAttention` (the two
+    load each other's weights); same outputs up to float rounding; faster and lighter on
+    memory for long sequences.
+    """
 
     def forward(self, x, kv_cache=None, layer=0):
-        queries, keys, values = self._project(x, kv_cache, layer)
-        num_new, num_all = queries.shape[2], keys.shape[2]
-        past = num_all - num_new
+        queries, keys, values, past = self._project(x, kv_cache, layer)
+        num_all = keys.shape[2]
         dropout_p = self.dropout.p if self.training else 0.0
-        if past == 0:
+        if past == 0:  # no cache: the plain causal case, which the fused kernels handle best
             context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
-        else:  # new tokens see every cached token and the new ones up to themselves
-            allowed = ~self.mask.bool()[past:num_all, :num_all]
-            context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout_p)
+        else:
+            # is_causal=True would align the mask to the top-left corner, wrong when the queries
+            # are the last rows; pass the matching slice of our mask (True = may attend) instead.
+            allowed = ~self.mask[past:num_all, :num_all].bool()
+            context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed,
+                                                     dropout_p=dropout_p)
         return self._merge_heads(context)
 
 
-# ---- ch03_attention.ipynb, cell 54 ----
-class KVCache:
-    """Keys and values of every token processed so far, one slot per transformer block.
+# ---- ch03_attention.ipynb, cell 66 ----
+import torch
 
-    During generation each new token's query must attend to the keys and values of all earlier
-    tokens. Those never change, so each attention layer appends its new ones here instead of
-    recomputing the whole prefix at every step.
+
+class KVCache:
+    """Keys and values of every token processed so far, one slot per attention layer.
+
+    During generation each new query must attend to the keys and values of all earlier tokens.
+    Those do not change, so each layer appends the new ones here instead of recomputing the
+    whole prefix at every step. Tensors are stored as (batch, heads, tokens, head_dim).
     """
 
     def __init__(self, n_layers: int = 1):
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
         self.keys = [None] * n_layers
         self.values = [None] * n_layers
 
-    def __len__(self) -> int:
-        """How many positions are cached (layer 0 is filled first, so it is up to date)."""
-        return 0 if self.keys[0] is None else self.keys[0].shape[-2]
+    def seq_len(self, layer: int = 0) -> int:
+        """How many positions slot `layer` holds."""
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[-2]
 
-    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
-        """Append this step's keys/values (b, heads, new, head_dim); return all of them."""
+    def __len__(self) -> int:
+        """How many positions are cached (layer 0 is updated first, so it is never behind)."""
+        return self.seq_len(0)
+
+    def update(self, layer: int, keys, values):
+        """Append this step's keys/values (batch, heads, new, head_dim); return all of them."""
         if self.keys[layer] is not None:
             keys = torch.cat([self.keys[layer], keys], dim=-2)
             values = torch.cat([self.values[layer], values], dim=-2)
         self.keys[layer], self.values[layer] = keys, values
         return keys, values
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep/duplicate batch rows (beam search): row i becomes old row index[i]."""
+    def reorder(self, index) -> None:
+        """Keep, drop or duplicate batch rows (beam search): new row i is old row index[i]."""
         for i, (k, v) in enumerate(zip(self.keys, self.values)):
             if k is not None:
-                self.keys[i], self.values[i] = k.index_select(0, index), v.index_select(0, index)
+                idx = torch.as_tensor(index, device=k.device)
+                self.keys[i], self.values[i] = k.index_select(0, idx), v.index_select(0, idx)
 
     def clear(self) -> None:
+        """Forget everything (e.g. before a new prompt)."""
         self.keys = [None] * len(self.keys)
         self.values = [None] * len(self.values)

@@ -255,7 +255,8 @@ def save_gpt_as_hf(gpt, out_dir):
 def save_gpt_as_tf_checkpoint(gpt, out_dir, data_dir=None):
     """Write our model in the exact file set of OpenAI's GPT-2 release (hparams.json, checkpoint,
     model.ckpt.index/.data-00000-of-00001/.meta, encoder.json, vocab.bpe), with OpenAI's variable
-    names and shapes, so `load_gpt2_params_from_tf_ckpt` reads it like the original. Needs
+    names and shapes, so `load_gpt2_params_from_tf_ckpt` reads it like the original (an output
+    head that differs from the token embedding is kept as an extra variable, model/out_head). Needs
     TensorFlow. Variables are filled through a placeholder rather than baked into the graph,
     which keeps the .meta file small for large models."""
     tf = _import_tensorflow()
@@ -273,6 +274,8 @@ def save_gpt_as_tf_checkpoint(gpt, out_dir, data_dir=None):
         for ln in ("ln_1", "ln_2"):
             arrays[f"model/h{i}/{ln}/g"] = block[ln]["g"]
             arrays[f"model/h{i}/{ln}/b"] = block[ln]["b"]
+    if "out_head" in params:  # trained untied: an extra variable, which OpenAI's own files never have
+        arrays["model/out_head"] = params["out_head"]
     graph = tf.Graph()
     with graph.as_default():
         value = tf.compat.v1.placeholder(tf.float32)

@@ -6,8 +6,10 @@ from ../shared/data (or $COURSE_SHARED_DATA), and a TIKTOKEN_CACHE_DIR inside it
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,8 +26,13 @@ os.environ["COURSE_DEVICE"] = "cpu"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter test logs
 _CACHE = Path(tempfile.mkdtemp(prefix="course-cache-"))
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ["COURSE_DATA_DIR"] = str(_CACHE)
 os.environ["TIKTOKEN_CACHE_DIR"] = str(_CACHE / "tiktoken")
+# Files notebooks write (checkpoints, model folders) go here too: never into the checkout, and
+# never shared between two test processes that run the same notebook at once.
+os.environ["COURSE_MODELS_DIR"] = str(_CACHE / "models")
+os.environ["COURSE_CHECKPOINT_DIR"] = str(_CACHE / "checkpoints")
 
 from helpers.support.data import COURSE_FILES, seed_cache  # noqa: E402  (after the env is set)
 

@@ -1,47 +1,63 @@
-"""helpers.attention (exported from ch03_attention.ipynb), checked against torch.nn.MultiheadAttention
-and against itself under changes that must not matter (future tokens, eval-mode dropout, caching)."""
+"""helpers.attention: causal multi-head attention (naive and SDPA) and the KV cache.
+
+References are independent of our code: torch.nn.MultiheadAttention with copied weights, the
+other implementation with the same state dict, and the same layer run on the full sequence.
+"""
 import pytest
 import torch
+import torch.nn as nn
 
 from helpers.attention import KVCache, MultiHeadAttention, MultiHeadAttentionSDPA
 
 VARIANTS = [MultiHeadAttention, MultiHeadAttentionSDPA]
+IDS = ["naive", "sdpa"]
+D_IN, D_OUT, CONTEXT, HEADS = 16, 16, 12, 4
 
 
-def make(cls, d=32, heads=4, ctx=16, dropout=0.0, qkv_bias=False, seed=0):
+def make(cls, qkv_bias=False, dropout=0.0, d_in=D_IN, seed=0):
     torch.manual_seed(seed)
-    return cls(d, d, context_length=ctx, dropout=dropout, num_heads=heads, qkv_bias=qkv_bias).eval()
+    layer = cls(d_in, D_OUT, CONTEXT, dropout, HEADS, qkv_bias=qkv_bias)
+    return layer.eval()
 
 
-@pytest.mark.parametrize("cls", VARIANTS)
-def test_changing_a_future_token_leaves_earlier_outputs_unchanged(cls):
-    mha = make(cls)
-    x = torch.randn(2, 10, 32)
-    y = x.clone()
-    y[:, 6] += torch.randn(2, 32)  # change position 6 only
+def rand_input(batch=2, tokens=CONTEXT, d_in=D_IN, seed=1):
+    return torch.randn(batch, tokens, d_in, generator=torch.Generator().manual_seed(seed))
+
+
+# ---- causality -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+def test_future_tokens_do_not_change_earlier_outputs(cls):
+    layer = make(cls)
+    x = rand_input()
+    changed = x.clone()
+    t = 7
+    changed[:, t] += 3.0 * torch.randn(D_IN)
     with torch.no_grad():
-        a, b = mha(x), mha(y)
-    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
-    assert not torch.allclose(a[:, 6:], b[:, 6:], atol=1e-3)
+        out, out_changed = layer(x), layer(changed)
+    torch.testing.assert_close(out_changed[:, :t], out[:, :t], rtol=0, atol=1e-6)
+    # ...while the changed position and the ones after it do see the change
+    assert (out_changed[:, t:] - out[:, t:]).abs().amax(dim=-1).min() > 1e-4
 
+
+# ---- naive vs SDPA vs torch.nn.MultiheadAttention ------------------------------------------
 
 @pytest.mark.parametrize("qkv_bias", [False, True])
 def test_naive_and_sdpa_agree(qkv_bias):
-    naive = make(MultiHeadAttention, d=64, heads=8, ctx=32, qkv_bias=qkv_bias)
-    fused = make(MultiHeadAttentionSDPA, d=64, heads=8, ctx=32, qkv_bias=qkv_bias, seed=1)
-    fused.load_state_dict(naive.state_dict())
-    x = torch.randn(3, 32, 64)
+    naive = make(MultiHeadAttention, qkv_bias=qkv_bias)
+    sdpa = MultiHeadAttentionSDPA(D_IN, D_OUT, CONTEXT, 0.0, HEADS, qkv_bias=qkv_bias).eval()
+    sdpa.load_state_dict(naive.state_dict())
+    x = rand_input()
     with torch.no_grad():
-        assert (naive(x) - fused(x)).abs().max().item() <= 1e-5
-        assert (naive(x[:, :7]) - fused(x[:, :7])).abs().max().item() <= 1e-5
+        diff = (naive(x) - sdpa(x)).abs().max().item()
+    assert diff <= 1e-5
 
 
-@pytest.mark.parametrize("cls", VARIANTS)
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("qkv_bias", [False, True])
 def test_matches_torch_multihead_attention(cls, qkv_bias):
-    d, heads, T = 48, 6, 12
-    ours = make(cls, d=d, heads=heads, ctx=T, qkv_bias=qkv_bias)
-    ref = torch.nn.MultiheadAttention(d, heads, dropout=0.0, bias=True, batch_first=True).eval()
+    ours = make(cls, qkv_bias=qkv_bias)
+    ref = nn.MultiheadAttention(D_OUT, HEADS, dropout=0.0, bias=True, batch_first=True).eval()
     with torch.no_grad():
         ref.in_proj_weight.copy_(torch.cat([ours.W_query.weight, ours.W_key.weight, ours.W_value.weight]))
         if qkv_bias:
@@ -50,75 +66,142 @@ def test_matches_torch_multihead_attention(cls, qkv_bias):
             ref.in_proj_bias.zero_()
         ref.out_proj.weight.copy_(ours.out_proj.weight)
         ref.out_proj.bias.copy_(ours.out_proj.bias)
-        x = torch.randn(2, T, d)
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # True = not allowed
-        expected, _ = ref(x, x, x, attn_mask=causal, need_weights=False)
-        assert (ours(x) - expected).abs().max().item() <= 1e-5
+    x = rand_input(tokens=9)
+    future = torch.triu(torch.ones(9, 9, dtype=torch.bool), diagonal=1)  # True = not allowed
+    with torch.no_grad():
+        expected, _ = ref(x, x, x, attn_mask=future, need_weights=False)
+        got = ours(x)
+    assert got.shape == expected.shape == (2, 9, D_OUT)
+    assert (got - expected).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("cls", VARIANTS)
+def test_single_head_matches_hand_computation():
+    """One head, no projections of our own: softmax(q k^T / sqrt(d) + causal mask) v, by loops."""
+    torch.manual_seed(3)
+    layer = MultiHeadAttention(4, 4, 5, 0.0, num_heads=1).eval()
+    x = torch.randn(1, 5, 4)
+    with torch.no_grad():
+        q, k, v = layer.W_query(x)[0], layer.W_key(x)[0], layer.W_value(x)[0]
+        rows = []
+        for i in range(5):
+            s = torch.tensor([float(q[i] @ k[j]) / 2.0 for j in range(i + 1)])  # sqrt(4) = 2
+            w = torch.exp(s - s.max())
+            w = w / w.sum()
+            rows.append(sum(w[j] * v[j] for j in range(i + 1)))
+        expected = layer.out_proj(torch.stack(rows))
+        torch.testing.assert_close(layer(x)[0], expected, rtol=0, atol=1e-5)
+
+
+# ---- dropout -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
 def test_dropout_only_in_training(cls):
-    mha = make(cls, dropout=0.5)
-    x = torch.randn(2, 16, 32)
+    layer = make(cls, dropout=0.5)
+    no_dropout = make(cls, dropout=0.0)
+    x = rand_input()
     with torch.no_grad():
-        assert torch.equal(mha(x), mha(x))
-        mha.train()
-        torch.manual_seed(1)
-        first = mha(x)
-        torch.manual_seed(2)
-        assert not torch.allclose(first, mha(x))
+        a, b = layer(x), layer(x)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, no_dropout(x), rtol=0, atol=1e-6)
+        layer.train()
+        c, d = layer(x), layer(x)
+    assert not torch.allclose(c, d), "two training-mode calls with dropout=0.5 should differ"
+    assert not torch.allclose(c, a)
 
 
-@pytest.mark.parametrize("cls", VARIANTS)
-def test_input_longer_than_context_is_a_clear_error(cls):
-    mha = make(cls, ctx=8)
-    with pytest.raises(ValueError, match="context length of 8"):
-        mha(torch.randn(1, 9, 32))
+# ---- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+def test_too_long_input_is_refused(cls):
+    layer = make(cls)
+    with pytest.raises(ValueError, match=r"13 tokens .*exceed the context length of 12.*crop"):
+        layer(rand_input(tokens=CONTEXT + 1))
+    assert layer(rand_input(tokens=CONTEXT)).shape == (2, CONTEXT, D_OUT)  # the limit itself is fine
 
 
-def test_d_out_must_divide_into_heads():
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+def test_d_out_must_divide_into_heads(cls):
     with pytest.raises(ValueError, match="divisible by num_heads"):
-        MultiHeadAttention(16, 30, context_length=8, dropout=0.0, num_heads=4)
+        cls(D_IN, 10, CONTEXT, 0.0, num_heads=4)
 
 
-@pytest.mark.parametrize("cls", VARIANTS)
-@pytest.mark.parametrize("chunks", [[1] * 10, [3, 4, 3], [6, 1, 1, 2]])
-def test_kv_cache_equals_full_sequence(cls, chunks):
-    mha = make(cls)
-    x = torch.randn(2, sum(chunks), 32)
+def test_wrong_input_rank_is_refused():
+    with pytest.raises(ValueError, match=r"\(batch, tokens, d_in\)"):
+        make(MultiHeadAttention)(torch.randn(CONTEXT, D_IN))
+
+
+# ---- KV cache ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("chunks", [[1] * CONTEXT, [5, 3, 1, 3], [CONTEXT]], ids=["tokens", "chunks", "whole"])
+def test_kv_cache_reproduces_full_sequence(cls, chunks):
+    layer = make(cls, qkv_bias=True)
+    x = rand_input()
     cache = KVCache(n_layers=1)
-    pieces, start = [], 0
+    outs, start = [], 0
     with torch.no_grad():
-        full = mha(x)
-        for n in chunks:
-            pieces.append(mha(x[:, start:start + n], kv_cache=cache))
-            start += n
-    assert len(cache) == x.shape[1]
-    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= 1e-5
+        full = layer(x)
+        for size in chunks:
+            outs.append(layer(x[:, start:start + size], kv_cache=cache))
+            start += size
+            assert len(cache) == start
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=0, atol=1e-5)
 
 
-def test_kv_cache_overflow_is_a_clear_error():
-    mha = make(MultiHeadAttention, ctx=4)
-    cache = KVCache(1)
-    mha(torch.randn(1, 4, 32), kv_cache=cache)
-    with pytest.raises(ValueError, match="context length"):
-        mha(torch.randn(1, 1, 32), kv_cache=cache)
+def test_kv_cache_layers_are_separate():
+    """Two layers share one cache object through different slots, as in a GPT model."""
+    first, second = make(MultiHeadAttention, seed=0), make(MultiHeadAttentionSDPA, seed=1)
+    x = rand_input(tokens=6)
+    with torch.no_grad():
+        full = second(first(x))
+        cache = KVCache(n_layers=2)
+        steps = [second(first(x[:, i:i + 1], cache, layer=0), cache, layer=1) for i in range(6)]
+    assert cache.seq_len(0) == cache.seq_len(1) == 6
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_kv_cache_past_context_is_refused_and_cache_kept():
+    layer = make(MultiHeadAttention)
+    cache = KVCache()
+    x = rand_input(tokens=CONTEXT)
+    with torch.no_grad():
+        layer(x[:, :10], kv_cache=cache)
+        with pytest.raises(ValueError, match=r"13 tokens \(10 cached \+ 3 new\)"):
+            layer(rand_input(tokens=3), kv_cache=cache)
+    assert len(cache) == 10, "a refused call must leave the cache as it was"
 
 
 def test_kv_cache_reorder_and_clear():
-    cache = KVCache(n_layers=2)
-    keys = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 5, 4)
-    cache.update(0, keys, keys + 10)
-    cache.reorder(torch.tensor([2, 2, 0]))
-    assert cache.keys[0][:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
-    assert cache.values[0][:, 0, 0, 0].tolist() == [12.0, 12.0, 10.0]
-    assert cache.keys[1] is None and len(cache) == 5
+    layer = make(MultiHeadAttention)
+    x = rand_input(batch=3, tokens=8)
+    cache = KVCache()
+    with torch.no_grad():
+        layer(x[:, :5], kv_cache=cache)
+        keys_before = cache.keys[0].clone()
+        index = torch.tensor([2, 0, 0])
+        cache.reorder(index)
+        assert torch.equal(cache.keys[0], keys_before[index])
+        # continuing from the reordered cache = running the reordered batch from scratch
+        out = layer(x[index, 5:], kv_cache=cache)
+        torch.testing.assert_close(out, layer(x[index])[:, 5:], rtol=0, atol=1e-5)
     cache.clear()
-    assert len(cache) == 0
+    assert len(cache) == 0 and cache.keys == [None] and cache.values == [None]
+    with pytest.raises(ValueError, match="n_layers"):
+        KVCache(0)
 
 
-def test_state_dicts_are_interchangeable():
-    naive, fused = make(MultiHeadAttention), make(MultiHeadAttentionSDPA, seed=3)
-    fused.load_state_dict(naive.state_dict(), strict=True)
-    naive.load_state_dict(fused.state_dict(), strict=True)
-    assert "mask" in naive.state_dict()  # the book's layout keeps the mask in the state dict
+# ---- state dicts ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("src_cls,dst_cls", [(MultiHeadAttention, MultiHeadAttentionSDPA),
+                                             (MultiHeadAttentionSDPA, MultiHeadAttention)],
+                         ids=["naive->sdpa", "sdpa->naive"])
+def test_state_dicts_are_interchangeable(src_cls, dst_cls, tmp_path):
+    src = make(src_cls, qkv_bias=True, seed=5)
+    torch.save(src.state_dict(), tmp_path / "att.pt")
+    dst = dst_cls(D_IN, D_OUT, CONTEXT, 0.0, HEADS, qkv_bias=True).eval()
+    result = dst.load_state_dict(torch.load(tmp_path / "att.pt", weights_only=True), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert "mask" in src.state_dict(), "the mask buffer is persistent (the book's state dicts hold it)"
+    x = rand_input()
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=1e-5)

@@ -213,13 +213,17 @@ def test_our_export_loads_in_transformers(qkv_bias, tokens, tmp_path):
     assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
 
 
-def test_tf_writer_round_trip(hf_model, tokens, tmp_path, data_dir):
+@pytest.mark.parametrize("head", ["tied", "untied"])
+def test_tf_writer_round_trip(head, hf_model, tokens, tmp_path, data_dir):
     gpt = GPTModel(CFG).eval()
-    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors_from(hf_model, tmp_path / "hf"))
+    if head == "tied":  # as OpenAI's weights are
+        load_weights_into_gpt(gpt, load_hf_gpt2_safetensors_from(hf_model, tmp_path / "hf"))
     save_gpt_as_tf_checkpoint(gpt, tmp_path / "tf", data_dir=data_dir)
     assert sorted(p.name for p in (tmp_path / "tf").iterdir()) == sorted(GPT2_FILES)
     settings = json.loads((tmp_path / "tf" / "hparams.json").read_text())
-    again = loaded_gpt(settings, load_gpt2_params_from_tf_ckpt(tmp_path / "tf", settings))
+    params = load_gpt2_params_from_tf_ckpt(tmp_path / "tf", settings)
+    assert ("out_head" in params) == (head == "untied")
+    again = loaded_gpt(settings, params)
     assert torch.equal(logits_of(again, tokens), logits_of(gpt, tokens))
 
 
