@@ -67,7 +67,8 @@ def smoke_run(tmp_path_factory):
     Usage: ``metrics = smoke_run("ch02_text_data")``. A failing cell fails the test with
     papermill's report of the cell and traceback.
     """
-    import papermill as pm
+    sys.path.insert(0, str(ROOT / "tools"))
+    from run_course import execute  # the runner `make course` uses
 
     out_dir = tmp_path_factory.mktemp("smoke")
     done: dict[str, dict] = {}
@@ -76,11 +77,9 @@ def smoke_run(tmp_path_factory):
         key = name + json.dumps(parameters, sort_keys=True)
         if key not in done:
             metrics_path = out_dir / f"{name}.metrics.json"
-            pm.execute_notebook(
-                str(ROOT / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-                parameters={"mode": "smoke", "device": "cpu", "metrics_path": str(metrics_path),
-                            **parameters},
-                cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+            execute(ROOT / f"{name}.ipynb", out_dir / f"{name}.ipynb",
+                    parameters={"mode": "smoke", "device": "cpu", "metrics_path": str(metrics_path),
+                                **parameters})
             done[key] = json.loads(metrics_path.read_text())
         return done[key]
 

@@ -95,7 +95,38 @@ def test_runner_reports_metrics_and_failures(tmp_path):
     assert by_name["ch08_good.ipynb"]["metrics"] == {"mode": "smoke", "loss": 1.5}
     assert by_name["ch09_bad.ipynb"]["status"] == "failed"
     assert "broken on purpose" in by_name["ch09_bad.ipynb"]["error"]
-    assert "loss=1.5" in (out / "report.md").read_text()
+    # The failing cell is named: its execution count and first line.
+    assert by_name["ch09_bad.ipynb"]["failed_cell"]["first_line"] == "raise ValueError('broken on purpose')"
+    assert by_name["ch08_good.ipynb"]["mode"] == "smoke" and by_name["ch08_good.ipynb"]["device"] == "cpu"
+    md = (out / "report.md").read_text()
+    assert "loss=1.5" in md and "ch09_bad.ipynb: cell" in md and "broken on purpose" in md
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and "broken on purpose" in page and "class='failed'" in page
+
+
+def test_runner_embeds_tagged_figures_and_hides_kernel_warning(tmp_path, capfd):
+    nb_path = _toy_notebook(tmp_path / "ch08_plot.ipynb",
+                            "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([3, 1, 2]); plt.show()")
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells[2].metadata["tags"] = ["report-figure"]
+    nb.cells.append(nbformat.v4.new_code_cell("plt.plot([1, 2]); plt.show()"))  # untagged: not in the report
+    nbformat.write(nb, nb_path)
+    out = tmp_path / "runs"
+    assert run_course.main(["--mode", "smoke", "--out", str(out), str(nb_path)]) == 0
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1
+    assert (out / "figures" / "ch08_plot-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "without encryption" not in capfd.readouterr().err
+
+
+def test_inplace_saves_progress_bars_in_their_final_state(tmp_path):
+    nb_path = _toy_notebook(tmp_path / "ch08_bar.ipynb",
+                            "from tqdm.auto import tqdm\nfor _ in tqdm(range(30), desc='work'):\n    pass")
+    assert run_course.main(["--inplace", "--mode", "smoke", "--out", str(tmp_path / "r"), str(nb_path)]) == 0
+    outputs = nbformat.read(nb_path, as_version=4).cells[2].outputs
+    texts = [o["data"]["text/plain"] for o in outputs if o.get("output_type") == "display_data"]
+    assert texts and all("30/30" in t and "100%" in t for t in texts), texts
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
 
 def test_runner_inplace_leaves_clean_notebook(tmp_path):
