@@ -144,7 +144,8 @@ def figures(nb_path: Path) -> list[str]:
 
 def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool) -> dict:
     name = nb.stem
-    metrics_path = (out_dir / f"{name}.metrics.json").resolve()
+    # --inplace runs the notebook as committed, so it writes its metrics to its own default path
+    metrics_path = (ROOT / "runs" / "interactive" if inplace else out_dir).resolve() / f"{name}.metrics.json"
     metrics_path.unlink(missing_ok=True)
     executed = nb if inplace else out_dir / nb.name
     t0 = time.perf_counter()
