@@ -1,0 +1,344 @@
+"""instruction: generated from ch07_instruction.ipynb. DO NOT EDIT.
+
+Edit the notebook cells that start with `#| export instruction` and run `make export`.
+"""
+__all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'custom_collate_fn', 'InstructionDataset', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'generate_model_scores']
+
+
+# ---- ch07_instruction.ipynb, cell 10 ----
+import json
+import math
+import random
+import re
+
+import torch
+from torch.utils.data import Dataset
+
+from helpers.support.data import fetch
+
+PREAMBLE = ("Below is an instruction that describes a task. "
+            "Write a response that appropriately completes the request.")
+RESPONSE_HEADER = "\n\n### Response:\n"
+
+
+def format_input(entry):
+    """The Alpaca-style prompt for one entry: preamble, instruction, and an input block only
+    when the entry's input is non-empty. The response block is left to the model."""
+    text = f"{PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
+    if entry.get("input"):
+        text += f"\n\n### Input:\n{entry['input']}"
+    return text
+
+
+def format_example(entry):
+    """A whole training example: the prompt, the response header and the reference output."""
+    return format_input(entry) + RESPONSE_HEADER + entry["output"]
+
+
+def load_instruction_data(data_dir=None):
+    """The 1,100 entries of instruction-data.json, through the course's download cache."""
+    return json.loads(fetch("instruction-data.json", data_dir).read_text(encoding="utf-8"))
+
+
+# ---- ch07_instruction.ipynb, cell 16 ----
+def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
+    """Shuffle a copy of `data` with `seed` and cut it into (train, test, validation):
+    `train_frac` and `test_frac` of the entries (rounded down), validation the rest."""
+    if not (0 < train_frac and 0 <= test_frac and train_frac + test_frac <= 1):
+        raise ValueError(f"need 0 < train_frac, 0 <= test_frac, sum <= 1; got {train_frac}, {test_frac}")
+    shuffled = list(data)
+    random.Random(seed).shuffle(shuffled)
+    n_train = math.floor(len(shuffled) * train_frac + 1e-9)  # 0.85 * 1100 is 935.0000000000001
+    n_test = math.floor(len(shuffled) * test_frac + 1e-9)
+    return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
+
+
+# ---- ch07_instruction.ipynb, cell 26 ----
+def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"):
+    """Pad a batch of token-ID lists to its longest sequence + 1; return (inputs, targets),
+    int64 tensors of shape (batch, longest) on `device`.
+
+    targets are the inputs shifted by one; the first pad token after each sequence stays a
+    target (the model learns to emit end-of-text), later pads become `ignore_index`. An item
+    given as `(token_ids, prompt_length)` also has the targets that are prompt tokens set to
+    `ignore_index`. With `allowed_max_length`, both tensors are cut to that many positions.
+    """
+    if not batch:
+        raise ValueError("empty batch")
+    items = [(list(item[0]), int(item[1])) if isinstance(item, tuple) else (list(item), 0) for item in batch]
+    longest = max(len(ids) for ids, _ in items) + 1
+    inputs, targets = [], []
+    for ids, prompt_length in items:
+        padded = torch.tensor(ids + [pad_token_id] * (longest - len(ids)), dtype=torch.int64)
+        target = padded[1:].clone()
+        target[len(ids):] = ignore_index
+        # target[i] is token i + 1, so the prompt's tokens 1 .. prompt_length - 1 sit at 0 .. prompt_length - 2
+        target[:max(prompt_length - 1, 0)] = ignore_index
+        inputs.append(padded[:-1])
+        targets.append(target)
+    inputs, targets = torch.stack(inputs), torch.stack(targets)
+    if allowed_max_length is not None:
+        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    return inputs.to(device), targets.to(device)
+
+
+# ---- ch07_instruction.ipynb, cell 29 ----
+class InstructionDataset(Dataset):
+    """Pre-tokenized instruction examples.
+
+    Item i is the token-ID list of `format_example(data[i])`, or, with `mask_prompt=True`,
+    the pair (token IDs, prompt length) that makes `custom_collate_fn` ignore the prompt in
+    the loss. `prompt_lengths[i]` is the number of tokens of `format_input(data[i])`.
+    """
+
+    def __init__(self, data, tokenizer, mask_prompt=False):
+        self.data = list(data)
+        self.mask_prompt = mask_prompt
+        self.encoded_texts, self.prompt_lengths = [], []
+        for entry in self.data:
+            prompt = tokenizer.encode(format_input(entry))
+            answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
+            self.encoded_texts.append(prompt + answer)
+            self.prompt_lengths.append(len(prompt))
+
+    def __getitem__(self, index):
+        if self.mask_prompt:
+            return self.encoded_texts[index], self.prompt_lengths[index]
+        return self.encoded_texts[index]
+
+    def __len__(self):
+        return len(self.data)
+
+
+# ---- ch07_instruction.ipynb, cell 48 ----
+from tqdm.auto import tqdm
+
+from helpers.generation import generate
+
+
+def extract_response(generated_text):
+    """The answer in the text a model generated after the prompt: without the leading response
+    header, and cut where the model starts another example instead of stopping."""
+    text = generated_text.strip()
+    if text.startswith(RESPONSE_HEADER.strip()):
+        text = text[len(RESPONSE_HEADER.strip()):]
+    for marker in ("### Instruction:", PREAMBLE[:30]):
+        text = text.split(marker, 1)[0]
+    return text.strip()
+
+
+def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
+                      eos_id=50256):
+    """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
+    context_size = context_size or model.pos_emb.weight.shape[0]
+    prompt = tokenizer.encode(format_input(entry))[-context_size:]
+    was_training = model.training
+    model.eval()
+    try:
+        out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
+    finally:
+        model.train(was_training)
+    return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
+
+
+def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
+                       progress=True):
+    """`generate_response` for every entry, with a progress bar; returns the list of answers."""
+    return [generate_response(model, tokenizer, entry, device, max_new_tokens, context_size)
+            for entry in tqdm(entries, desc="responses", unit="entry", disable=not progress)]
+
+
+def save_responses(entries, responses, path, key="model_response"):
+    """Write one record per entry (its fields plus `key`: the response) as a JSON list."""
+    from pathlib import Path
+
+    if len(entries) != len(responses):
+        raise ValueError(f"{len(entries)} entries but {len(responses)} responses")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [{**entry, key: response} for entry, response in zip(entries, responses)]
+    path.write_text(json.dumps(records, indent=4), encoding="utf-8")
+    return path
+
+
+# ---- ch07_instruction.ipynb, cell 55 ----
+import os
+import time
+import urllib.parse
+
+import requests
+
+OLLAMA_DEFAULT_PORT = 11434
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge model cannot be used right now; the message says how to fix that."""
+
+
+def ollama_base_url(host=None):
+    """The base URL for an Ollama host given as OLLAMA_HOST accepts it ("localhost:11434",
+    "0.0.0.0", "example.com", "https://example.com/ollama", ...); None reads OLLAMA_HOST.
+
+    As in Ollama's clients: no scheme means http with port 11434; an explicit http or https
+    scheme without a port means 80 or 443; no host means 127.0.0.1. A bind-all address
+    ("0.0.0.0", "::") is what a server listens on, not where a client can connect, so it
+    becomes the loopback address.
+    """
+    host = (os.environ.get("OLLAMA_HOST", "") if host is None else str(host)).strip()
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest, port = "http", host, OLLAMA_DEFAULT_PORT
+    else:
+        port = {"http": 80, "https": 443}.get(scheme.lower(), OLLAMA_DEFAULT_PORT)
+    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
+    hostname = parts.hostname or "127.0.0.1"
+    if hostname in ("0.0.0.0", "::"):
+        hostname = "127.0.0.1"
+    if ":" in hostname:  # IPv6 literals need brackets in a URL
+        hostname = f"[{hostname}]"
+    return f"{scheme}://{hostname}:{parts.port or port}{parts.path.rstrip('/')}"
+
+
+def _same_model(a, b):
+    full = lambda name: name if ":" in name else f"{name}:latest"  # noqa: E731
+    return full(a) == full(b)
+
+
+def _server_error(reply, model, base):
+    try:
+        detail = reply.json().get("error", "")
+    except ValueError:
+        detail = reply.text[:200]
+    if reply.status_code == 404 or "not found" in detail:
+        return (f"The Ollama server at {base} has no model {model!r} ({detail or 'HTTP 404'}). "
+                f"Pull the model with `ollama pull {model}`.")
+    return (f"The Ollama server at {base} answered HTTP {reply.status_code}: {detail or reply.reason}. "
+            f"Check the server's log; restarting it (`ollama serve`) often helps.")
+
+
+def ollama_status(host, model, timeout=5.0):
+    """(ok, message): whether an Ollama server answers at `host` and has `model` pulled."""
+    base = ollama_base_url(host)
+    try:
+        reply = requests.get(f"{base}/api/tags", timeout=timeout)
+        if reply.status_code != 200:
+            return False, _server_error(reply, model, base)
+        listed = [m.get("name") or m.get("model") or "" for m in reply.json().get("models", [])]
+    except requests.Timeout:
+        return False, (f"The Ollama server at {base} did not answer within {timeout} s. Is it busy or "
+                       f"stuck? Restart it with `ollama serve`.")
+    except requests.ConnectionError:
+        return False, (f"No Ollama server answers at {base}. Start the server with `ollama serve` "
+                       f"(install it from https://ollama.com), or set OLLAMA_HOST to where it runs.")
+    except requests.RequestException as e:
+        return False, f"The request to {base} failed: {type(e).__name__}: {e}"
+    except (ValueError, AttributeError) as e:  # not JSON, or not Ollama's JSON
+        return False, f"Something answers at {base}, but not like Ollama does ({type(e).__name__}: {e})."
+    if not any(_same_model(name, model) for name in listed):
+        return False, (f"The Ollama server at {base} is running but does not have {model!r}. "
+                       f"Pull the model with `ollama pull {model}`.")
+    return True, f"Ollama at {base} is up and has {model}."
+
+
+def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0.0, num_ctx=2048,
+                 timeout=120.0, stream=False):
+    """Send one user message to Ollama's /api/chat and return the reply's text.
+
+    temperature 0 and a fixed seed make the reply repeatable. Handles a single JSON reply
+    (stream=False) and a streamed one (JSON lines, the last with "done": true). Raises
+    JudgeUnavailable, with what to do, when the server is down, lacks the model, fails, or takes
+    longer than `timeout` seconds in all.
+    """
+    base = ollama_base_url(host)
+    payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
+               "options": {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}, "stream": stream}
+    deadline = time.monotonic() + timeout
+    try:
+        with requests.post(f"{base}/api/chat", json=payload, stream=stream,
+                           timeout=(min(timeout, 10.0), timeout)) as reply:
+            if reply.status_code != 200:
+                raise JudgeUnavailable(_server_error(reply, model, base))
+            if not stream:
+                return reply.json()["message"]["content"]
+            parts = []
+            for line in reply.iter_lines():
+                if time.monotonic() > deadline:  # a reply that trickles in never trips the read timeout
+                    raise requests.Timeout()
+                if not line.strip():
+                    continue
+                chunk = json.loads(line)
+                if "error" in chunk:
+                    raise JudgeUnavailable(f"The Ollama server at {base} reported: {chunk['error']}")
+                parts.append(chunk.get("message", {}).get("content", ""))
+                if chunk.get("done"):
+                    return "".join(parts)
+            raise JudgeUnavailable(f"The Ollama server at {base} ended its reply early (no final 'done' line).")
+    except requests.Timeout:
+        raise JudgeUnavailable(f"The Ollama server at {base} did not reply within {timeout} s. A first request "
+                               f"also loads the model; try a longer timeout, or check the server.") from None
+    except requests.ConnectionError as e:
+        if "timed out" in str(e):  # requests reports a stalled stream this way
+            raise JudgeUnavailable(f"The Ollama server at {base} stopped replying for {timeout} s.") from None
+        raise JudgeUnavailable(f"No Ollama server answers at {base}. Start the server with `ollama serve`, "
+                               f"then pull the model with `ollama pull {model}`.") from None
+    except requests.RequestException as e:  # e.g. the connection dropped in the middle of a reply
+        raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise JudgeUnavailable(f"The reply from {base} is not Ollama's chat format ({type(e).__name__}: {e}).") from None
+
+
+_NUMBER = r"[-+]?\d+(?:\.\d+)?"
+_FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(100|10)(?![\d.])", re.IGNORECASE)
+_AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
+                         re.IGNORECASE)
+_ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER}(?![\w]|\.\d)")
+
+
+def _on_scale(value, scale=100):
+    score = float(value) * 100 / scale
+    return int(math.floor(score + 0.5)) if 0 <= score <= 100 else None
+
+
+def parse_score(text):
+    """The 0-100 score in a judge's reply, or None when there is no clear one.
+
+    In order: a fraction with a scale of 10 or 100 ("85/100", "8/10", "7 out of 10"),
+    converted to 0-100; a number right after "score", "rating", "rate", "grade"; the reply's
+    only number. Values outside 0-100 and replies with several candidate numbers give None.
+    """
+    if not isinstance(text, str):
+        return None
+    match = _FRACTION.search(text)
+    if match:
+        return _on_scale(match.group(1), int(match.group(2)))
+    match = _AFTER_WORD.search(text)
+    if match:
+        return _on_scale(match.group(1))
+    numbers = _ANY_NUMBER.findall(text)
+    return _on_scale(numbers[0]) if len(numbers) == 1 else None
+
+
+def judge_prompt(entry, response):
+    """What the judge is asked about one answer."""
+    return (f"You are grading how well a model followed an instruction.\n\n{format_input(entry)}"
+            f"\n\nReference answer:\n{entry['output']}\n\nModel answer:\n{response}\n\n"
+            "Score the model answer from 0 (wrong or useless) to 100 (as good as the reference). "
+            "Reply with the integer score only.")
+
+
+def generate_model_scores(entries, model_key="model_response", judge_model="llama3.1:8b", host=None,
+                          seed=123, timeout=120.0, progress=True):
+    """Ask the judge to score `entry[model_key]` for each entry; returns (scores, n_unparseable).
+
+    scores holds the parsed 0-100 scores (replies without a clear score are left out and
+    counted). Raises JudgeUnavailable when the judge cannot be reached or fails.
+    """
+    scores, unparseable = [], 0
+    for entry in tqdm(entries, desc="scoring", unit="entry", disable=not progress):
+        reply = query_ollama(judge_prompt(entry, entry[model_key]), judge_model, host, seed=seed, timeout=timeout)
+        score = parse_score(reply)
+        if score is None:
+            unparseable += 1
+        else:
+            scores.append(score)
+    return scores, unparseable

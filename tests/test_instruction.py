@@ -1,0 +1,234 @@
+"""helpers.instruction: prompt format, split, batching, response extraction, a tiny finetune.
+
+Expected values come from the issue's specification (written out by hand) or from independent
+computations (the tokenizer on the formatted text, hand-built target rows), never from
+running the code under test and pasting its output.
+"""
+import pytest
+import torch
+
+import helpers.instruction as ins
+from helpers.instruction import (InstructionDataset, custom_collate_fn, extract_response, format_example,
+                                 format_input, generate_response, load_instruction_data, split_instruction_data)
+from helpers.model import GPT_CONFIG_124M, GPTModel
+
+PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.")
+WITH_INPUT = {"instruction": "Rewrite the sentence in passive voice.", "input": "The cat chased the mouse.",
+              "output": "The mouse was chased by the cat."}
+WITHOUT_INPUT = {"instruction": "Name the capital of France.", "input": "", "output": "Paris."}
+TOY = [[0, 1, 2, 3, 4], [5, 6], [7, 8, 9]]
+PAD, IGNORE = 50256, -100
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+    return load_instruction_data(data_dir)
+
+
+# ---- prompt format ---------------------------------------------------------------------------
+
+def test_format_input_with_input():
+    assert format_input(WITH_INPUT) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes "
+        "the request.\n\n### Instruction:\nRewrite the sentence in passive voice.\n\n"
+        "### Input:\nThe cat chased the mouse.")
+
+
+def test_format_input_without_input_has_no_input_block():
+    expected = PREAMBLE + "\n\n### Instruction:\nName the capital of France."
+    assert format_input(WITHOUT_INPUT) == expected
+    assert format_input({"instruction": "Name the capital of France."}) == expected  # no "input" key at all
+
+
+def test_format_example_appends_the_response_block():
+    assert format_example(WITHOUT_INPUT) == (
+        PREAMBLE + "\n\n### Instruction:\nName the capital of France.\n\n### Response:\nParis.")
+
+
+# ---- split -----------------------------------------------------------------------------------
+
+def test_split_sizes_on_the_real_data(data):
+    assert len(data) == 1100
+    train, test, val = split_instruction_data(data, seed=123)
+    assert (len(train), len(test), len(val)) == (935, 110, 55)
+
+
+def test_split_is_a_disjoint_cover(data):
+    parts = split_instruction_data(data, seed=123)
+    ids = [id(entry) for part in parts for entry in part]
+    assert len(ids) == len(set(ids)) == len(data)
+    assert set(ids) == {id(entry) for entry in data}
+
+
+def test_split_is_stable_for_a_seed_and_changes_with_it(data):
+    first = split_instruction_data(data, seed=123)
+    again = split_instruction_data(list(data), seed=123)
+    other = split_instruction_data(data, seed=124)
+    assert first == again
+    assert first[0] != other[0]
+    assert [len(p) for p in other] == [935, 110, 55]
+
+
+def test_split_leaves_the_input_and_global_rng_alone(data):
+    before = list(data)
+    state = torch.get_rng_state()
+    import random
+    py_state = random.getstate()
+    split_instruction_data(data, seed=5)
+    assert data == before
+    assert torch.equal(torch.get_rng_state(), state) and random.getstate() == py_state
+
+
+# ---- collate ---------------------------------------------------------------------------------
+
+def test_collate_matches_the_specified_example():
+    inputs, targets = custom_collate_fn(TOY)
+    assert inputs.tolist() == [[0, 1, 2, 3, 4], [5, 6, PAD, PAD, PAD], [7, 8, 9, PAD, PAD]]
+    assert targets.tolist() == [[1, 2, 3, 4, PAD], [6, PAD, IGNORE, IGNORE, IGNORE], [8, 9, PAD, IGNORE, IGNORE]]
+    assert inputs.dtype == targets.dtype == torch.int64
+    assert inputs.device.type == targets.device.type == "cpu"
+
+
+def test_collate_puts_the_batch_on_the_requested_device():
+    inputs, targets = custom_collate_fn(TOY, device="meta")  # a real second device without a GPU
+    assert inputs.device.type == targets.device.type == "meta"
+    assert tuple(inputs.shape) == tuple(targets.shape) == (3, 5)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4])
+def test_allowed_max_length_truncates_inputs_and_targets(limit):
+    full_inputs, full_targets = custom_collate_fn(TOY)
+    inputs, targets = custom_collate_fn(TOY, allowed_max_length=limit)
+    assert tuple(inputs.shape) == tuple(targets.shape) == (3, limit)
+    assert torch.equal(inputs, full_inputs[:, :limit]) and torch.equal(targets, full_targets[:, :limit])
+
+
+def test_allowed_max_length_above_the_batch_changes_nothing():
+    for a, b in zip(custom_collate_fn(TOY, allowed_max_length=1024), custom_collate_fn(TOY)):
+        assert torch.equal(a, b)
+
+
+def test_collate_keeps_a_real_end_of_text_inside_a_text():
+    # the book masks every 50256 but the first; padding by position keeps a genuine one
+    inputs, targets = custom_collate_fn([[1, PAD, 2], [3]])
+    assert targets.tolist() == [[PAD, 2, PAD], [PAD, IGNORE, IGNORE]]
+
+
+def test_custom_pad_and_ignore_values():
+    _, targets = custom_collate_fn([[1, 2], [3]], pad_token_id=0, ignore_index=-1)
+    assert targets.tolist() == [[2, 0], [0, -1]]
+
+
+# ---- data set and prompt masking -------------------------------------------------------------
+
+def test_dataset_tokenizes_each_example_like_the_tokenizer_does(data, tokenizer):
+    dataset = InstructionDataset(data, tokenizer)
+    assert len(dataset) == len(data)
+    for i, entry in enumerate(data):
+        assert len(dataset[i]) == len(tokenizer.encode(format_example(entry)))
+        assert dataset.prompt_lengths[i] == len(tokenizer.encode(format_input(entry)))
+    assert tokenizer.decode(dataset[7]) == format_example(data[7])
+
+
+def test_prompt_masking_masks_exactly_the_prompt_tokens(data, tokenizer):
+    entries = [data[0], data[5], data[999]]  # with input, and without
+    assert any(e["input"] for e in entries) and any(not e["input"] for e in entries)
+    plain = InstructionDataset(entries, tokenizer)
+    masked = InstructionDataset(entries, tokenizer, mask_prompt=True)
+    _, plain_targets = custom_collate_fn([plain[i] for i in range(3)])
+    _, masked_targets = custom_collate_fn([masked[i] for i in range(3)])
+    width = plain_targets.shape[1]
+    for row, entry in enumerate(entries):
+        ids = tokenizer.encode(format_example(entry))
+        p = len(tokenizer.encode(format_input(entry)))
+        # targets are the tokens 1..n-1 and one end-of-text; the prompt's tokens 1..p-1 are ignored
+        expected = [IGNORE] * (p - 1) + ids[p:] + [PAD]
+        expected += [IGNORE] * (width - len(expected))
+        assert masked_targets[row].tolist() == expected
+        changed = (plain_targets[row] != masked_targets[row]).nonzero().flatten().tolist()
+        assert changed == list(range(p - 1))  # nothing but the prompt positions differ
+
+
+def test_masked_items_carry_their_prompt_length(data, tokenizer):
+    masked = InstructionDataset(data[:3], tokenizer, mask_prompt=True)
+    ids, p = masked[1]
+    assert p == len(tokenizer.encode(format_input(data[1])))
+    assert ids == InstructionDataset(data[:3], tokenizer)[1]
+
+
+# ---- response extraction ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("generated, expected", [
+    ("\n\n### Response:\nParis is the capital.", "Paris is the capital."),
+    ("Paris is the capital.", "Paris is the capital."),
+    ("\n\n### Response:\nParis.\n\n### Instruction:\nName a river.", "Paris."),
+    ("### Response:\nParis. " + PREAMBLE, "Paris."),
+    ("\n\n### Response:\nUse the header ### Response: here.", "Use the header ### Response: here."),
+])
+def test_extract_response(generated, expected):
+    assert extract_response(generated) == expected
+
+
+def test_generate_response_returns_only_the_new_tokens(tokenizer, monkeypatch):
+    answer = "The mouse was chased by the cat."
+
+    def fake_generate(model, idx, max_new_tokens, context_size, eos_id=None, **_):
+        # a model that answers perfectly: prompt, then the response block
+        new = torch.tensor([tokenizer.encode("\n\n### Response:\n" + answer)])
+        return torch.cat([idx, new], dim=1)
+
+    monkeypatch.setattr(ins, "generate", fake_generate)
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 256, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
+    assert generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=20) == answer
+
+
+def test_generate_response_with_a_real_model_never_returns_the_prompt(tokenizer):
+    torch.manual_seed(0)
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})
+    model.train()
+    # the prompt (about 40 tokens) is longer than the context: it is cropped, not an error
+    responses = ins.generate_responses(model, tokenizer, [WITH_INPUT, WITHOUT_INPUT], max_new_tokens=5,
+                                       progress=False)
+    assert len(responses) == 2
+    for response in responses:
+        assert "Below is an instruction" not in response and "### Instruction:" not in response
+        assert len(tokenizer.encode(response)) <= 5 + 2  # at most the new tokens (decoding may split)
+    assert model.training, "generation must not leave the model in eval mode"
+
+
+def test_save_responses_writes_one_record_per_entry(tmp_path):
+    import json
+    path = ins.save_responses([WITH_INPUT, WITHOUT_INPUT], ["a", "b"], tmp_path / "sub" / "r.json")
+    records = json.loads(path.read_text())
+    assert records == [{**WITH_INPUT, "model_response": "a"}, {**WITHOUT_INPUT, "model_response": "b"}]
+    with pytest.raises(ValueError):
+        ins.save_responses([WITH_INPUT], [], tmp_path / "x.json")
+
+
+# ---- a tiny finetune -------------------------------------------------------------------------
+
+def test_a_tiny_finetune_lowers_the_loss(data, tokenizer):
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from helpers.training import calc_loss_loader, train_model_simple
+
+    train, _, val = split_instruction_data(data, seed=123)
+    collate = partial(custom_collate_fn, allowed_max_length=128)
+    train_loader = DataLoader(InstructionDataset(train[:32], tokenizer), batch_size=8, shuffle=True,
+                              drop_last=True, collate_fn=collate)
+    val_loader = DataLoader(InstructionDataset(val[:8], tokenizer), batch_size=8, collate_fn=collate)
+    torch.manual_seed(123)
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 128, "emb_dim": 32, "n_heads": 2, "n_layers": 1})
+    with torch.no_grad():
+        model.eval()
+        before = calc_loss_loader(train_loader, model, "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
+    train_model_simple(model, train_loader, val_loader, optimizer, "cpu", num_epochs=2, eval_freq=100,
+                       eval_iter=1, start_context=format_input(val[0]), tokenizer=tokenizer, progress=False)
+    with torch.no_grad():
+        model.eval()
+        after = calc_loss_loader(train_loader, model, "cpu")
+    assert after < before - 0.5, (before, after)

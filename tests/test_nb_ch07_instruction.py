@@ -1,0 +1,73 @@
+"""Smoke run of ch07_instruction.ipynb: the split, a finetune that lowers the loss, one saved
+response per test entry without the prompt in it, and a judge step that skips cleanly when no
+Ollama server answers. Expected values are computed here from the data file itself."""
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.")
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _formatted(entry):
+    text = f"{PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
+    if entry["input"]:
+        text += f"\n\n### Input:\n{entry['input']}"
+    return text + f"\n\n### Response:\n{entry['output']}"
+
+
+def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
+    # a port nothing listens on: the notebook must find no judge, say so and carry on
+    m = smoke_run("ch07_instruction", ollama_host=f"http://127.0.0.1:{_closed_port()}")
+    data = json.loads((data_dir / "instruction-data.json").read_text(encoding="utf-8"))
+    n = len(data)
+    assert m["mode"] == "smoke"
+    assert m["n_entries"] == n == 1100
+    assert m["split_sizes"] == [math.floor(0.85 * n), math.floor(0.10 * n), n - math.floor(0.85 * n) - math.floor(0.10 * n)]
+    assert m["split_sizes"] == [935, 110, 55]
+    assert m["max_example_tokens"] == max(len(tokenizer.encode(_formatted(e))) for e in data)
+
+    # finetuning lowered the loss, from the pretrained (stand-in) model's starting point
+    assert m["weights_source"] == "standin"  # smoke mode never downloads
+    assert len(m["train_losses"]) == len(m["val_losses"]) == len(m["tokens_seen"]) >= 2
+    assert m["train_losses"][-1] < m["train_losses"][0] - 0.2
+    assert m["train_losses"][-1] < m["initial_train_loss"]
+    assert m["val_losses"][-1] < m["initial_val_loss"]
+    assert m["steps_per_epoch"] == m["n_train_used"] // 8  # batch size 8, last partial batch dropped
+
+    # exactly one response per test entry used, each an original entry plus its answer
+    path = Path(m["responses_path"])
+    assert path.is_relative_to(os.environ["COURSE_CHECKPOINT_DIR"]), "notebook wrote outside the test cache"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    assert len(records) == m["n_test_used"] == m["n_responses"] >= 1
+    originals = {json.dumps(e, sort_keys=True) for e in data}
+    keys = [json.dumps({k: r[k] for k in ("instruction", "input", "output")}, sort_keys=True) for r in records]
+    assert all(k in originals for k in keys) and len(set(keys)) == len(keys)
+    for record in records:
+        assert set(record) == {"instruction", "input", "output", "model_response"}
+        assert isinstance(record["model_response"], str)
+        assert "Below is an instruction" not in record["model_response"]
+        assert "### Instruction:" not in record["model_response"]
+
+    # the finetuned weights: a plain state dict of tensors
+    model_path = Path(m["model_path"])
+    assert model_path.is_relative_to(os.environ["COURSE_MODELS_DIR"])
+    state = torch.load(model_path, weights_only=True)
+    assert state["tok_emb.weight"].shape[0] == 50257
+    assert state["pos_emb.weight"].shape[0] == m["context_length"]
+
+    # no judge: skipped, with the fix spelled out, and the closing table says so
+    assert m["judge_status"] == "not run: no Ollama"
+    assert "ollama serve" in m["judge_message"]
+    assert m["judge_average"] is None and m["judge_scores"] == []
+    assert m["this_run_score"] == "not run: no Ollama"
