@@ -10,6 +10,7 @@ import json
 import math
 import random
 import re
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -150,8 +151,6 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
 
 def save_responses(entries, responses, path, key="model_response"):
     """Write one record per entry (its fields plus `key`: the response) as a JSON list."""
-    from pathlib import Path
-
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses")
     path = Path(path)
