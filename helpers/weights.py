@@ -1,8 +1,8 @@
-"""weights: generated from ch05_pretraining.ipynb. DO NOT EDIT.
+"""weights: generated from ch05_pretraining.ipynb, ch06_classification.ipynb. DO NOT EDIT.
 
 Edit the notebook cells that start with `#| export weights` and run `make export`.
 """
-__all__ = ['GPT2_SIZES', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_to_params', 'save_gpt_as_hf', 'save_gpt_as_tf_checkpoint']
+__all__ = ['GPT2_SIZES', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_to_params', 'save_gpt_as_hf', 'save_gpt_as_tf_checkpoint', 'GPT2_HF_REPOS', 'gpt_config_from_hf', 'download_gpt2_safetensors', 'load_pretrained_gpt2']
 
 
 # ---- ch05_pretraining.ipynb, cell 60 ----
@@ -293,3 +293,122 @@ def save_gpt_as_tf_checkpoint(gpt, out_dir, data_dir=None):
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copyfile(fetch(f"gpt2/{name}", data_dir), out_dir / name)
     return out_dir
+
+
+# ---- ch06_classification.ipynb, cell 38 ----
+import contextlib
+import importlib.util
+import io
+import socket
+import urllib.parse
+
+from helpers.model import GPT_CONFIGS, GPTModel
+from helpers.support.download import DownloadError
+
+# Hugging Face's copies of OpenAI's four GPT-2 releases (the same weights, as safetensors).
+GPT2_HF_REPOS = {"124M": "openai-community/gpt2", "355M": "openai-community/gpt2-medium",
+                 "774M": "openai-community/gpt2-large", "1558M": "openai-community/gpt2-xl"}
+
+
+def gpt_config_from_hf(config):
+    """A GPTModel config for a Hugging Face GPT-2 config.json (dict); qkv biases as in GPT-2."""
+    return {"vocab_size": config["vocab_size"], "context_length": config["n_positions"],
+            "emb_dim": config["n_embd"], "n_heads": config["n_head"], "n_layers": config["n_layer"],
+            "drop_rate": 0.0, "qkv_bias": True}
+
+
+def download_gpt2_safetensors(model_size, cache_dir=None):
+    """Fetch `model.safetensors` and `config.json` of GPT-2 `model_size` from the Hugging Face
+    hub (once; later calls read huggingface_hub's cache); returns the folder holding both.
+    Raises ConnectionError at once when the hub cannot be reached (instead of the hub client's
+    half-minute of retries)."""
+    from huggingface_hub import constants, hf_hub_download
+
+    if model_size not in GPT2_HF_REPOS:
+        raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
+    repo = GPT2_HF_REPOS[model_size]
+    if not constants.HF_HUB_OFFLINE:
+        url = urllib.parse.urlsplit(constants.ENDPOINT)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        except OSError as e:
+            raise ConnectionError(f"cannot reach {constants.ENDPOINT} ({e})") from None
+    hf_hub_download(repo, "config.json", cache_dir=cache_dir)
+    return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir)).parent
+
+
+def _model_from_hf_folder(folder, drop_rate):
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
+    return gpt
+
+
+def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
+    """Chapter 5's run (The Verdict, batch 2, AdamW 4e-4 / 0.1) for a model of shape `cfg`."""
+    from helpers.support.data import gpt2_tokenizer
+    from helpers.text import create_dataloader_v1
+    from helpers.training import train_model_simple
+
+    tokenizer = gpt2_tokenizer(data_dir)
+    text = fetch("the-verdict.txt", data_dir).read_text(encoding="utf-8")
+    split, ctx = int(0.9 * len(text)), cfg["context_length"]
+    torch.manual_seed(seed)
+    train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=ctx, stride=ctx,
+                                        shuffle=True, drop_last=True, tokenizer=tokenizer)
+    val_loader = create_dataloader_v1(text[split:], batch_size=2, max_length=ctx, stride=ctx,
+                                      shuffle=False, drop_last=False, tokenizer=tokenizer)
+    torch.manual_seed(seed)
+    gpt = GPTModel(cfg).to(device)
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=4e-4, weight_decay=0.1)
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch samples are chapter 5's story
+        train_model_simple(gpt, train_loader, val_loader, optimizer, device, num_epochs=num_epochs,
+                           eval_freq=10**9, eval_iter=1, start_context="Every effort moves you",
+                           tokenizer=tokenizer)
+    return gpt
+
+
+def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=True, standin_cfg=None,
+                         standin_epochs=10, data_dir=None, device="cpu", drop_rate=0.0):
+    """A pretrained GPT-2 to finetune; returns (model, source), the model in eval mode on `device`.
+
+    With `download`, tries OpenAI's weights from Hugging Face (safetensors; source
+    "huggingface"), then OpenAI's own TensorFlow checkpoint when TensorFlow is installed
+    ("openai"). Otherwise, or when both fail (offline), uses a *stand-in* ("standin"): a
+    model of shape `standin_cfg` (default: GPT-2 `model_size` with a 256-token context)
+    pretrained on The Verdict with chapter 5's recipe for `standin_epochs` epochs. It is built
+    on first use (chapter 5's run: minutes on a GPU, about 20 on a laptop CPU for 124M) and
+    kept in models_dir/standin-<shape>/ in Hugging Face's layout. Its config comes back with
+    the model (`model.cfg`). A stand-in writes English only as well as a model trained on one
+    short story can: good enough to see every finetuning mechanism work, not to match the book.
+    """
+    if model_size not in GPT2_HF_REPOS:
+        raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
+    gpt = source = None
+    if download:
+        try:
+            gpt, source = _model_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate), "huggingface"
+            print(f"Using OpenAI's GPT-2 {model_size} weights (Hugging Face: {GPT2_HF_REPOS[model_size]}).")
+        except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
+            print(f"Hugging Face download of GPT-2 {model_size} failed: {type(e).__name__}: "
+                  f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}")
+        if gpt is None and importlib.util.find_spec("tensorflow") is not None:
+            try:
+                settings, params = download_and_load_gpt2(model_size, models_dir, retries=1)
+                gpt = GPTModel(gpt_config_from_hparams(settings, drop_rate=drop_rate))
+                load_weights_into_gpt(gpt, params)
+                source = "openai"
+                print(f"Using OpenAI's GPT-2 {model_size} weights (OpenAI's TensorFlow checkpoint).")
+            except DownloadError as e:
+                reason = str(e).splitlines()[1].strip().split(": ", 1)[-1]  # "URL: why" -> "why"
+                print(f"OpenAI download of GPT-2 {model_size} failed: {reason[:100]}")
+    if gpt is None:
+        cfg = {**GPT_CONFIGS[model_size], "context_length": 256} if standin_cfg is None else dict(standin_cfg)
+        shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{standin_epochs}"
+        folder = Path(models_dir) / f"standin-{shape}"
+        if not (folder / "model.safetensors").exists():
+            print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
+            save_gpt_as_hf(_pretrain_standin(cfg, data_dir, device, standin_epochs), folder)
+        gpt, source = _model_from_hf_folder(folder, drop_rate), "standin"
+        print(f"Using a STAND-IN, not OpenAI's GPT-2: a {shape} model pretrained on The Verdict only.")
+    return gpt.to(device).eval(), source

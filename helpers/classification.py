@@ -1,0 +1,403 @@
+"""classification: generated from ch06_classification.ipynb. DO NOT EDIT.
+
+Edit the notebook cells that start with `#| export classification` and run `make export`.
+"""
+__all__ = ['safe_extract_zip', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'add_classification_head', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora']
+
+
+# ---- ch06_classification.ipynb, cell 10 ----
+import os
+import re
+import stat
+import zipfile
+from pathlib import Path
+
+
+def _refusal(info, target):
+    """Why zip member `info` must not be extracted into `target` (None when it is safe)."""
+    name = info.filename
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "it is an absolute path"
+    if stat.S_ISLNK(info.external_attr >> 16):  # Unix mode bits live in the high 16 bits
+        return "it is a symbolic link"
+    # Resolve against the real target (following links already on disk), then compare.
+    dest = os.path.realpath(os.path.join(target, name.replace("\\", "/")))
+    if os.path.commonpath([dest, target]) != target:
+        return "its path leaves the target folder"
+    return None
+
+
+def safe_extract_zip(archive, target_dir, members=None):
+    """Extract `members` (default: all) of zip `archive` into `target_dir`; returns the paths.
+
+    Every member is checked before anything is written: an absolute path, a drive letter, a
+    path that leaves `target_dir` (`../`) or a symbolic link raises ValueError naming the member,
+    and then nothing at all is extracted (not even the target folder is created).
+    """
+    target = os.path.realpath(target_dir)
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist() if members is None else [zf.getinfo(m) for m in members]
+        for info in infos:
+            reason = _refusal(info, target)
+            if reason is not None:
+                raise ValueError(f"refusing to extract {Path(archive).name}: member {info.filename!r} "
+                                 f"is unsafe ({reason}); nothing was extracted")
+        Path(target).mkdir(parents=True, exist_ok=True)
+        return [Path(zf.extract(info, target)) for info in infos]
+
+
+# ---- ch06_classification.ipynb, cell 16 ----
+import csv
+
+import pandas as pd
+
+from helpers.support.data import cache_dir, fetch
+
+SMS_LABELS = {"ham": 0, "spam": 1}  # the class index the model predicts for each label
+
+
+def read_sms_spam(path):
+    """The SMS Spam Collection (`label<TAB>text` lines, no header) as a DataFrame with columns
+    Label and Text. Quoting is off: a message that starts with a quote would otherwise swallow
+    the lines after it up to the next quote, and messages such as "NA" stay text, not NaN."""
+    return pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"], quoting=csv.QUOTE_NONE,
+                       dtype=str, keep_default_na=False)
+
+
+def create_balanced_dataset(df, seed=123):
+    """As many ham messages (drawn at random) as there are spam messages, plus all the spam."""
+    spam = df[df["Label"] == "spam"]
+    ham = df[df["Label"] == "ham"].sample(len(spam), random_state=seed)
+    return pd.concat([ham, spam])
+
+
+def random_split(df, train_frac, validation_frac, seed=123):
+    """Shuffle `df` (reproducibly) and cut it into train / validation / test parts; the test
+    part gets what is left after the first two fractions (rounded down)."""
+    df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
+    train_end = int(len(df) * train_frac)
+    validation_end = train_end + int(len(df) * validation_frac)
+    return df[:train_end], df[train_end:validation_end], df[validation_end:]
+
+
+def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, validation_frac=0.1):
+    """Section 6.2 in one call: fetch the collection, balance it, label ham 0 / spam 1, split it
+    and write train.csv, validation.csv and test.csv (columns Label, Text) into `out_dir`
+    (default: the course cache's sms_spam_collection folder). Returns {split name: path}."""
+    df = read_sms_spam(fetch("sms_spam_collection/SMSSpamCollection", data_dir))
+    balanced = create_balanced_dataset(df, seed=seed)
+    balanced["Label"] = balanced["Label"].map(SMS_LABELS)
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir(data_dir) / "sms_spam_collection"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in zip(("train", "validation", "test"),
+                          random_split(balanced, train_frac, validation_frac, seed=seed)):
+        paths[name] = out_dir / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
+
+
+# ---- ch06_classification.ipynb, cell 30 ----
+import torch
+from torch.utils.data import Dataset
+
+
+def _encode_message(tokenizer, text):
+    # A message that happens to contain "<|endoftext|>" is plain text, not the special token:
+    # so the pad ID 50256 never occurs inside a real message.
+    return tokenizer.encode(text, disallowed_special=())
+
+
+class SpamDataset(Dataset):
+    """Labelled messages from a CSV (columns Text, Label) as equal-length token ID tensors.
+
+    Every message is padded with `pad_token_id` on the right to `max_length` tokens: by default
+    the longest message of this file (use the training set's value for validation and test
+    sets); longer messages are cut to `max_length`. Items are (token IDs, label), or
+    (token IDs, label, length) with `return_lengths=True`, where length counts the real tokens
+    (so a model can read the last real one rather than the last padding position). With
+    `context_length` (the model's), messages are cut to fit it and a `max_length` beyond it is
+    refused. An empty message raises ValueError naming its row: it has no token to classify.
+    """
+
+    def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *,
+                 return_lengths=False, context_length=None):
+        self.data = pd.read_csv(csv_file, dtype={"Text": str}, keep_default_na=False)
+        self.encoded_texts = [_encode_message(tokenizer, text) for text in self.data["Text"]]
+        empty = [i for i, ids in enumerate(self.encoded_texts) if not ids]
+        if empty:
+            raise ValueError(f"{Path(csv_file).name}: row {empty[0]} (0-based, after the header) is an "
+                             f"empty message, which has no token to classify; drop such rows first")
+        if max_length is None:
+            max_length = max(len(ids) for ids in self.encoded_texts)
+            if context_length is not None:
+                max_length = min(max_length, context_length)
+        elif context_length is not None and max_length > context_length:
+            raise ValueError(f"max_length={max_length} exceeds the model's context length of "
+                             f"{context_length}; use max_length={context_length} or less")
+        self.max_length = max_length
+        self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]
+        self.lengths = [len(ids) for ids in self.encoded_texts]
+        self.encoded_texts = [ids + [pad_token_id] * (max_length - len(ids)) for ids in self.encoded_texts]
+        self.return_lengths = return_lengths
+
+    def __getitem__(self, index):
+        item = (torch.tensor(self.encoded_texts[index]), torch.tensor(int(self.data.iloc[index]["Label"])))
+        return item + (torch.tensor(self.lengths[index]),) if self.return_lengths else item
+
+    def __len__(self):
+        return len(self.data)
+
+
+# ---- ch06_classification.ipynb, cell 48 ----
+import torch.nn as nn
+
+
+def add_classification_head(model, num_classes=2, trainable_blocks=1):
+    """Turn a pretrained GPTModel into a classifier, in place (section 6.5); returns it.
+
+    Freezes every parameter, replaces `out_head` with a fresh Linear(emb_dim, num_classes)
+    (trainable, like any new layer), and unfreezes the last `trainable_blocks` transformer
+    blocks and the final LayerNorm. The model then gives (batch, tokens, num_classes) logits.
+    """
+    for param in model.parameters():
+        param.requires_grad = False
+    old = model.out_head
+    model.out_head = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+    for block in list(model.trf_blocks)[len(model.trf_blocks) - trainable_blocks:]:
+        for param in block.parameters():
+            param.requires_grad = True
+    for param in model.final_norm.parameters():
+        param.requires_grad = True
+    return model
+
+
+# ---- ch06_classification.ipynb, cell 58 ----
+def _split_batch(batch):
+    """(inputs, targets, lengths or None) from a loader batch of 2 or 3 tensors."""
+    input_batch, target_batch, *rest = batch
+    return input_batch, target_batch, (rest[0] if rest else None)
+
+
+def last_token_logits(logits, lengths=None):
+    """The logits (batch, classes) of the position that classifies each row: the last one, or,
+    given `lengths` (real tokens per row), the last real token of each row."""
+    if lengths is None:
+        return logits[:, -1, :]
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, lengths.to(logits.device) - 1, :]
+
+
+def calc_accuracy_loader(data_loader, model, device, num_batches=None):
+    """Share of correctly classified examples in the first `num_batches` batches (all when None).
+    Puts the model in eval mode. Reads the last real token when the loader yields lengths."""
+    if len(data_loader) == 0:
+        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    model.eval()
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    correct = seen = 0
+    for i, batch in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        input_batch, target_batch, lengths = _split_batch(batch)
+        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+        with torch.no_grad():
+            predicted = last_token_logits(model(input_batch), lengths).argmax(dim=-1)
+        seen += predicted.shape[0]
+        correct += (predicted == target_batch).sum().item()
+    return correct / seen
+
+
+def calc_loss_batch(input_batch, target_batch, model, device, lengths=None):
+    """Cross-entropy of the class logits at the last (or, given lengths, last real) token."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = last_token_logits(model(input_batch), lengths)
+    return torch.nn.functional.cross_entropy(logits, target_batch)
+
+
+def calc_loss_loader(data_loader, model, device, num_batches=None):
+    """Average `calc_loss_batch` over the first `num_batches` batches (all when None)."""
+    if len(data_loader) == 0:
+        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total = 0.0
+    for i, batch in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        input_batch, target_batch, lengths = _split_batch(batch)
+        total += calc_loss_batch(input_batch, target_batch, model, device, lengths).item()
+    return total / num_batches
+
+
+# ---- ch06_classification.ipynb, cell 64 ----
+import time
+
+from tqdm.auto import tqdm
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter):
+    """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients."""
+    model.eval()
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                            eval_freq, eval_iter, *, progress=True):
+    """Finetune a classifier; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
+
+    Every `eval_freq` steps the loss on `eval_iter` batches of each loader is recorded and
+    printed; after each epoch, the accuracy on `eval_iter` batches of each. `examples_seen` is
+    the number of training examples processed. Loaders that yield lengths (SpamDataset with
+    return_lengths=True) train on the last real token of each message.
+    """
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step",
+               **({} if progress else {"disable": True}))
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(num_epochs):
+            model.train()
+            for batch in train_loader:
+                input_batch, target_batch, lengths = _split_batch(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss = calc_loss_batch(input_batch, target_batch, model, device, lengths)
+                loss.backward()
+                optimizer.step()
+                examples_seen += input_batch.shape[0]
+                global_step += 1
+                bar.update(1)
+                if global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                    train_losses.append(train_loss)
+                    val_losses.append(val_loss)
+                    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            train_accs.append(calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter))
+            val_accs.append(calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter))
+            bar.write(f"Ep {epoch + 1}: training accuracy {train_accs[-1] * 100:.2f}% | "
+                      f"validation accuracy {val_accs[-1] * 100:.2f}%")
+    finally:
+        bar.close()
+    print(f"{global_step + 1} steps, {examples_seen:,} examples in {time.perf_counter() - t0:.1f} s")
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss"):
+    """Training and validation `label` against epochs (bottom axis) and examples seen (top)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax1 = plt.subplots(figsize=(5.5, 3.2))
+    ax1.plot(epochs_seen, train_values, label=f"training {label}")
+    ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"validation {label}")
+    ax1.set_xlabel("epochs")
+    ax1.set_ylabel(label)
+    ax1.legend()
+    ax2 = ax1.twiny()  # a second x axis on top, sharing the y axis
+    ax2.plot(examples_seen, train_values, alpha=0)  # invisible: only aligns the tick labels
+    ax2.set_xlabel("examples seen")
+    fig.tight_layout()
+    return fig
+
+
+# ---- ch06_classification.ipynb, cell 76 ----
+def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
+    ids = _encode_message(tokenizer, text)
+    if not ids:
+        raise ValueError("empty message: there is no token to classify")
+    context_length = model.pos_emb.weight.shape[0]
+    if max_length is not None and max_length > context_length:
+        raise ValueError(f"max_length={max_length} exceeds the model's context length of "
+                         f"{context_length}; use max_length={context_length} or less")
+    ids = ids[:context_length if max_length is None else max_length]  # too long: cut, as in training
+    length = len(ids)
+    if max_length is not None:  # pad as the training messages were
+        ids = ids + [pad_token_id] * (max_length - length)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], device=device))
+    lengths = torch.tensor([length]) if last_real_token else None
+    return last_token_logits(logits, lengths)[0]
+
+
+def classify_review(text, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
+                    last_real_token=False):
+    """"spam" or "not spam" for one message (the book's name; it also classified reviews).
+
+    With `max_length` (the training set's) the message is padded or cut to it, as in training;
+    without, it is only cut to the model's context. `last_real_token=True` reads the class from
+    the message's last real token instead of the last (possibly padding) position.
+    """
+    logits = _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token)
+    return "spam" if logits.argmax().item() == SMS_LABELS["spam"] else "not spam"
+
+
+def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
+                     last_real_token=False):
+    """The classifier's probability (softmax over the two classes) that `text` is spam."""
+    logits = _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token)
+    return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
+
+
+# ---- ch06_classification.ipynb, cell 91 ----
+import math
+
+
+class LoRALayer(nn.Module):
+    """The low-rank update of LoRA: x -> alpha * (x @ A @ B), A (in_dim, rank), B (rank, out_dim).
+
+    B starts at zero, so the update starts at exactly zero and the wrapped model is unchanged
+    until training moves it; A starts random (as nn.Linear's weights), so B gets gradients.
+    """
+
+    def __init__(self, in_dim, out_dim, rank, alpha):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(in_dim, rank))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        self.B = nn.Parameter(torch.zeros(rank, out_dim))
+        self.alpha = alpha
+
+    def forward(self, x):
+        return self.alpha * (x @ self.A @ self.B)
+
+
+class LinearWithLoRA(nn.Module):
+    """A Linear layer plus a LoRA update beside it: linear(x) + alpha * (x @ A @ B)."""
+
+    def __init__(self, linear, rank, alpha):
+        super().__init__()
+        self.linear = linear
+        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha).to(
+            linear.weight.device, linear.weight.dtype)
+
+    def forward(self, x):
+        return self.linear(x) + self.lora(x)
+
+
+def replace_linear_with_lora(model, rank, alpha):
+    """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
+    Freeze the original parameters first (as the book does) so only A and B train."""
+    for name, module in model.named_children():
+        if isinstance(module, nn.Linear):
+            setattr(model, name, LinearWithLoRA(module, rank, alpha))
+        elif not isinstance(module, LinearWithLoRA):  # already wrapped: leave it
+            replace_linear_with_lora(module, rank, alpha)
+    return model
+
+
+def merge_lora(layer):
+    """A plain nn.Linear equal to a LinearWithLoRA: weight W + alpha * (A @ B).T (nn.Linear
+    stores W as (out, in)), same bias. Merged, LoRA costs nothing extra at inference."""
+    linear, lora = layer.linear, layer.lora
+    merged = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    merged = merged.to(linear.weight.device, linear.weight.dtype)
+    with torch.no_grad():
+        merged.weight.copy_(linear.weight + lora.alpha * (lora.A @ lora.B).T)
+        if linear.bias is not None:
+            merged.bias.copy_(linear.bias)
+    return merged
