@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export generation` and run `make exp
 __all__ = ['next_token_logits', 'generate_text_simple', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 36 ----
+# ---- ch04_gpt_model.ipynb, cell 59 ----
 import torch
 
 
@@ -25,7 +25,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 37 ----
+# ---- ch04_gpt_model.ipynb, cell 60 ----
 def generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=False):
     """Greedy decoding: append the most likely next token `max_new_tokens` times.
 

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export model` and run `make export`.
 __all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters']
 
 
-# ---- ch04_gpt_model.ipynb, cell 7 ----
+# ---- ch04_gpt_model.ipynb, cell 9 ----
 import torch
 import torch.nn as nn
 
@@ -30,7 +30,7 @@ GPT_CONFIGS = {
 }
 
 
-# ---- ch04_gpt_model.ipynb, cell 12 ----
+# ---- ch04_gpt_model.ipynb, cell 14 ----
 class LayerNorm(nn.Module):
     """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned)."""
 
@@ -46,7 +46,7 @@ class LayerNorm(nn.Module):
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
 
 
-# ---- ch04_gpt_model.ipynb, cell 15 ----
+# ---- ch04_gpt_model.ipynb, cell 19 ----
 class GELU(nn.Module):
     """GELU in the tanh approximation GPT-2 was trained with."""
 
@@ -54,7 +54,7 @@ class GELU(nn.Module):
         return 0.5 * x * (1 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x.pow(3))))
 
 
-# ---- ch04_gpt_model.ipynb, cell 18 ----
+# ---- ch04_gpt_model.ipynb, cell 22 ----
 class FeedForward(nn.Module):
     """Per-token MLP: widen 4x, GELU, project back."""
 
@@ -70,7 +70,7 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 23 ----
+# ---- ch04_gpt_model.ipynb, cell 31 ----
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
 
@@ -95,7 +95,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-# ---- ch04_gpt_model.ipynb, cell 26 ----
+# ---- ch04_gpt_model.ipynb, cell 39 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
@@ -129,10 +129,15 @@ class GPTModel(nn.Module):
         if past + seq_len > self.cfg["context_length"]:
             raise ValueError(f"{past + seq_len} tokens exceed the context length of {self.cfg['context_length']}; "
                              f"crop the input, e.g. idx[:, -{self.cfg['context_length']}:]")
-        if in_idx.dtype not in (torch.int64, torch.int32) or int(in_idx.min()) < 0 \
-                or int(in_idx.max()) >= self.cfg["vocab_size"]:
-            raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); "
-                             f"got dtype {in_idx.dtype}, range [{in_idx.min()}, {in_idx.max()}]")
+        if in_idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); got dtype {in_idx.dtype}")
+        in_range = (in_idx.min() >= 0) & (in_idx.max() < self.cfg["vocab_size"])
+        if in_idx.device.type == "cpu":
+            if not in_range:
+                raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); "
+                                 f"got range [{in_idx.min()}, {in_idx.max()}]")
+        else:  # reading the result back would make the CPU wait for the GPU at every step
+            torch._assert_async(in_range, f"token IDs must be integers in [0, {self.cfg['vocab_size']})")
         tok_embeds = self.tok_emb(in_idx)
         pos_embeds = self.pos_emb(torch.arange(past, past + seq_len, device=in_idx.device))
         x = self.drop_emb(tok_embeds + pos_embeds)
@@ -142,7 +147,7 @@ class GPTModel(nn.Module):
         return self.out_head(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 29 ----
+# ---- ch04_gpt_model.ipynb, cell 45 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
     (as OpenAI's GPT-2 does), so it is left out."""

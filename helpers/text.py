@@ -27,7 +27,7 @@ def regex_tokenize(text):
     return [piece for piece in _SPLIT_PATTERN.split(text) if piece.strip()]
 
 
-# ---- ch02_text_data.ipynb, cell 17 ----
+# ---- ch02_text_data.ipynb, cell 18 ----
 def build_vocab(tokens, special_tokens=()):
     """Return a ``{token: id}`` dictionary for the distinct `tokens`.
 
@@ -44,7 +44,7 @@ def build_vocab(tokens, special_tokens=()):
     return vocab
 
 
-# ---- ch02_text_data.ipynb, cell 20 ----
+# ---- ch02_text_data.ipynb, cell 21 ----
 import re
 
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
@@ -88,7 +88,7 @@ class SimpleTokenizerV1:
         return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
 
 
-# ---- ch02_text_data.ipynb, cell 27 ----
+# ---- ch02_text_data.ipynb, cell 29 ----
 class SimpleTokenizerV2(SimpleTokenizerV1):
     """Like `SimpleTokenizerV1`, but words outside the vocabulary become ``unk_token``.
 
@@ -120,7 +120,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
         return ids
 
 
-# ---- ch02_text_data.ipynb, cell 44 ----
+# ---- ch02_text_data.ipynb, cell 48 ----
 import torch
 from torch.utils.data import DataLoader, Dataset
 
