@@ -82,7 +82,6 @@ def _final_bar_text(view: dict, state: dict) -> str | None:
 
     A saved widget keeps, as its text/plain fallback, the bar as it was when first displayed
     (0%); the widget models in the notebook metadata hold its last values."""
-    import html as html_lib
     box = state.get(view.get("model_id"), {})
     if box.get("model_name") != "HBoxModel":
         return None
@@ -93,7 +92,7 @@ def _final_bar_text(view: dict, state: dict) -> str | None:
     value, top = progress.get("value", 0), progress.get("max", 0) or 1
     filled = max(0, min(10, round(10 * value / top)))
     bar = "█" * filled + " " * (10 - filled)
-    return html_lib.unescape(f"{left.get('value', '')}|{bar}|{right.get('value', '')}").replace("\xa0", " ").replace("\u2007", " ")
+    return html.unescape(f"{left.get('value', '')}|{bar}|{right.get('value', '')}").replace("\xa0", " ").replace("\u2007", " ")
 
 
 def clean_metadata(path: Path) -> None:
