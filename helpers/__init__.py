@@ -5,6 +5,7 @@ hand-written; every other module is exported from the notebooks.
 """
 from .attention import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
+from .fast import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
 from .instruction import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403

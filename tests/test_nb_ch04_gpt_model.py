@@ -15,3 +15,8 @@ def test_ch04_smoke_run(smoke_run):
     assert metrics["cached_equals_uncached"] is True
     assert metrics["timing_new_tokens"] == 24
     assert metrics["cached_tok_s"] > 0 and metrics["uncached_tok_s"] > 0
+    # appendix: the fast model against GPTModel with the same weights
+    assert metrics["fast_logit_diff"] <= 1e-5
+    assert metrics["fast_tied_rel_diff"] <= 1e-6
+    assert metrics["fast_batched_equals_alone"] is True
+    assert metrics["fast_train_speedup"] > 0

@@ -1,0 +1,332 @@
+"""fast: generated from ch04_gpt_model.ipynb. DO NOT EDIT.
+
+Edit the notebook cells that start with `#| export fast` and run `make export`.
+"""
+__all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'pad_prompts', 'generate_fast', 'compile_model']
+
+
+# ---- ch04_gpt_model.ipynb, cell 80 ----
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from helpers.generation import sample_next_token
+
+
+class FusedLayerNorm(nn.Module):
+    """`LayerNorm` (same `scale`/`shift` parameters, biased variance) in PyTorch's one-kernel
+    implementation, which avoids four temporary tensors per call."""
+
+    def __init__(self, emb_dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class FusedFeedForward(nn.Module):
+    """`FeedForward` with PyTorch's tanh-approximated GELU kernel (the same formula as `GELU`)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# ---- ch04_gpt_model.ipynb, cell 83 ----
+class FusedQKVAttention(nn.Module):
+    """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
+    (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
+    `W_key`, `W_value`, `out_proj`, `mask`).
+
+    forward(x, kv_cache=None, layer=0, attn_mask=None): x is (batch, tokens, d_in). With a
+    cache, x holds only new tokens. `attn_mask` (True = may attend), broadcastable to
+    (batch, heads, new tokens, all tokens); None means plain causal attention over x alone, or,
+    for a single new token, attention to everything cached.
+    """
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        if num_heads < 1 or d_out % num_heads != 0:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
+        self.context_length = context_length
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.register_load_state_dict_pre_hook(_stack_book_qkv)
+        self.register_state_dict_post_hook(_split_into_book_qkv)
+
+    def forward(self, x, kv_cache=None, layer=0, attn_mask=None):
+        b, n, _ = x.shape
+        # (batch, tokens, 3, heads, head_dim) -> three (batch, heads, tokens, head_dim) views
+        queries, keys, values = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if kv_cache is not None:
+            keys, values = kv_cache.update(layer, keys, values)
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=attn_mask is None and n > 1)
+        return self.out_proj(context.transpose(1, 2).reshape(b, n, self.d_out))
+
+
+_BOOK_QKV = ("W_query", "W_key", "W_value")
+
+
+def _stack_book_qkv(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """Load-time hook: the book's three projections -> one stacked `qkv`; its mask is not needed."""
+    for kind in ("weight", "bias"):
+        parts = [prefix + f"{name}.{kind}" for name in _BOOK_QKV]
+        if all(p in state_dict for p in parts):
+            state_dict[prefix + f"qkv.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
+    state_dict.pop(prefix + "mask", None)
+
+
+def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
+    """Save-time hook: `qkv` -> the book's W_query/W_key/W_value and its causal `mask` buffer,
+    in the book's key order (this layer's keys are the last ones in the dict at this point)."""
+    own = {key[len(prefix):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(prefix)]}
+    n = module.context_length
+    state_dict[prefix + "mask"] = torch.triu(torch.ones(n, n, device=module.qkv.weight.device), diagonal=1)
+    for i, name in enumerate(_BOOK_QKV):
+        for kind in ("weight", "bias"):
+            if f"qkv.{kind}" in own:
+                state_dict[prefix + f"{name}.{kind}"] = own[f"qkv.{kind}"].chunk(3)[i]
+    for key, value in own.items():
+        if not key.startswith("qkv."):
+            state_dict[prefix + key] = value
+
+
+# ---- ch04_gpt_model.ipynb, cell 87 ----
+class StaticKVCache:
+    """Preallocated keys and values: per layer a (batch, heads, max_len, head_dim) tensor,
+    filled in place. `pos` counts the positions every layer holds; the model advances it once
+    all layers have written a step (`advance`)."""
+
+    def __init__(self, n_layers: int, max_len: int):
+        if n_layers < 1 or max_len < 1:
+            raise ValueError(f"n_layers and max_len must be positive, got {n_layers}, {max_len}")
+        self.n_layers, self.max_len = n_layers, max_len
+        self.keys = self.values = None
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return self.pos
+
+    def update(self, layer: int, keys, values):
+        """Write this step's keys/values (batch, heads, new, head_dim) after the cached ones;
+        return views of all of them."""
+        b, h, n, d = keys.shape
+        end = self.pos + n
+        if end > self.max_len:
+            raise ValueError(f"{end} positions exceed the cache's max_len of {self.max_len}")
+        if self.keys is None or self.keys.shape[1:3] != (b, h) or self.keys.dtype != keys.dtype:
+            shape = (self.n_layers, b, h, self.max_len, d)
+            self.keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
+            self.values = torch.empty(shape, dtype=values.dtype, device=values.device)
+        self.keys[layer, :, :, self.pos:end] = keys
+        self.values[layer, :, :, self.pos:end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def clear(self) -> None:
+        """Forget the cached positions (the memory is kept for the next prompt)."""
+        self.pos = 0
+
+
+# ---- ch04_gpt_model.ipynb, cell 89 ----
+class FastTransformerBlock(nn.Module):
+    """`TransformerBlock` with fused QKV attention and fused LayerNorm/GELU; same state dict."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.att = FusedQKVAttention(
+            d_in=cfg["emb_dim"], d_out=cfg["emb_dim"], context_length=cfg["context_length"],
+            num_heads=cfg["n_heads"], dropout=cfg["drop_rate"], qkv_bias=cfg["qkv_bias"])
+        self.ff = FusedFeedForward(cfg)
+        self.norm1 = FusedLayerNorm(cfg["emb_dim"])
+        self.norm2 = FusedLayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+    def forward(self, x, kv_cache=None, layer=0, attn_mask=None):
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer, attn_mask))
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+# ---- ch04_gpt_model.ipynb, cell 90 ----
+class FastGPTModel(nn.Module):
+    """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts.
+
+    cfg: `GPTModel`'s keys, plus optional "tie_weights" (share `out_head.weight` with
+    `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).
+
+    forward(in_idx, kv_cache=None, attention_mask=None, position_ids=None) -> logits
+    (batch, tokens, vocab_size). With a `StaticKVCache` (`new_kv_cache()`), in_idx holds only
+    tokens the cache has not seen. `attention_mask` (batch, cached + new tokens), 1 for real
+    tokens and 0 for padding, and `position_ids` (batch, new tokens) serve left-padded batches.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
+        if missing:
+            raise KeyError(f"FastGPTModel config lacks {sorted(missing)}")
+        self.cfg = dict(cfg)
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[FastTransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = FusedLayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+        if cfg.get("tie_weights", False):
+            # nn.Embedding draws N(0, 1) weights; as an output head they give logits with a spread
+            # of about 28 and a saturated softmax, whose tiny (denormal) floats make a CPU crawl
+            # in the backward pass. GPT-2 initialises the shared matrix with std 0.02.
+            nn.init.normal_(self.tok_emb.weight, std=0.02)
+            self.out_head.weight = self.tok_emb.weight
+            self.register_load_state_dict_pre_hook(_refuse_untied)
+
+    @classmethod
+    def from_model(cls, model, **options):
+        """A FastGPTModel with `model`'s config (plus `options`) and weights, on its device."""
+        fast = cls({**model.cfg, **options}).to(next(model.parameters()).device)
+        fast.load_state_dict(model.state_dict())
+        return fast
+
+    def new_kv_cache(self) -> StaticKVCache:
+        return StaticKVCache(len(self.trf_blocks), self.cfg["context_length"])
+
+    def forward(self, in_idx, kv_cache=None, attention_mask=None, position_ids=None):
+        batch_size, seq_len = in_idx.shape
+        past = len(kv_cache) if kv_cache is not None else 0
+        if not torch.compiler.is_compiling():  # the checks would split a compiled graph
+            self._check_input(in_idx, past)
+        if position_ids is None:
+            position_ids = torch.arange(past, past + seq_len, device=in_idx.device)
+        x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(position_ids))
+        attn_mask = self._attention_mask(attention_mask, past, seq_len, in_idx.device)
+        checkpointing = self.cfg.get("grad_checkpointing", False) and self.training and torch.is_grad_enabled()
+        for layer, block in enumerate(self.trf_blocks):
+            if checkpointing:
+                x = checkpoint(block, x, kv_cache, layer, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, kv_cache, layer, attn_mask)
+        if kv_cache is not None:
+            kv_cache.advance(seq_len)
+        return self.out_head(self.final_norm(x))
+
+    def _check_input(self, in_idx, past):
+        """GPTModel's input checks; on a GPU the range check runs without waiting for the GPU."""
+        if in_idx.shape[1] == 0:
+            raise ValueError("empty input: pass at least one token ID")
+        if past + in_idx.shape[1] > self.cfg["context_length"]:
+            raise ValueError(f"{past + in_idx.shape[1]} tokens exceed the context length of "
+                             f"{self.cfg['context_length']}; crop the input (and clear the cache)")
+        if in_idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"token IDs must be integers; got dtype {in_idx.dtype}")
+        in_range = (in_idx.min() >= 0) & (in_idx.max() < self.cfg["vocab_size"])
+        if in_idx.device.type == "cpu":
+            if not in_range:
+                raise ValueError(f"token IDs must be in [0, {self.cfg['vocab_size']}); "
+                                 f"got range [{in_idx.min()}, {in_idx.max()}]")
+        else:
+            torch._assert_async(in_range, f"token IDs must be in [0, {self.cfg['vocab_size']})")
+
+    @staticmethod
+    def _attention_mask(attention_mask, past, n, device):
+        """None when plain causal attention is right (SDPA's fastest path), else a boolean
+        (batch or 1, 1, n, past + n) mask: causal, without padding keys, always itself."""
+        if attention_mask is None and (past == 0 or n == 1):
+            return None
+        query_pos = torch.arange(past, past + n, device=device)[:, None]
+        key_pos = torch.arange(past + n, device=device)[None, :]
+        allowed = key_pos <= query_pos
+        if attention_mask is not None:
+            if attention_mask.shape[-1] != past + n:
+                raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens; "
+                                 f"expected {past + n} (cached + new)")
+            allowed = (allowed & attention_mask[:, None, None, :].bool()) | (key_pos == query_pos)
+        return allowed if allowed.ndim == 4 else allowed[None, None]
+
+
+def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """Load-time hook of a tied model: two different matrices cannot both fit one tensor."""
+    emb, head = state_dict.get(prefix + "tok_emb.weight"), state_dict.get(prefix + "out_head.weight")
+    if emb is not None and head is not None and not torch.equal(emb, head):
+        error_msgs.append("this model ties out_head.weight to tok_emb.weight, but the state dict has two "
+                          "different matrices; build it with tie_weights=False, or set "
+                          "state_dict['out_head.weight'] = state_dict['tok_emb.weight'] to tie them on purpose")
+
+
+# ---- ch04_gpt_model.ipynb, cell 96 ----
+def pad_prompts(prompts, pad_id=0, device=None):
+    """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("pass at least one prompt, each with at least one token")
+    longest = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        idx[row, longest - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        mask[row, longest - len(p):] = 1
+    return idx.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0.0, top_k=None,
+                  top_p=None, eos_id=None, use_cache=True, generator=None):
+    """Extend a batch of prompts `idx` (batch, tokens) by `max_new_tokens` tokens.
+
+    `attention_mask` (batch, tokens; 1 = real, 0 = padding) marks left padding from
+    `pad_prompts`; None means every row is all real tokens. With `use_cache` (a model that has
+    `new_kv_cache`, e.g. FastGPTModel) each step feeds only the newest token. Returns
+    (batch, tokens + generated); fewer tokens are generated only when every row has hit `eos_id`.
+    """
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
+    context = model.cfg["context_length"]
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    mask = attention_mask.to(idx.device, torch.long) if padded else None
+    cache = model.new_kv_cache() if use_cache else None
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        offset = max(0, idx.shape[1] - context)  # where the window the model can read starts
+        if cache is None or offset > 0:  # no cache, or a sliding window: read the whole window
+            if cache is not None:
+                cache.clear()
+            start = offset
+        else:
+            start = len(cache)
+        window_mask = positions = None
+        if mask is not None:
+            window_mask = mask[:, offset:]
+            positions = (window_mask.cumsum(-1) - 1).clamp(min=0)[:, start - offset:]
+        logits = model(idx[:, start:], kv_cache=cache, attention_mask=window_mask,
+                       position_ids=positions)[:, -1, :]
+        next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            next_ids = torch.where(finished[:, None], torch.full_like(next_ids, eos_id), next_ids)
+            finished |= next_ids[:, 0] == eos_id
+        idx = torch.cat([idx, next_ids], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
+        if eos_id is not None and bool(finished.all()):
+            break
+    return idx
+
+
+def compile_model(model, **compile_kwargs):
+    """`torch.compile(model)`: the first calls are slow (compilation), later ones faster on a
+    GPU. The compiled wrapper's state dict keys start with `_orig_mod.`; save `model` itself."""
+    return torch.compile(model, **compile_kwargs)

@@ -1,0 +1,215 @@
+"""helpers.fast: the fast GPT model against GPTModel (same weights) and against transformers'
+GPT-2; its state dict against the book's; its static-cache and batched generation against plain
+uncached greedy decoding of one prompt at a time."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_reference import copy_hf_into_gpt, random_hf_gpt2
+from helpers.fast import FastGPTModel, StaticKVCache, generate_fast, pad_prompts
+from helpers.generation import generate_text_simple
+from helpers.model import GPTModel
+
+CFG = {"vocab_size": 211, "context_length": 24, "emb_dim": 32, "n_heads": 4, "n_layers": 3,
+       "drop_rate": 0.0, "qkv_bias": True}
+
+
+def _perturbed_book_model(cfg, seed=0):
+    """A GPTModel with non-trivial LayerNorm and bias values (their defaults, 1 and 0, would hide
+    a mix-up of scale and shift, or of the three projections' biases)."""
+    torch.manual_seed(seed)
+    model = GPTModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_same_logits_as_gptmodel(qkv_bias):
+    cfg = {**CFG, "qkv_bias": qkv_bias}
+    book = _perturbed_book_model(cfg)
+    fast = FastGPTModel(cfg).eval()
+    fast.load_state_dict(book.state_dict())
+    ids = torch.randint(0, cfg["vocab_size"], (3, cfg["context_length"]))
+    with torch.no_grad():
+        assert (fast(ids) - book(ids)).abs().max() <= 1e-5
+
+
+def test_same_logits_as_gptmodel_124m_width():
+    """The issue's tolerance at GPT-2's real width (fewer layers and a small vocabulary for speed)."""
+    cfg = {**CFG, "emb_dim": 768, "n_heads": 12, "n_layers": 2, "context_length": 64, "qkv_bias": False}
+    book = _perturbed_book_model(cfg, seed=3)
+    fast = FastGPTModel.from_model(book).eval()
+    ids = torch.randint(0, cfg["vocab_size"], (2, 64))
+    with torch.no_grad():
+        assert (fast(ids) - book(ids)).abs().max() <= 1e-5
+
+
+def test_tied_weights_same_logits_as_gptmodel_with_head_equal_to_embedding():
+    book = _perturbed_book_model(CFG)
+    with torch.no_grad():
+        book.out_head.weight.copy_(book.tok_emb.weight)
+    fast = FastGPTModel({**CFG, "tie_weights": True}).eval()
+    fast.load_state_dict(book.state_dict())
+    assert fast.out_head.weight is fast.tok_emb.weight
+    n_book = sum(p.numel() for p in book.parameters())
+    assert sum(p.numel() for p in fast.parameters()) == n_book - CFG["vocab_size"] * CFG["emb_dim"]
+    ids = torch.randint(0, CFG["vocab_size"], (2, 10))
+    with torch.no_grad():
+        assert (fast(ids) - book(ids)).abs().max() <= 1e-5
+
+
+def test_tied_model_refuses_untied_state_dict():
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel({**CFG, "tie_weights": True})
+    with pytest.raises(RuntimeError, match="ties out_head.weight"):
+        fast.load_state_dict(book.state_dict())
+
+
+def test_tied_init_keeps_logits_small():
+    """The shared matrix starts at GPT-2's std 0.02, not nn.Embedding's 1."""
+    fast = FastGPTModel({**CFG, "emb_dim": 64, "tie_weights": True})
+    assert 0.015 < fast.tok_emb.weight.std().item() < 0.025
+
+
+def test_book_state_dict_round_trip_both_ways():
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel(CFG)
+    fast.load_state_dict(book.state_dict())  # strict: every key consumed, none missing
+    saved = fast.state_dict()
+    assert list(saved) == list(book.state_dict())
+    for key, value in book.state_dict().items():
+        assert torch.equal(saved[key], value), key
+    fresh = GPTModel(CFG)
+    fresh.load_state_dict(saved)  # strict
+    for (k1, v1), (k2, v2) in zip(fresh.state_dict().items(), book.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    # and the stacked matrix really is the three projections on top of each other
+    att = book.trf_blocks[1].att
+    expected = torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight])
+    assert torch.equal(fast.trf_blocks[1].att.qkv.weight, expected)
+
+
+def test_state_dict_round_trip_through_a_file(tmp_path):
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel.from_model(book)
+    torch.save(fast.state_dict(), tmp_path / "m.pt")
+    back = GPTModel(CFG)
+    back.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    ids = torch.randint(0, CFG["vocab_size"], (1, 12))
+    with torch.no_grad():
+        assert torch.equal(back.eval()(ids), book(ids))
+
+
+def test_same_logits_as_transformers_gpt2():
+    cfg = {**CFG, "qkv_bias": True}
+    hf = random_hf_gpt2(cfg, seed=4)
+    fast = FastGPTModel.from_model(copy_hf_into_gpt(hf, cfg)).eval()
+    ids = torch.randint(0, cfg["vocab_size"], (2, cfg["context_length"]))
+    with torch.no_grad():
+        assert (fast(ids) - hf(ids).logits).abs().max() <= 1e-4
+
+
+def test_static_cache_generation_equals_uncached_greedy():
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel.from_model(book).eval()
+    prompt = torch.randint(0, CFG["vocab_size"], (2, 5))
+    # 30 new tokens overrun the 24-token context: the window slides and the cache is refilled
+    expected = generate_text_simple(book, prompt, 30, CFG["context_length"])
+    assert torch.equal(generate_fast(fast, prompt, 30), expected)
+    assert torch.equal(generate_fast(fast, prompt, 30, use_cache=False), expected)
+    # the static cache also serves chapter 4's generate_text_simple(use_cache=True)
+    assert torch.equal(generate_text_simple(fast, prompt, 30, CFG["context_length"], use_cache=True), expected)
+
+
+def test_static_cache_is_written_in_place_and_checks_its_size():
+    fast = FastGPTModel(CFG).eval()
+    cache = fast.new_kv_cache()
+    assert isinstance(cache, StaticKVCache)
+    with torch.no_grad():
+        fast(torch.randint(0, CFG["vocab_size"], (2, 7)), kv_cache=cache)
+        keys = cache.keys
+        fast(torch.randint(0, CFG["vocab_size"], (2, 1)), kv_cache=cache)
+        assert cache.keys is keys and len(cache) == 8  # no reallocation
+        assert keys.shape == (CFG["n_layers"], 2, CFG["n_heads"], CFG["context_length"], CFG["emb_dim"] // CFG["n_heads"])
+        with pytest.raises(ValueError, match="exceed the context length"):
+            fast(torch.randint(0, CFG["vocab_size"], (2, CFG["context_length"])), kv_cache=cache)
+
+
+def test_cached_logits_match_full_forward_with_several_new_tokens():
+    """Feeding a text in chunks through the cache (chunk > 1 needs the offset causal mask)."""
+    fast = FastGPTModel.from_model(_perturbed_book_model(CFG)).eval()
+    ids = torch.randint(0, CFG["vocab_size"], (2, 15))
+    cache = fast.new_kv_cache()
+    with torch.no_grad():
+        full = fast(ids)
+        parts = [fast(ids[:, a:b], kv_cache=cache) for a, b in [(0, 4), (4, 9), (9, 10), (10, 15)]]
+    assert (torch.cat(parts, dim=1) - full).abs().max() <= 1e-5
+
+
+def test_batched_generation_equals_each_prompt_alone():
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel.from_model(book).eval()
+    torch.manual_seed(5)
+    prompts = [torch.randint(0, CFG["vocab_size"], (n,)).tolist() for n in (3, 8, 1, 5)]
+    idx, mask = pad_prompts(prompts, pad_id=7)
+    assert mask.tolist()[2] == [0] * 7 + [1]
+    for use_cache in (True, False):
+        out = generate_fast(fast, idx, 25, attention_mask=mask, use_cache=use_cache)  # slides past 24
+        for row, p in enumerate(prompts):
+            alone = generate_text_simple(book, torch.tensor([p]), 25, CFG["context_length"])
+            assert out[row, -25:].tolist() == alone[0, -25:].tolist(), (use_cache, row)
+
+
+def test_sampling_with_top_k_and_eos():
+    fast = FastGPTModel.from_model(_perturbed_book_model(CFG)).eval()
+    prompt = torch.randint(0, CFG["vocab_size"], (3, 4))
+    gen = torch.Generator().manual_seed(0)
+    out = generate_fast(fast, prompt, 10, temperature=1.0, top_k=1, generator=gen)
+    assert torch.equal(out, generate_fast(fast, prompt, 10))  # top_k=1 is greedy
+    first = out[0, 4].item()
+    stopped = generate_fast(fast, prompt[:1], 10, eos_id=first)
+    assert stopped.shape == (1, 5) and stopped[0, -1].item() == first
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = {**CFG, "drop_rate": 0.1}  # with dropout: the recomputation must replay the same masks
+    book = _perturbed_book_model(cfg)
+    ids = torch.randint(0, cfg["vocab_size"], (2, 16))
+    grads = []
+    for checkpointing in (False, True):
+        model = FastGPTModel({**cfg, "grad_checkpointing": checkpointing})
+        model.load_state_dict(book.state_dict())
+        model.train()
+        torch.manual_seed(11)
+        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_fast_gradients_match_gptmodel_without_dropout():
+    book = _perturbed_book_model(CFG).train()
+    fast = FastGPTModel.from_model(book).train()
+    ids = torch.randint(0, CFG["vocab_size"], (2, 16))
+    for m in (book, fast):
+        F.cross_entropy(m(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()).backward()
+    q = book.trf_blocks[0].att.W_key.weight.grad
+    d = CFG["emb_dim"]
+    assert torch.allclose(fast.trf_blocks[0].att.qkv.weight.grad[d:2 * d], q, atol=1e-5)
+    assert torch.allclose(fast.tok_emb.weight.grad, book.tok_emb.weight.grad, atol=1e-5)
+
+
+def test_input_errors():
+    fast = FastGPTModel(CFG)
+    with pytest.raises(ValueError, match="in \\[0, 211\\)"):
+        fast(torch.tensor([[1, 211]]))
+    with pytest.raises(ValueError, match="exceed the context length"):
+        fast(torch.zeros(1, CFG["context_length"] + 1, dtype=torch.long))
+    with pytest.raises(KeyError, match="lacks"):
+        FastGPTModel({"vocab_size": 10})
+    with pytest.raises(ValueError, match="at least one"):
+        pad_prompts([[1, 2], []])
