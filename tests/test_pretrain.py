@@ -1,0 +1,141 @@
+"""python -m helpers.pretrain: one process against two (torchrun, gloo), gradient accumulation
+against a larger batch, resuming (also a 2-process checkpoint in 1 process) against an
+uninterrupted run, the checkpoint format, and clear errors for unusable data."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.model import GPTModel
+from helpers.pretrain import DataError, cli, main, read_log
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--n-layers", "2", "--emb-dim", "32", "--n-heads", "4", "--context-length", "16", "--seed", "7"]
+# No dropout: then the processes' split of a global batch is the only difference between runs.
+SCHEDULE = ["--drop-rate", "0", "--lr", "1e-3", "--warmup-steps", "2", "--cosine", "1e-4", "--clip-grad", "1.0",
+            "--max-steps", "8", "--eval-every", "4", "--eval-windows", "16"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory, verdict_text):
+    path = tmp_path_factory.mktemp("data") / "verdict.txt"
+    path.write_text(verdict_text[:12000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_process(text_file, tmp_path_factory):
+    """The reference: 1 process, batch 4, 8 uninterrupted steps."""
+    out = tmp_path_factory.mktemp("one")
+    main(["--data", str(text_file), "--out", str(out), "--batch-size", "4", *TINY, *SCHEDULE])
+    return read_log(out / "log.jsonl")
+
+
+def _losses(rows, key="train_loss"):
+    return {r["step"]: r[key] for r in rows if r[key] is not None}
+
+
+def _assert_close(rows, reference, steps, key="train_loss", tol=1e-4):
+    got, want = _losses(rows, key), _losses(reference, key)
+    assert sorted(got) == list(steps), f"{key} logged at steps {sorted(got)}"
+    for s in steps:
+        assert abs(got[s] - want[s]) <= tol, f"step {s}: {key} {got[s]} vs {want[s]}"
+
+
+def test_reference_run_learns_and_writes_book_checkpoint(one_process, text_file, tmp_path):
+    assert [r["step"] for r in one_process] == list(range(1, 9))
+    assert one_process[-1]["train_loss"] < one_process[0]["train_loss"]
+    lrs = [r["lr"] for r in one_process]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)  # warm-up
+    assert lrs[-1] == pytest.approx(1e-4)  # cosine reaches the minimum at the last step
+    assert _losses(one_process, "val_loss").keys() == {4, 8}
+
+
+def test_two_processes_match_one_then_resume_in_one_process(one_process, text_file, tmp_path):
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "helpers.pretrain",
+           "--data", str(text_file), "--out", str(out), "--batch-size", "2", *TINY, *SCHEDULE,
+           "--stop-after", "5", "--device", "cpu"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout  # rank 0 printed it, once
+    assert result.stdout.count("process(es)") == 1
+    rows = read_log(out / "log.jsonl")
+    _assert_close(rows, one_process, range(1, 6))
+    _assert_close(rows, one_process, [4], key="val_loss")
+
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 5 and ckpt["world_size"] == 2 and ckpt["global_batch"] == 4
+    book = GPTModel(ckpt["cfg"])
+    book.load_state_dict(ckpt["model"])  # plain GPTModel layout, no "module." or "_orig_mod." prefix
+
+    # The 2-process checkpoint resumes in one process and continues as the uninterrupted run.
+    main(["--data", str(text_file), "--out", str(out), "--batch-size", "4", *TINY, *SCHEDULE,
+          "--resume", str(out / "checkpoint.pt")])
+    rows = read_log(out / "log.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    _assert_close(rows, one_process, range(1, 9))
+    _assert_close(rows, one_process, [4, 8], key="val_loss")
+
+
+def test_gradient_accumulation_matches_the_larger_batch(one_process, text_file, tmp_path):
+    log = tmp_path / "log.csv"
+    main(["--data", str(text_file), "--out", str(tmp_path), "--batch-size", "2", "--grad-accum", "2",
+          "--log", str(log), *TINY, *SCHEDULE])
+    rows = read_log(log)
+    assert log.read_text().splitlines()[0].startswith("step,epoch,tokens,lr,train_loss")
+    _assert_close(rows, one_process, range(1, 9))
+
+
+def test_interrupted_and_resumed_equals_uninterrupted_with_dropout(text_file, tmp_path):
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0.1", "--max-steps", "6",
+            "--model", "fast", "--tie-weights", "--grad-checkpointing"]
+    main([*args, "--out", str(tmp_path / "full")])
+    main([*args, "--out", str(tmp_path / "cut"), "--stop-after", "2"])
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 2
+    main([*args, "--out", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut" / "checkpoint.pt")])
+    full, cut = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "cut" / "log.jsonl")
+    assert [r["step"] for r in cut] == list(range(1, 7))
+    assert [r["train_loss"] for r in cut] == [r["train_loss"] for r in full]
+    assert cut[-1]["val_loss"] == full[-1]["val_loss"]
+
+
+def test_default_model_option_and_resume_needs_the_same_model(text_file, tmp_path):
+    main(["--data", str(text_file), "--out", str(tmp_path), "--model", "default", "--batch-size", "2", *TINY,
+          "--max-steps", "1", "--val-fraction", "0"])
+    with pytest.raises(ValueError, match="--model default"):
+        main(["--data", str(text_file), "--out", str(tmp_path), "--batch-size", "2", *TINY, "--max-steps", "2",
+              "--resume", str(tmp_path / "checkpoint.pt")])
+
+
+def test_folder_of_text_files(tmp_path, verdict_text):
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "a.txt").write_text(verdict_text[:3000], encoding="utf-8")
+    (tmp_path / "data" / "sub" / "b.txt").write_text(verdict_text[3000:6000], encoding="utf-8")
+    (tmp_path / "data" / "ignored.md").write_text("not text for training")
+    summary = main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--batch-size", "2",
+                    *TINY, "--max-steps", "2"])
+    assert summary["step"] == 2 and summary["val_loss"] is not None
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .txt files under"):
+        main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *TINY])
+    with pytest.raises(DataError, match="does not exist"):
+        main(["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"), *TINY])
+    (tmp_path / "blank.txt").write_text("  \n")
+    with pytest.raises(DataError, match="is empty"):
+        main(["--data", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "o"), *TINY])
+    (tmp_path / "short.txt").write_text("Too short for one window of sixteen tokens.")
+    with pytest.raises(DataError, match="one window with max_length=16"):
+        main(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY])
+    assert cli(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert "error: training text" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--batch-size must be at least 1"):
+        main(["--data", str(tmp_path / "short.txt"), "--batch-size", "0", *TINY])
