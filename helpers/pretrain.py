@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-windows", type=int, help="evaluate on the first N validation windows (default: all)")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at evaluations and the end)")
     g.add_argument("--resume", help="checkpoint to continue from")
+    g.add_argument("--overwrite", action="store_true", help="start afresh even if OUT already holds a checkpoint")
     g.add_argument("--seed", type=int, default=123)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     return p
@@ -244,6 +245,13 @@ def _train(args, rank, world, device) -> dict:
 
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
+    log_path = Path(args.log) if args.log else out / "log.jsonl"
+    if not args.resume and ckpt_path.exists():
+        if not args.overwrite:  # a forgotten --resume would otherwise replace a long run's checkpoint
+            raise ValueError(f"{ckpt_path} exists: pass --resume {ckpt_path} to continue it, or --overwrite "
+                             f"to start afresh, or choose another --out")
+        if rank == 0 and log_path.exists():
+            log_path.unlink()
     state = {}
     if args.resume:
         # The architecture comes from the checkpoint; the flags given now set everything else.
@@ -321,7 +329,7 @@ def _train(args, rank, world, device) -> dict:
                             global_batch=global_batch, seed=args.seed,
                             **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}))
 
-    log = RunLog(Path(args.log) if args.log else out / "log.jsonl") if rank == 0 else None
+    log = RunLog(log_path) if rank == 0 else None
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
@@ -393,7 +401,7 @@ def _train(args, rank, world, device) -> dict:
         print(f"step {step}: train loss {last_train_loss}" + (f", val loss {last_val:.4f}" if last_val is not None else "")
               + f"; checkpoint {ckpt_path}")
     return {"step": step, "epoch": epoch, "train_loss": last_train_loss, "val_loss": last_val,
-            "checkpoint": str(ckpt_path), "log": str(Path(args.log) if args.log else out / "log.jsonl")}
+            "checkpoint": str(ckpt_path), "log": str(log_path)}
 
 
 class _Stop(Exception):
@@ -404,7 +412,7 @@ def cli(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         main(argv)
-    except DataError as e:
+    except ValueError as e:  # bad data or options: the message is meant for the user, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

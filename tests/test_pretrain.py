@@ -108,6 +108,8 @@ def test_interrupted_and_resumed_equals_uninterrupted_with_dropout(text_file, tm
 def test_default_model_option_and_resume_needs_the_same_model(text_file, tmp_path):
     main(["--data", str(text_file), "--out", str(tmp_path), "--model", "default", "--batch-size", "2", *TINY,
           "--max-steps", "1", "--val-fraction", "0"])
+    with pytest.raises(ValueError, match="exists: pass --resume"):  # a forgotten --resume
+        main(["--data", str(text_file), "--out", str(tmp_path), "--model", "default", "--batch-size", "2", *TINY])
     with pytest.raises(ValueError, match="--model default"):
         main(["--data", str(text_file), "--out", str(tmp_path), "--batch-size", "2", *TINY, "--max-steps", "2",
               "--resume", str(tmp_path / "checkpoint.pt")])
