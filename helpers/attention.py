@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export attention` and run `make expo
 __all__ = ['MultiHeadAttention', 'MultiHeadAttentionSDPA', 'KVCache']
 
 
-# ---- ch03_attention.ipynb, cell 63 ----
+# ---- ch03_attention.ipynb, cell 64 ----
 import torch
 import torch.nn as nn
 
@@ -92,7 +92,7 @@ class MultiHeadAttention(nn.Module):
         return self._merge_heads(attn_weights @ values)
 
 
-# ---- ch03_attention.ipynb, cell 71 ----
+# ---- ch03_attention.ipynb, cell 75 ----
 import torch.nn.functional as F
 
 
@@ -119,7 +119,7 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         return self._merge_heads(context)
 
 
-# ---- ch03_attention.ipynb, cell 78 ----
+# ---- ch03_attention.ipynb, cell 82 ----
 import torch
 
 

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export text` and run `make export`.
 __all__ = ['regex_tokenize', 'build_vocab', 'SimpleTokenizerV1', 'SimpleTokenizerV2', 'GPTDatasetV1', 'create_dataloader_v1']
 
 
-# ---- ch02_text_data.ipynb, cell 13 ----
+# ---- ch02_text_data.ipynb, cell 14 ----
 import re
 
 # Special markers first (kept whole), then single punctuation marks, the double dash, whitespace.
@@ -27,7 +27,7 @@ def regex_tokenize(text):
     return [piece for piece in _SPLIT_PATTERN.split(text) if piece.strip()]
 
 
-# ---- ch02_text_data.ipynb, cell 18 ----
+# ---- ch02_text_data.ipynb, cell 19 ----
 def build_vocab(tokens, special_tokens=()):
     """Return a ``{token: id}`` dictionary for the distinct `tokens`.
 
@@ -44,7 +44,7 @@ def build_vocab(tokens, special_tokens=()):
     return vocab
 
 
-# ---- ch02_text_data.ipynb, cell 21 ----
+# ---- ch02_text_data.ipynb, cell 22 ----
 import re
 
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
@@ -88,7 +88,7 @@ class SimpleTokenizerV1:
         return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
 
 
-# ---- ch02_text_data.ipynb, cell 29 ----
+# ---- ch02_text_data.ipynb, cell 30 ----
 class SimpleTokenizerV2(SimpleTokenizerV1):
     """Like `SimpleTokenizerV1`, but words outside the vocabulary become ``unk_token``.
 
@@ -120,7 +120,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
         return ids
 
 
-# ---- ch02_text_data.ipynb, cell 48 ----
+# ---- ch02_text_data.ipynb, cell 49 ----
 import torch
 from torch.utils.data import DataLoader, Dataset
 

@@ -22,5 +22,5 @@ def test_ch05_smoke_run(smoke_run):
     assert m["training_s"] > 0
     assert m["resume_identical"] is True
     assert m["gpt2_weights"] == "standin"  # smoke mode never downloads
-    assert m["safetensors_max_abs_diff"] <= 1e-5
-    assert m["standin_max_abs_diff"] <= 1e-5  # OpenAI's format round-trips the trained model
+    assert m["tf_route"] == "not run"  # the book's TensorFlow route needs the download
+    assert m["standin_max_abs_diff"] <= 1e-5  # Hugging Face's format round-trips the trained model

@@ -1,5 +1,6 @@
 """Loading GPT-2 weights (helpers.weights, ch05) from OpenAI's TensorFlow checkpoint format and
-from Hugging Face's safetensors layout, over a loopback server laid out like OpenAI's storage.
+from Hugging Face's safetensors layout, over loopback servers laid out like OpenAI's storage and
+like the Hugging Face hub.
 
 The checkpoints are written here, independently of helpers.weights, from a randomly initialised
 transformers GPT2LMHeadModel; "the same weights loaded another way" is that model itself.
@@ -15,9 +16,10 @@ import torch
 
 from helpers.model import GPTModel
 from helpers.support.download import DownloadError
-from helpers.weights import (GPT2_FILES, download_and_load_gpt2, gpt_config_from_hparams,
-                             load_gpt2_params_from_tf_ckpt, load_hf_gpt2_safetensors, load_weights_into_gpt,
-                             save_gpt_as_hf, save_gpt_as_tf_checkpoint)
+from helpers.weights import (GPT2_FILES, GPT2_HF_REPOS, download_and_load_gpt2, download_gpt2_safetensors,
+                             gpt2_weight_map, gpt_config_from_hparams, gpt_from_hf_folder, gpt_to_params,
+                             hf_name, load_gpt2_params_from_tf_ckpt, load_hf_gpt2_safetensors,
+                             load_weights_into_gpt, save_gpt_as_hf, tf_name)
 from hf_reference import random_hf_gpt2
 
 CFG = {"vocab_size": 1000, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
@@ -213,20 +215,121 @@ def test_our_export_loads_in_transformers(qkv_bias, tokens, tmp_path):
     assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
 
 
-@pytest.mark.parametrize("head", ["tied", "untied"])
-def test_tf_writer_round_trip(head, hf_model, tokens, tmp_path, data_dir):
-    gpt = GPTModel(CFG).eval()
-    if head == "tied":  # as OpenAI's weights are
-        load_weights_into_gpt(gpt, load_hf_gpt2_safetensors_from(hf_model, tmp_path / "hf"))
-    save_gpt_as_tf_checkpoint(gpt, tmp_path / "tf", data_dir=data_dir)
-    assert sorted(p.name for p in (tmp_path / "tf").iterdir()) == sorted(GPT2_FILES)
-    settings = json.loads((tmp_path / "tf" / "hparams.json").read_text())
-    params = load_gpt2_params_from_tf_ckpt(tmp_path / "tf", settings)
-    assert ("out_head" in params) == (head == "untied")
-    again = loaded_gpt(settings, params)
-    assert torch.equal(logits_of(again, tokens), logits_of(gpt, tokens))
+def test_untied_head_round_trips_through_params(tokens):
+    torch.manual_seed(5)
+    gpt = GPTModel(CFG).eval()  # trained from scratch: head and embedding differ
+    params = gpt_to_params(gpt)
+    assert "out_head" in params
+    back = GPTModel(CFG).eval()
+    load_weights_into_gpt(back, params)
+    assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
 
 
-def load_hf_gpt2_safetensors_from(hf_model, folder):
-    hf_model.save_pretrained(folder)
-    return load_hf_gpt2_safetensors(folder / "model.safetensors")
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_weight_map_covers_every_parameter_once(qkv_bias):
+    gpt = GPTModel({**CFG, "qkv_bias": qkv_bias})
+    mapped = []
+    for _, ours, _ in gpt2_weight_map(CFG["n_layers"]):
+        mapped += list(ours) if isinstance(ours, tuple) else [ours]
+    present = [n for n in mapped if n in dict(gpt.named_parameters())]
+    assert len(present) == len(set(present))
+    assert set(present) | {"out_head.weight"} == set(dict(gpt.named_parameters()))
+    assert len(mapped) - len(present) == (0 if qkv_bias else 3 * CFG["n_layers"])
+
+
+def test_tensor_names_match_both_published_spellings(storage, hf_model):
+    import tensorflow as tf
+    tf_vars = {name for name, _ in tf.train.list_variables(str(storage.root / "124M" / "model.ckpt"))}
+    hf_keys = {k for k in hf_model.state_dict() if not k.endswith((".attn.bias", ".attn.masked_bias"))} - {"lm_head.weight"}
+    paths = [path for path, _, _ in gpt2_weight_map(CFG["n_layers"])]
+    assert {tf_name(p) for p in paths} == tf_vars
+    assert {hf_name(p) for p in paths} == hf_keys
+    assert tf_name("blocks/1/attn/c_attn/w") == "model/h1/attn/c_attn/w"
+    assert hf_name("g") == "transformer.ln_f.weight"
+
+
+class Hub(http.server.ThreadingHTTPServer):
+    """A loopback endpoint answering like the Hugging Face hub's /<repo>/resolve/<revision>/<file>."""
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, files: dict):
+        self.files, self.requests = files, []
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, with_body):
+        self.server.requests.append((self.command, self.path))
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Repo-Commit", Hub.commit)
+        self.send_header("ETag", f'"{abs(hash(data)):x}"')
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):
+        self._answer(False)
+
+    def do_GET(self):
+        self._answer(True)
+
+
+def test_hub_route_over_loopback(hf_model, tokens, tmp_path):
+    hf_model.save_pretrained(tmp_path / "published")
+    repo = GPT2_HF_REPOS["124M"]
+    hub = Hub({f"/{repo}/resolve/main/{name}": (tmp_path / "published" / name).read_bytes()
+               for name in ("config.json", "model.safetensors")})
+    try:
+        folder = download_gpt2_safetensors("124M", cache_dir=tmp_path / "cache", endpoint=hub.url)
+        # huggingface_hub's cache layout: models--<org>--<name>/snapshots/<commit>/
+        assert folder == tmp_path / "cache" / "models--openai-community--gpt2" / "snapshots" / Hub.commit
+        gpt = gpt_from_hf_folder(folder).eval()
+        assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+        gets = [r for r in hub.requests if r[0] == "GET"]
+        assert download_gpt2_safetensors("124M", cache_dir=tmp_path / "cache", endpoint=hub.url) == folder
+        assert [r for r in hub.requests if r[0] == "GET"] == gets  # the second call reads the cache
+    finally:
+        hub.shutdown()
+
+
+def test_unreachable_hub_is_one_clean_line(tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError) as err:
+        download_gpt2_safetensors("124M", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}")
+    assert str(err.value) == "cannot reach 127.0.0.1 (offline?)"
+    with pytest.raises(ValueError, match="124M, 355M"):
+        download_gpt2_safetensors("125M", cache_dir=tmp_path)
+
+
+def test_load_weights_works_without_tensorflow(hf_model, tokens, tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tensorflow(name, *args, **kwargs):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("No module named 'tensorflow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorflow)
+    hf_model.save_pretrained(tmp_path)
+    gpt = gpt_from_hf_folder(tmp_path).eval()
+    assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+    with pytest.raises(ImportError, match="needs TensorFlow"):
+        load_gpt2_params_from_tf_ckpt(tmp_path, {"n_layer": 2})
+
