@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Training and generation speed, and peak memory, of the course's models side by side with
+`transformers`' GPT-2, in one process.
+
+    .venv/bin/python benchmarks/bench_speed.py                 # CPU: 124M shape, context 256, batch 2, 2 threads
+    .venv/bin/python benchmarks/bench_speed.py --device cuda --batch 8 --amp bf16
+    .venv/bin/python benchmarks/bench_speed.py --n-layers 2 --train-rounds 2 --gen-rounds 1 --no-record   # a quick check
+
+Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in chapter 5):
+  book      GPTModel with chapter 3's step-by-step attention (cfg["attention"] = "naive")
+  default   GPTModel (SDPA attention), what the notebooks train
+  fast      helpers.fast.FastGPTModel, tied weights, fused AdamW (plus --compile / --amp if given)
+  fast-untied   the same without weight tying (same parameters as GPTModel)
+  hf        transformers.GPT2LMHeadModel of the same shape (tied, as GPT-2 is)
+Generation (greedy, --new-tokens tokens after a --prompt-tokens prompt, batch 1 and 8):
+  uncached  GPTModel, generate_text_simple without a cache (the whole text every step)
+  kvcache   GPTModel with chapter 3's KVCache (torch.cat per step)
+  static    FastGPTModel (tied) with the preallocated StaticKVCache, generate_fast
+  hf        GPT2LMHeadModel.generate (greedy, its own cache)
+
+Every implementation gets one warm-up run; then the timed runs go round-robin (A, B, C, A, B,
+C, ...) so that a change in machine load hits all of them alike, and the medians are compared.
+Peak memory is measured in a separate, untimed pass: on CUDA the allocator's peak; on the CPU
+the growth of the process's resident memory during the run, sampled every 2 ms after returning
+freed memory to the OS (so: approximate). Results are printed and appended to
+benchmarks/RESULTS.md with the machine, versions, load and command (--no-record: print only).
+Nothing is asserted: speed is never checked by tests.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from helpers.fast import FastGPTModel, compile_model, generate_fast  # noqa: E402
+from helpers.generation import generate_text_simple  # noqa: E402
+from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
+from helpers.support.runtime import get_device  # noqa: E402
+
+TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf"]
+GEN_IMPLS = ["uncached", "kvcache", "static", "hf"]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hf_gpt2(cfg, device):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    config = GPT2Config(vocab_size=cfg["vocab_size"], n_positions=cfg["context_length"], n_embd=cfg["emb_dim"],
+                        n_layer=cfg["n_layers"], n_head=cfg["n_heads"], activation_function="gelu_new",
+                        resid_pdrop=cfg["drop_rate"], embd_pdrop=cfg["drop_rate"], attn_pdrop=cfg["drop_rate"],
+                        layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+    return GPT2LMHeadModel(config).to(device)
+
+
+def build(name, cfg, device, args):
+    """(model, forward: ids -> logits, optimizer) for one training implementation."""
+    fused_ok = device.type in ("cuda", "cpu")
+    if name == "book":
+        model = GPTModel({**cfg, "attention": "naive"}).to(device)
+    elif name == "default":
+        model = GPTModel(cfg).to(device)
+    elif name in ("fast", "fast-untied"):
+        model = FastGPTModel({**cfg, "tie_weights": name == "fast"}).to(device)
+    else:
+        model = hf_gpt2(cfg, device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1,
+                                  fused=name.startswith("fast") and fused_ok)
+    call = model
+    if name.startswith("fast") and args.compile:
+        call = compile_model(model)
+    if name == "hf":
+        return model, (lambda ids: call(input_ids=ids).logits), optimizer
+    return model, call, optimizer
+
+
+def train_step(forward, optimizer, ids, targets, device, amp):
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
+    with autocast:
+        logits = forward(ids)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+class PeakMemory:
+    """Peak memory of one run: CUDA allocator peak, or resident-set growth sampled on the CPU."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        try:  # glibc keeps freed memory; hand it back so that the next growth is visible
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = self.peak = self._rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.peak, self._rss())
+            self.mib = (self.peak - self.base) / 2**20
+
+
+def peak_memory(runs: dict, device, args) -> dict:
+    """{name: MiB} from one more, untimed run of each (NaN with --no-memory)."""
+    memory = {}
+    for name, fn in runs.items():
+        if args.no_memory:
+            memory[name] = float("nan")
+            continue
+        with PeakMemory(device) as m:
+            fn()
+        memory[name] = m.mib
+    return memory
+
+
+def round_robin(runs: dict, rounds: int, device, warmups: dict | None = None) -> dict:
+    """{name: [seconds per round]}: each run warms up once (with `warmups[name]` if given, a
+    cheaper call of the same code), then `rounds` interleaved rounds."""
+    for name, fn in runs.items():
+        (warmups or {}).get(name, fn)()
+    sync(device)
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_training(cfg, device, args):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg["vocab_size"], (args.batch, args.context + 1), generator=g).to(device)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    runs = {}
+    for name in args.train:
+        torch.manual_seed(0)
+        model, forward, optimizer = build(name, cfg, device, args)
+        # Only the fast path gets autocast: it is one of its options, the others are the baselines.
+        step_amp = amp if name.startswith("fast") else None
+        runs[name] = (lambda f=forward, o=optimizer, a=step_amp:
+                      [train_step(f, o, inputs, targets, device, a) for _ in range(args.steps)])
+    times = round_robin(runs, args.train_rounds, device)
+    memory = peak_memory(runs, device, args)
+    tokens = args.batch * args.context * args.steps
+    return {name: {"tok_s": tokens / statistics.median(t), "times": t, "peak_mib": memory[name]}
+            for name, t in times.items()}
+
+
+def bench_generation(cfg, device, args, batch):
+    cfg = {**cfg, "drop_rate": 0.0}
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, cfg["vocab_size"], (batch, args.prompt_tokens), generator=g).to(device)
+    n = args.new_tokens
+    torch.manual_seed(0)
+    warm = {}
+    book = GPTModel(cfg).to(device).eval()
+    fast = FastGPTModel({**cfg, "tie_weights": True}).to(device).eval()
+    runs = {}
+    if "uncached" in args.gen:
+        runs["uncached"] = lambda: generate_text_simple(book, prompt, n, cfg["context_length"], use_cache=False)
+        warm["uncached"] = lambda: generate_text_simple(book, prompt, 2, cfg["context_length"], use_cache=False)
+    if "kvcache" in args.gen:
+        runs["kvcache"] = lambda: generate_text_simple(book, prompt, n, cfg["context_length"], use_cache=True)
+    if "static" in args.gen:
+        runs["static"] = lambda: generate_fast(fast, prompt, n)
+    if "hf" in args.gen:
+        hf = hf_gpt2(cfg, device).eval()
+        hf.generation_config.eos_token_id = None
+        hf.generation_config.pad_token_id = 0
+        mask = torch.ones_like(prompt)
+
+        def run_hf():
+            with torch.no_grad():
+                return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                   do_sample=False)
+        runs["hf"] = run_hf
+    times = round_robin(runs, args.gen_rounds, device, warm)
+    memory = peak_memory(runs, device, args)
+    return {name: {"tok_s": batch * n / statistics.median(t), "times": t, "peak_mib": memory[name]}
+            for name, t in times.items()}
+
+
+def table(title, results, ratios):
+    lines = [f"**{title}**", "", "| implementation | tokens/s (median) | runs (s) | peak memory (MiB) |",
+             "|---|---|---|---|"]
+    for name, r in results.items():
+        runs = ", ".join(f"{t:.2f}" for t in r["times"])
+        lines.append(f"| {name} | {r['tok_s']:.1f} | {runs} | {r['peak_mib']:.0f} |")
+    lines.append("")
+    for a, b in ratios:
+        if a in results and b in results:
+            lines.append(f"- {a} / {b}: **{results[a]['tok_s'] / results[b]['tok_s']:.2f}x**")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="124M", choices=list(GPT_CONFIGS))
+    p.add_argument("--n-layers", type=int, help="override the number of blocks (quick checks)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the CPU (default 2)")
+    p.add_argument("--context", type=int, default=256, help="training sequence length")
+    p.add_argument("--batch", type=int, default=2, help="training batch size")
+    p.add_argument("--steps", type=int, default=1, help="training steps per timed run")
+    p.add_argument("--train-rounds", type=int, default=5)
+    p.add_argument("--train", nargs="*", default=TRAIN_IMPLS, choices=TRAIN_IMPLS)
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the fast path")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    p.add_argument("--gen", nargs="*", default=GEN_IMPLS, choices=GEN_IMPLS)
+    p.add_argument("--gen-batches", type=int, nargs="*", default=[1, 8])
+    p.add_argument("--prompt-tokens", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--gen-rounds", type=int, default=3)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass (saves one run of each)")
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--note", default="", help="free text for the results entry (e.g. 'machine idle')")
+    args = p.parse_args(argv)
+
+    device = get_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    cfg = {**GPT_CONFIGS[args.size], "context_length": max(args.context, args.prompt_tokens + args.new_tokens)}
+    if args.n_layers:
+        cfg["n_layers"] = args.n_layers
+    import transformers
+    load = os.getloadavg()
+    header = [
+        f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.size} shape"
+        + (f", {cfg['n_layers']} layers" if args.n_layers else ""),
+        "",
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {torch.get_num_threads()} threads"),
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
+        f"- load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" + (f"; {args.note}" if args.note else ""),
+        f"- command: `{' '.join(['benchmarks/bench_speed.py'] + (argv if argv is not None else sys.argv[1:]))}`",
+        "",
+    ]
+    print("\n".join(header))
+    sections = []
+    if args.train:
+        res = bench_training(cfg, device, args)
+        title = (f"Training: tokens/s, context {args.context}, batch {args.batch}, {args.steps} step(s) per run, "
+                 f"{args.train_rounds} rounds" + (f", fast path amp={args.amp}" if args.amp != "none" else "")
+                 + (", fast path compiled" if args.compile else ""))
+        sections.append(table(title, res, [("fast", "book"), ("fast", "hf"), ("fast", "default"),
+                                           ("default", "book"), ("default", "hf"), ("fast-untied", "default")]))
+        print(sections[-1], flush=True)
+    for batch in args.gen_batches if args.gen else []:
+        res = bench_generation(GPT_CONFIGS[args.size] | {k: cfg[k] for k in ("n_layers", "context_length")},
+                               device, args, batch)
+        title = (f"Greedy generation: batch {batch}, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, "
+                 f"{args.gen_rounds} rounds")
+        sections.append(table(title, res, [("static", "hf"), ("static", "uncached"), ("static", "kvcache"),
+                                           ("kvcache", "uncached")]))
+        print(sections[-1], flush=True)
+    if not args.no_record:
+        path = Path(args.results)
+        if not path.exists():
+            path.write_text("# Benchmark results\n\nAppended by `benchmarks/bench_speed.py`; newest last.\n\n")
+        with path.open("a", encoding="utf-8") as f:
+            f.write("\n".join(header) + "\n" + "\n".join(sections) + "\n")
+        print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
