@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export fast` and run `make export`.
 __all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'pad_prompts', 'generate_fast', 'compile_model']
 
 
-# ---- ch04_gpt_model.ipynb, cell 80 ----
+# ---- ch04_gpt_model.ipynb, cell 81 ----
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class FusedFeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 83 ----
+# ---- ch04_gpt_model.ipynb, cell 84 ----
 class FusedQKVAttention(nn.Module):
     """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
     (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
@@ -106,7 +106,7 @@ def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
             state_dict[prefix + key] = value
 
 
-# ---- ch04_gpt_model.ipynb, cell 87 ----
+# ---- ch04_gpt_model.ipynb, cell 88 ----
 class StaticKVCache:
     """Preallocated keys and values: per layer a (batch, heads, max_len, head_dim) tensor,
     filled in place. `pos` counts the positions every layer holds; the model advances it once
@@ -145,7 +145,7 @@ class StaticKVCache:
         self.pos = 0
 
 
-# ---- ch04_gpt_model.ipynb, cell 89 ----
+# ---- ch04_gpt_model.ipynb, cell 90 ----
 class FastTransformerBlock(nn.Module):
     """`TransformerBlock` with fused QKV attention and fused LayerNorm/GELU; same state dict."""
 
@@ -164,7 +164,7 @@ class FastTransformerBlock(nn.Module):
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
-# ---- ch04_gpt_model.ipynb, cell 90 ----
+# ---- ch04_gpt_model.ipynb, cell 91 ----
 class FastGPTModel(nn.Module):
     """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts.
 
@@ -269,7 +269,7 @@ def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_k
                           "state_dict['out_head.weight'] = state_dict['tok_emb.weight'] to tie them on purpose")
 
 
-# ---- ch04_gpt_model.ipynb, cell 96 ----
+# ---- ch04_gpt_model.ipynb, cell 97 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export generation` and run `make exp
 __all__ = ['next_token_logits', 'generate_text_simple', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 59 ----
+# ---- ch04_gpt_model.ipynb, cell 60 ----
 import torch
 
 
@@ -25,7 +25,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 60 ----
+# ---- ch04_gpt_model.ipynb, cell 61 ----
 def generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=False):
     """Greedy decoding: append the most likely next token `max_new_tokens` times.
 
@@ -43,7 +43,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=Fal
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 7 ----
+# ---- ch05_pretraining.ipynb, cell 8 ----
 def text_to_token_ids(text, tokenizer):
     """Encode `text` into a (1, tokens) tensor, the batch of one that the model expects."""
     encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
@@ -55,7 +55,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 46 ----
+# ---- ch05_pretraining.ipynb, cell 62 ----
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -85,7 +85,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 47 ----
+# ---- ch05_pretraining.ipynb, cell 63 ----
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, top_p=None,
              eos_id=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens.
@@ -113,7 +113,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 51 ----
+# ---- ch05_pretraining.ipynb, cell 67 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search.
 

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export model` and run `make export`.
 __all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters']
 
 
-# ---- ch04_gpt_model.ipynb, cell 9 ----
+# ---- ch04_gpt_model.ipynb, cell 10 ----
 import torch
 import torch.nn as nn
 
@@ -30,7 +30,7 @@ GPT_CONFIGS = {
 }
 
 
-# ---- ch04_gpt_model.ipynb, cell 14 ----
+# ---- ch04_gpt_model.ipynb, cell 15 ----
 class LayerNorm(nn.Module):
     """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned)."""
 
@@ -46,7 +46,7 @@ class LayerNorm(nn.Module):
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
 
 
-# ---- ch04_gpt_model.ipynb, cell 19 ----
+# ---- ch04_gpt_model.ipynb, cell 20 ----
 class GELU(nn.Module):
     """GELU in the tanh approximation GPT-2 was trained with."""
 
@@ -54,7 +54,7 @@ class GELU(nn.Module):
         return 0.5 * x * (1 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x.pow(3))))
 
 
-# ---- ch04_gpt_model.ipynb, cell 22 ----
+# ---- ch04_gpt_model.ipynb, cell 23 ----
 class FeedForward(nn.Module):
     """Per-token MLP: widen 4x, GELU, project back."""
 
@@ -70,7 +70,7 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 31 ----
+# ---- ch04_gpt_model.ipynb, cell 32 ----
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
 
@@ -95,7 +95,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-# ---- ch04_gpt_model.ipynb, cell 39 ----
+# ---- ch04_gpt_model.ipynb, cell 40 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
@@ -147,7 +147,7 @@ class GPTModel(nn.Module):
         return self.out_head(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 45 ----
+# ---- ch04_gpt_model.ipynb, cell 46 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
     (as OpenAI's GPT-2 does), so it is left out."""

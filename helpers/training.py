@@ -2,10 +2,11 @@
 
 Edit the notebook cells that start with `#| export training` and run `make export`.
 """
-__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'train_model_simple', 'plot_losses', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple', 'plot_losses']
 
 
-# ---- ch05_pretraining.ipynb, cell 22 ----
+# ---- ch05_pretraining.ipynb, cell 23 ----
+import contextlib
 import os
 import pickle
 import signal
@@ -40,7 +41,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return total / num_batches
 
 
-# ---- ch05_pretraining.ipynb, cell 25 ----
+# ---- ch05_pretraining.ipynb, cell 28 ----
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
     model.eval()
@@ -63,110 +64,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     return text
 
 
-# ---- ch05_pretraining.ipynb, cell 27 ----
-def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                       eval_freq, eval_iter, start_context, tokenizer, *,
-                       checkpoint_path=None, resume=False, max_steps=None, progress=True):
-    """Train for `num_epochs` epochs; returns (train_losses, val_losses, track_tokens_seen).
-
-    Every `eval_freq` steps the loss on `eval_iter` batches of each loader is recorded and
-    printed; after each epoch a greedy sample continuing `start_context` is printed.
-
-    With `checkpoint_path`, everything needed to continue exactly is saved there after each
-    epoch, when `max_steps` (optimizer steps since the very start) is reached, and when the run
-    is interrupted (Ctrl-C / the notebook's stop button: the current step finishes, the checkpoint
-    is written, then KeyboardInterrupt is raised). `resume=True` continues from that file: same
-    batches in the same order, same dropout masks, same losses as a run that never stopped.
-    """
-    state = {"train_losses": [], "val_losses": [], "track_tokens_seen": [], "tokens_seen": 0,
-             "global_step": -1, "epoch": 0, "batches_done": 0}
-    rng = {}
-    if resume:
-        if checkpoint_path is None or not Path(checkpoint_path).exists():
-            raise FileNotFoundError(f"resume=True needs an existing checkpoint_path, got {checkpoint_path!r}")
-        saved = load_checkpoint(checkpoint_path, model, optimizer, map_location=device)
-        rng = {k: saved.pop(k) for k in ("epoch_rng_state", "rng_state", "cuda_rng_state") if k in saved}
-        state.update(saved)
-
-    def save(epoch_rng_state):
-        extra = {"cuda_rng_state": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
-        save_checkpoint(checkpoint_path, model, optimizer, **state, epoch_rng_state=epoch_rng_state,
-                        rng_state=torch.get_rng_state(), **extra)
-
-    stop_requested = []
-    handler_installed = checkpoint_path is not None and threading.current_thread() is threading.main_thread()
-    if handler_installed:  # finish the current step and save before stopping
-        previous_handler = signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
-    bar = tqdm(total=num_epochs * len(train_loader), initial=state["global_step"] + 1,
-               desc="training", unit="step", **({} if progress else {"disable": True}))
-    model.train()
-    try:
-        for epoch in range(state["epoch"], num_epochs):
-            if "epoch_rng_state" in rng:  # the shuffle order of this epoch comes from this state
-                torch.set_rng_state(rng.pop("epoch_rng_state"))
-            epoch_rng_state = torch.get_rng_state()
-            batches = iter(train_loader)
-            for _ in range(state["batches_done"]):  # already trained on before the interruption
-                next(batches)
-            if "rng_state" in rng:
-                torch.set_rng_state(rng.pop("rng_state"))
-                if "cuda_rng_state" in rng and torch.cuda.is_available():
-                    torch.cuda.set_rng_state_all(rng.pop("cuda_rng_state"))
-            for input_batch, target_batch in batches:
-                optimizer.zero_grad(set_to_none=True)
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
-                loss.backward()
-                optimizer.step()
-                state["tokens_seen"] += input_batch.numel()
-                state["global_step"] += 1
-                state["batches_done"] += 1
-                bar.update(1)
-                if state["global_step"] % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                    state["train_losses"].append(train_loss)
-                    state["val_losses"].append(val_loss)
-                    state["track_tokens_seen"].append(state["tokens_seen"])
-                    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-                    tqdm.write(f"Ep {epoch + 1} (Step {state['global_step']:06d}): "
-                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-                reached_max = max_steps is not None and state["global_step"] + 1 >= max_steps
-                if stop_requested or reached_max:
-                    if checkpoint_path is not None:
-                        save(epoch_rng_state)
-                        tqdm.write(f"stopped after step {state['global_step']}; checkpoint saved to {checkpoint_path}")
-                    if stop_requested:
-                        raise KeyboardInterrupt
-                    return state["train_losses"], state["val_losses"], state["track_tokens_seen"]
-            state["epoch"], state["batches_done"] = epoch + 1, 0
-            generate_and_print_sample(model, tokenizer, device, start_context)
-            if checkpoint_path is not None:
-                save(torch.get_rng_state())
-    finally:
-        bar.close()
-        if handler_installed:
-            signal.signal(signal.SIGINT, previous_handler)
-    return state["train_losses"], state["val_losses"], state["track_tokens_seen"]
-
-
-# ---- ch05_pretraining.ipynb, cell 33 ----
-def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
-    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(epochs_seen, train_losses, label="training loss")
-    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="validation loss")
-    ax1.set_xlabel("epochs")
-    ax1.set_ylabel("loss")
-    ax1.legend(loc="upper right")
-    ax2 = ax1.twiny()  # a second x axis sharing the y axis
-    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: only aligns the tick labels
-    ax2.set_xlabel("tokens seen")
-    fig.tight_layout()
-    return fig
-
-
-# ---- ch05_pretraining.ipynb, cell 54 ----
+# ---- ch05_pretraining.ipynb, cell 35 ----
 def save_checkpoint(path, model, optimizer=None, **state):
     """Save model (and optimizer) state dicts plus extra values (numbers, lists, tensors).
 
@@ -204,3 +102,145 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
             raise ValueError(f"{path} has no optimizer state to restore")
         optimizer.load_state_dict(optimizer_state)
     return payload
+
+
+# ---- ch05_pretraining.ipynb, cell 36 ----
+class TrainingState:
+    """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
+    so far, the step, the position inside the epoch, and the random-number states that decide
+    the order of the batches and the dropout masks. Saved in the checkpoint with the weights."""
+
+    def __init__(self):
+        self.train_losses, self.val_losses, self.track_tokens_seen = [], [], []
+        self.tokens_seen, self.global_step, self.epoch, self.batches_done = 0, -1, 0, 0
+        self.epoch_rng_state = None
+        self._restore = {}  # random states to put back when the resumed run reaches them
+
+    def batches(self, loader):
+        """This epoch's batches, skipping those a stopped run had already trained on."""
+        if "epoch_rng_state" in self._restore:  # the shuffle order comes from this state
+            torch.set_rng_state(self._restore.pop("epoch_rng_state"))
+        self.epoch_rng_state = torch.get_rng_state()
+        batches = iter(loader)
+        for _ in range(self.batches_done):
+            next(batches)
+        if "rng_state" in self._restore:  # the dropout masks from the stop onwards
+            torch.set_rng_state(self._restore.pop("rng_state"))
+            if "cuda_rng_state" in self._restore and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._restore.pop("cuda_rng_state"))
+        return batches
+
+    def step_done(self, input_batch):
+        self.tokens_seen += input_batch.numel()
+        self.global_step += 1
+        self.batches_done += 1
+
+    def record(self, train_loss, val_loss):
+        self.train_losses.append(train_loss)
+        self.val_losses.append(val_loss)
+        self.track_tokens_seen.append(self.tokens_seen)
+
+    def epoch_done(self):
+        self.epoch, self.batches_done = self.epoch + 1, 0
+        self.epoch_rng_state = torch.get_rng_state()  # the next epoch's shuffle starts here
+
+    def results(self):
+        return self.train_losses, self.val_losses, self.track_tokens_seen
+
+    def save(self, path, model, optimizer):
+        values = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if torch.cuda.is_available():
+            values["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(path, model, optimizer, **values, rng_state=torch.get_rng_state())
+
+    @classmethod
+    def load(cls, path, model, optimizer, device):
+        if path is None or not Path(path).exists():
+            raise FileNotFoundError(f"resume=True needs an existing checkpoint_path, got {path!r}")
+        saved = load_checkpoint(path, model, optimizer, map_location=device)
+        state = cls()
+        state._restore = {k: saved.pop(k) for k in ("epoch_rng_state", "rng_state", "cuda_rng_state") if k in saved}
+        vars(state).update(saved)
+        return state
+
+
+@contextlib.contextmanager
+def interrupt_after_step(enabled=True):
+    """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
+    can finish its step and save before stopping. Python delivers signals to the main thread
+    only, so elsewhere (or with `enabled=False`) Ctrl-C keeps its usual effect."""
+    flag = type("Interrupt", (), {"requested": False})()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: setattr(flag, "requested", True))
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---- ch05_pretraining.ipynb, cell 37 ----
+def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                       eval_freq, eval_iter, start_context, tokenizer, *,
+                       checkpoint_path=None, resume=False, max_steps=None, progress=True):
+    """Train for `num_epochs` epochs; returns (train_losses, val_losses, track_tokens_seen).
+
+    Every `eval_freq` steps the loss on `eval_iter` batches of each loader is recorded and
+    printed; after each epoch a greedy sample continuing `start_context` is printed.
+
+    With `checkpoint_path`, everything needed to continue exactly is saved there after each
+    epoch, when `max_steps` (optimizer steps since the very start) is reached, and when the run
+    is interrupted (Ctrl-C / the notebook's stop button: the current step finishes, the checkpoint
+    is written, then KeyboardInterrupt is raised). `resume=True` continues from that file: same
+    batches in the same order, same dropout masks, same losses as a run that never stopped.
+    """
+    state = TrainingState.load(checkpoint_path, model, optimizer, device) if resume else TrainingState()
+    bar = tqdm(total=num_epochs * len(train_loader), initial=state.global_step + 1, desc="training",
+               unit="step", **({} if progress else {"disable": True}))  # else TQDM_DISABLE decides
+    with bar, interrupt_after_step(enabled=checkpoint_path is not None) as interrupt:
+        for epoch in range(state.epoch, num_epochs):
+            model.train()
+            for input_batch, target_batch in state.batches(train_loader):
+                optimizer.zero_grad()
+                loss = calc_loss_batch(input_batch, target_batch, model, device)
+                loss.backward()
+                optimizer.step()
+                state.step_done(input_batch)
+                bar.update(1)
+                if state.global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                    state.record(train_loss, val_loss)
+                    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                    tqdm.write(f"Ep {epoch + 1} (Step {state.global_step:06d}): "
+                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                if interrupt.requested or (max_steps is not None and state.global_step + 1 >= max_steps):
+                    if checkpoint_path is not None:
+                        state.save(checkpoint_path, model, optimizer)
+                        tqdm.write(f"stopped after step {state.global_step}; checkpoint saved to {checkpoint_path}")
+                    if interrupt.requested:
+                        raise KeyboardInterrupt
+                    return state.results()
+            generate_and_print_sample(model, tokenizer, device, start_context)
+            state.epoch_done()
+            if checkpoint_path is not None:
+                state.save(checkpoint_path, model, optimizer)
+    return state.results()
+
+
+# ---- ch05_pretraining.ipynb, cell 45 ----
+def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
+    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs_seen, train_losses, label="training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="validation loss")
+    ax1.set_xlabel("epochs")
+    ax1.set_ylabel("loss")
+    ax1.legend(loc="upper right")
+    ax2 = ax1.twiny()  # a second x axis sharing the y axis
+    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: only aligns the tick labels
+    ax2.set_xlabel("tokens seen")
+    fig.tight_layout()
+    return fig

@@ -2,23 +2,235 @@
 
 Edit the notebook cells that start with `#| export weights` and run `make export`.
 """
-__all__ = ['GPT2_SIZES', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_to_params', 'save_gpt_as_hf', 'save_gpt_as_tf_checkpoint', 'GPT2_HF_REPOS', 'gpt_config_from_hf', 'download_gpt2_safetensors', 'load_pretrained_gpt2']
+__all__ = ['GPT2_SIZES', 'GPT2_HF_REPOS', 'download_gpt2_safetensors', 'gpt_config_from_hf', 'GPT2_TOP_LEVEL', 'GPT2_PER_BLOCK', 'gpt2_weight_map', 'tf_name', 'hf_name', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_to_params', 'save_gpt_as_hf', 'gpt_from_hf_folder', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_pretrained_gpt2']
 
 
-# ---- ch05_pretraining.ipynb, cell 60 ----
+# ---- ch05_pretraining.ipynb, cell 81 ----
 import json
 import os
-import shutil
+import socket
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from helpers.support.data import fetch
+from helpers.model import GPTModel
 from helpers.support.download import download_file
 
-
 GPT2_SIZES = ("124M", "355M", "774M", "1558M")
+# Hugging Face's copies of OpenAI's four GPT-2 releases (the same weights, as safetensors).
+GPT2_HF_REPOS = {"124M": "openai-community/gpt2", "355M": "openai-community/gpt2-medium",
+                 "774M": "openai-community/gpt2-large", "1558M": "openai-community/gpt2-xl"}
+
+
+def download_gpt2_safetensors(model_size, cache_dir=None, endpoint=None):
+    """Fetch `model.safetensors` and `config.json` of GPT-2 `model_size` from the Hugging Face
+    hub (once; later calls read huggingface_hub's cache); returns the folder holding both.
+
+    `endpoint` defaults to huggingface_hub's (the HF_ENDPOINT variable, else huggingface.co).
+    Raises ConnectionError at once when the hub cannot be reached, instead of the hub
+    client's half-minute of retries.
+    """
+    from huggingface_hub import constants, hf_hub_download
+
+    if model_size not in GPT2_HF_REPOS:
+        raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
+    repo, endpoint = GPT2_HF_REPOS[model_size], endpoint or constants.ENDPOINT
+    if not constants.HF_HUB_OFFLINE:
+        url = urllib.parse.urlsplit(endpoint)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        except OSError:
+            raise ConnectionError(f"cannot reach {url.hostname} (offline?)") from None
+    hf_hub_download(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint)
+    return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir, endpoint=endpoint)).parent
+
+
+def gpt_config_from_hf(config):
+    """A GPTModel config for a Hugging Face GPT-2 config.json (dict); qkv biases as in GPT-2."""
+    return {"vocab_size": config["vocab_size"], "context_length": config["n_positions"],
+            "emb_dim": config["n_embd"], "n_heads": config["n_head"], "n_layers": config["n_layer"],
+            "drop_rate": 0.0, "qkv_bias": True}
+
+
+# ---- ch05_pretraining.ipynb, cell 83 ----
+# One row per GPT-2 tensor: its path in the book's `params` dict (OpenAI's layout: per block
+# "blocks/<i>/...", the final LayerNorm as "g" and "b"), the parameter(s) of our GPTModel it
+# fills, and whether GPT-2 stores it as (in, out), the transpose of nn.Linear's (out, in).
+# c_attn holds the query, key and value projections side by side.
+GPT2_TOP_LEVEL = [
+    ("wte", "tok_emb.weight", False),
+    ("wpe", "pos_emb.weight", False),
+    ("g", "final_norm.scale", False),
+    ("b", "final_norm.shift", False),
+]
+GPT2_PER_BLOCK = [
+    ("attn/c_attn/w", ("att.W_query.weight", "att.W_key.weight", "att.W_value.weight"), True),
+    ("attn/c_attn/b", ("att.W_query.bias", "att.W_key.bias", "att.W_value.bias"), False),
+    ("attn/c_proj/w", "att.out_proj.weight", True),
+    ("attn/c_proj/b", "att.out_proj.bias", False),
+    ("mlp/c_fc/w", "ff.layers.0.weight", True),
+    ("mlp/c_fc/b", "ff.layers.0.bias", False),
+    ("mlp/c_proj/w", "ff.layers.2.weight", True),
+    ("mlp/c_proj/b", "ff.layers.2.bias", False),
+    ("ln_1/g", "norm1.scale", False),
+    ("ln_1/b", "norm1.shift", False),
+    ("ln_2/g", "norm2.scale", False),
+    ("ln_2/b", "norm2.shift", False),
+]
+
+
+def gpt2_weight_map(n_layers):
+    """The table for a model of `n_layers` blocks: (params path, our name(s), transposed) rows."""
+    rows = list(GPT2_TOP_LEVEL)
+    for i in range(n_layers):
+        for path, ours, transposed in GPT2_PER_BLOCK:
+            ours = tuple(f"trf_blocks.{i}.{o}" for o in ours) if isinstance(ours, tuple) else f"trf_blocks.{i}.{ours}"
+            rows.append((f"blocks/{i}/{path}", ours, transposed))
+    return rows
+
+
+def tf_name(path):
+    """OpenAI's TensorFlow variable name: "blocks/3/attn/c_attn/w" -> "model/h3/attn/c_attn/w"."""
+    if path in ("g", "b"):
+        return f"model/ln_f/{path}"
+    if path.startswith("blocks/"):
+        _, i, rest = path.split("/", 2)
+        return f"model/h{i}/{rest}"
+    return f"model/{path}"
+
+
+def hf_name(path):
+    """Hugging Face's tensor name: "blocks/3/ln_1/g" -> "transformer.h.3.ln_1.weight"."""
+    if path in ("wte", "wpe"):
+        return f"transformer.{path}.weight"
+    *parts, last = (f"ln_f/{path}" if path in ("g", "b") else path.replace("blocks/", "h/", 1)).split("/")
+    return "transformer." + ".".join(parts + [{"w": "weight", "g": "weight", "b": "bias"}[last]])
+
+
+def _lookup(params, path):
+    value = params
+    for key in path.split("/"):
+        try:
+            value = value[int(key)] if isinstance(value, list) else value[key]
+        except (KeyError, IndexError):
+            raise ValueError(f"the checkpoint has no tensor {path!r}: is it a GPT-2 checkpoint, "
+                             f"and does the model have the same number of layers?") from None
+    return torch.as_tensor(np.asarray(value))
+
+
+def _store(params, path, value):
+    *keys, last = path.split("/")
+    for key in keys:
+        params = params[int(key)] if isinstance(params, list) else params.setdefault(key, {})
+    params[last] = value
+
+
+# ---- ch05_pretraining.ipynb, cell 87 ----
+def _assign(target, value, name):
+    if tuple(value.shape) != tuple(target.shape):
+        raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
+                         f"expects {tuple(target.shape)}. Build the model with the checkpoint's config "
+                         f"(gpt_config_from_hparams or gpt_config_from_hf).")
+    with torch.no_grad():
+        target.copy_(value.to(dtype=target.dtype, device=target.device))
+
+
+def load_weights_into_gpt(gpt, params):
+    """Copy GPT-2 weights (the dict of `load_gpt2_params_from_tf_ckpt` or
+    `load_hf_gpt2_safetensors`) into our GPTModel, row by row of `gpt2_weight_map`, checking
+    every shape. GPT-2 ties the output head to the token embedding, so `out_head` gets a copy
+    of `wte` (unless the dict holds a separate "out_head", as a model trained here has)."""
+    if len(params["blocks"]) != len(gpt.trf_blocks):
+        raise ValueError(f"the checkpoint has {len(params['blocks'])} transformer blocks, the model "
+                         f"{len(gpt.trf_blocks)}: build the model with the checkpoint's n_layers")
+    ours = dict(gpt.named_parameters())
+    for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
+        value = _lookup(params, path)
+        value = value.T if transposed else value
+        if isinstance(names, str):
+            _assign(ours[names], value, path)
+        elif names[0] in ours:  # query, key, value: split c_attn in three
+            for name, part in zip(names, torch.chunk(value, 3, dim=0)):
+                _assign(ours[name], part, f"{path} ({name.rsplit('.', 2)[-2]})")
+        elif value.abs().max() > 0:
+            raise ValueError("the checkpoint has query/key/value biases, but the model was built with "
+                             "qkv_bias=False; build it with qkv_bias=True (as OpenAI's GPT-2 uses)")
+    head = "out_head" if "out_head" in params else "wte"
+    _assign(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
+
+
+# ---- ch05_pretraining.ipynb, cell 89 ----
+def load_hf_gpt2_safetensors(path):
+    """Read GPT-2 weights in Hugging Face's layout (`model.safetensors` of openai-community/gpt2,
+    gpt2-medium, gpt2-large, gpt2-xl, or of `save_pretrained`) into the same dict as
+    `load_gpt2_params_from_tf_ckpt`, so `load_weights_into_gpt` serves both. No TensorFlow needed;
+    safetensors holds raw tensors only, so nothing is unpickled."""
+    from safetensors.torch import load_file
+
+    # The hub's own files name tensors without the "transformer." prefix that save_pretrained adds.
+    tensors = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v
+               for k, v in load_file(str(path)).items()}
+    n_layers = len({k.split(".")[2] for k in tensors if k.startswith("transformer.h.")})
+    params = {"blocks": [{} for _ in range(n_layers)]}
+    for path, _, _ in gpt2_weight_map(n_layers):
+        if hf_name(path) not in tensors:
+            raise ValueError(f"{path} has no tensor {hf_name(path)!r}: is it a GPT-2 checkpoint?")
+        _store(params, path, tensors[hf_name(path)])
+    if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], params["wte"]):
+        params["out_head"] = tensors["lm_head.weight"]
+    return params
+
+
+def gpt_to_params(gpt):
+    """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
+    float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
+    ours = {k: v.detach().float().cpu() for k, v in gpt.named_parameters()}
+    zeros = torch.zeros(gpt.tok_emb.weight.shape[1])
+    params = {"blocks": [{} for _ in gpt.trf_blocks]}
+    for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
+        value = ours[names] if isinstance(names, str) else torch.cat([ours.get(n, zeros) for n in names])
+        _store(params, path, value.T.contiguous() if transposed else value)
+    if not torch.equal(gpt.out_head.weight, gpt.tok_emb.weight):
+        params["out_head"] = ours["out_head.weight"]
+    return params
+
+
+def save_gpt_as_hf(gpt, out_dir):
+    """Write our model as a Hugging Face GPT-2 folder (model.safetensors + config.json) that
+    `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` and `gpt_from_hf_folder` load. An
+    output head that differs from the token embedding is saved as lm_head, untied."""
+    from safetensors.torch import save_file
+
+    params = gpt_to_params(gpt)
+    tensors = {hf_name(path): _lookup(params, path).contiguous() for path, _, _ in gpt2_weight_map(len(gpt.trf_blocks))}
+    tied = "out_head" not in params
+    if not tied:
+        tensors["lm_head.weight"] = params["out_head"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    cfg = gpt.cfg
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg["vocab_size"],
+              "n_positions": cfg["context_length"], "n_embd": cfg["emb_dim"], "n_layer": cfg["n_layers"],
+              "n_head": cfg["n_heads"], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+              "resid_pdrop": cfg["drop_rate"], "embd_pdrop": cfg["drop_rate"], "attn_pdrop": cfg["drop_rate"],
+              "tie_word_embeddings": tied, "bos_token_id": 50256, "eos_token_id": 50256}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return out_dir
+
+
+def gpt_from_hf_folder(folder, drop_rate=0.0):
+    """A GPTModel built from a Hugging Face GPT-2 folder's config.json and filled with its
+    model.safetensors (the hub's download, or what `save_gpt_as_hf` wrote)."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
+    return gpt
+
+
+# ---- ch05_pretraining.ipynb, cell 91 ----
 GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 # OpenAI's storage first, then a mirror of the same files kept for the book's readers.
@@ -27,8 +239,9 @@ GPT2_BASE_URLS = ("https://openaipublic.blob.core.windows.net/gpt-2/models",
 
 
 def download_and_load_gpt2(model_size, models_dir, base_urls=GPT2_BASE_URLS, **download_options):
-    """Download OpenAI's GPT-2 checkpoint of `model_size` into models_dir/model_size (once; a
-    broken download resumes) and read it; returns (settings, params).
+    """The book's route: download OpenAI's GPT-2 checkpoint of `model_size` into
+    models_dir/model_size (once; a broken download resumes) and read it with TensorFlow;
+    returns (settings, params).
 
     settings: the model's hparams.json (n_vocab, n_ctx, n_embd, n_head, n_layer).
     params: the weights as NumPy arrays, see `load_gpt2_params_from_tf_ckpt`.
@@ -43,7 +256,6 @@ def download_and_load_gpt2(model_size, models_dir, base_urls=GPT2_BASE_URLS, **d
     return settings, load_gpt2_params_from_tf_ckpt(model_dir, settings)
 
 
-# ---- ch05_pretraining.ipynb, cell 61 ----
 def _import_tensorflow():
     """Import TensorFlow without its start-up log lines, which its C++ core writes straight to
     the process's stderr (so Python cannot filter them) and which say nothing useful here."""
@@ -62,35 +274,29 @@ def _import_tensorflow():
 
 def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
     """Read a GPT-2 TensorFlow checkpoint (a folder with a `checkpoint` file, or a checkpoint
-    prefix such as .../model.ckpt) into nested dicts of NumPy arrays:
-    {"wte", "wpe", "blocks": [{"attn": {"c_attn": {"w", "b"}, "c_proj": ...}, "mlp": {"c_fc", "c_proj"},
-    "ln_1": {"g", "b"}, "ln_2": ...}, ...], "g", "b"} (the last two: the final LayerNorm).
+    prefix such as .../model.ckpt) into nested dicts of NumPy arrays, one per row of
+    `gpt2_weight_map`: {"wte", "wpe", "blocks": [{"attn": {"c_attn": {"w", "b"}, ...}, ...}], "g", "b"}.
     Needs TensorFlow, which is imported here only, so that everything else works without it."""
     try:
         tf = _import_tensorflow()
     except ImportError:
         raise ImportError("reading OpenAI's original checkpoint needs TensorFlow (pip install tensorflow-cpu); "
                           "without it, load the same weights from Hugging Face's model.safetensors with "
-                          "load_hf_gpt2_safetensors") from None
+                          "download_gpt2_safetensors and gpt_from_hf_folder") from None
     ckpt_path = str(ckpt_path)
     if os.path.isdir(ckpt_path):
         found = tf.train.latest_checkpoint(ckpt_path)
         if found is None:
             raise FileNotFoundError(f"no TensorFlow checkpoint in {ckpt_path} (its `checkpoint` file is missing)")
         ckpt_path = found
+    available = dict(tf.train.list_variables(ckpt_path))
     params = {"blocks": [{} for _ in range(settings["n_layer"])]}
-    for name, _ in tf.train.list_variables(ckpt_path):
-        array = np.squeeze(tf.train.load_variable(ckpt_path, name))  # OpenAI's conv weights are (1, in, out)
-        parts = name.split("/")[1:]  # drop the leading "model/"
-        target = params
-        if parts[0].startswith("h") and parts[0][1:].isdigit():
-            target = params["blocks"][int(parts[0][1:])]
-            parts = parts[1:]
-        for key in parts[:-1]:
-            target = target.setdefault(key, {})
-        target[parts[-1]] = array
-    if "ln_f" in params:  # the final LayerNorm lives at the top level, as "g" and "b"
-        params.update(params.pop("ln_f"))
+    for path, _, _ in gpt2_weight_map(settings["n_layer"]):
+        if tf_name(path) not in available:
+            raise ValueError(f"the checkpoint has no variable {tf_name(path)!r}: is it a GPT-2 checkpoint "
+                             f"with {settings['n_layer']} layers?")
+        array = tf.train.load_variable(ckpt_path, tf_name(path))
+        _store(params, path, array[0] if array.ndim == 3 else array)  # OpenAI's conv weights are (1, in, out)
     return params
 
 
@@ -101,247 +307,14 @@ def gpt_config_from_hparams(settings, drop_rate=0.0):
             "drop_rate": drop_rate, "qkv_bias": True}
 
 
-# ---- ch05_pretraining.ipynb, cell 63 ----
-def _lookup(params, path):
-    value = params
-    for key in path.split("/"):
-        try:
-            value = value[int(key)] if isinstance(value, list) else value[key]
-        except (KeyError, IndexError):
-            raise ValueError(f"the checkpoint has no tensor {path!r}: is it a GPT-2 checkpoint, "
-                             f"and does the model have the same number of layers?") from None
-    return torch.as_tensor(np.asarray(value))
-
-
-def _assign(target, value, name):
-    if tuple(value.shape) != tuple(target.shape):
-        raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
-                         f"expects {tuple(target.shape)}. Build the model with the checkpoint's config "
-                         f"(gpt_config_from_hparams; emb_dim, n_layers, n_heads, context_length, vocab_size).")
-    with torch.no_grad():
-        target.copy_(value.to(dtype=target.dtype, device=target.device))
-
-
-def load_weights_into_gpt(gpt, params):
-    """Copy GPT-2 weights (the dict of `load_gpt2_params_from_tf_ckpt` or
-    `load_hf_gpt2_safetensors`) into our GPTModel, checking every shape.
-
-    OpenAI stores linear weights as (in, out), nn.Linear as (out, in): they are transposed. The
-    query, key and value projections are one matrix `c_attn` there, split in three here. GPT-2
-    ties the output head to the token embedding, so `out_head` gets a copy of `wte` (unless
-    the dict holds a separate "out_head").
-    """
-    _assign(gpt.tok_emb.weight, _lookup(params, "wte"), "wte")
-    _assign(gpt.pos_emb.weight, _lookup(params, "wpe"), "wpe")
-    if len(params["blocks"]) != len(gpt.trf_blocks):
-        raise ValueError(f"the checkpoint has {len(params['blocks'])} transformer blocks, the model "
-                         f"{len(gpt.trf_blocks)}: build the model with the checkpoint's n_layers")
-    for i, block in enumerate(gpt.trf_blocks):
-        p = f"blocks/{i}/"
-        att = block.att
-        q_w, k_w, v_w = torch.chunk(_lookup(params, p + "attn/c_attn/w"), 3, dim=-1)
-        q_b, k_b, v_b = torch.chunk(_lookup(params, p + "attn/c_attn/b"), 3, dim=-1)
-        for name, linear, w, b in [("query", att.W_query, q_w, q_b), ("key", att.W_key, k_w, k_b),
-                                   ("value", att.W_value, v_w, v_b)]:
-            _assign(linear.weight, w.T, f"{p}attn/c_attn/w ({name})")
-            if linear.bias is not None:
-                _assign(linear.bias, b, f"{p}attn/c_attn/b ({name})")
-            elif b.abs().max() > 0:
-                raise ValueError("the checkpoint has query/key/value biases, but the model was built with "
-                                 "qkv_bias=False; build it with qkv_bias=True (as OpenAI's GPT-2 uses)")
-        for linear, name in [(att.out_proj, "attn/c_proj"), (block.ff.layers[0], "mlp/c_fc"),
-                             (block.ff.layers[2], "mlp/c_proj")]:
-            _assign(linear.weight, _lookup(params, p + name + "/w").T, p + name + "/w")
-            _assign(linear.bias, _lookup(params, p + name + "/b"), p + name + "/b")
-        for norm, name in [(block.norm1, "ln_1"), (block.norm2, "ln_2")]:
-            _assign(norm.scale, _lookup(params, p + name + "/g"), p + name + "/g")
-            _assign(norm.shift, _lookup(params, p + name + "/b"), p + name + "/b")
-    _assign(gpt.final_norm.scale, _lookup(params, "g"), "g (final LayerNorm)")
-    _assign(gpt.final_norm.shift, _lookup(params, "b"), "b (final LayerNorm)")
-    if "out_head" in params:  # an untied head, as save_gpt_as_hf writes for models trained untied
-        _assign(gpt.out_head.weight, _lookup(params, "out_head"), "out_head")
-    else:
-        _assign(gpt.out_head.weight, _lookup(params, "wte"), "wte (tied output head)")
-
-
-# ---- ch05_pretraining.ipynb, cell 65 ----
-def load_hf_gpt2_safetensors(path):
-    """Read GPT-2 weights in Hugging Face's layout (`model.safetensors` of openai-community/gpt2,
-    gpt2-medium, gpt2-large, gpt2-xl, or of `save_pretrained`) into the same dict as
-    `load_gpt2_params_from_tf_ckpt`, so `load_weights_into_gpt` serves both. No TensorFlow needed;
-    safetensors holds raw tensors only, so nothing is unpickled."""
-    from safetensors.torch import load_file
-
-    tensors = {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
-    n_layers = 1 + max(int(k.split(".")[1]) for k in tensors if k.startswith("h."))
-    params = {"wte": tensors["wte.weight"], "wpe": tensors["wpe.weight"],
-              "g": tensors["ln_f.weight"], "b": tensors["ln_f.bias"], "blocks": []}
-    for i in range(n_layers):
-        t = lambda name: tensors[f"h.{i}.{name}"]  # noqa: E731
-        params["blocks"].append({
-            # Hugging Face's Conv1D keeps OpenAI's (in, out) layout, so no transposes here.
-            "attn": {"c_attn": {"w": t("attn.c_attn.weight"), "b": t("attn.c_attn.bias")},
-                     "c_proj": {"w": t("attn.c_proj.weight"), "b": t("attn.c_proj.bias")}},
-            "mlp": {"c_fc": {"w": t("mlp.c_fc.weight"), "b": t("mlp.c_fc.bias")},
-                    "c_proj": {"w": t("mlp.c_proj.weight"), "b": t("mlp.c_proj.bias")}},
-            "ln_1": {"g": t("ln_1.weight"), "b": t("ln_1.bias")},
-            "ln_2": {"g": t("ln_2.weight"), "b": t("ln_2.bias")},
-        })
-    if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], tensors["wte.weight"]):
-        params["out_head"] = tensors["lm_head.weight"]
-    return params
-
-
-def gpt_to_params(gpt):
-    """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
-    float32 CPU tensors in OpenAI's (in, out) layout (zero query/key/value biases if it has none)."""
-    cpu = lambda t: t.detach().float().cpu()  # noqa: E731
-    d = gpt.tok_emb.weight.shape[1]
-    params = {"wte": cpu(gpt.tok_emb.weight), "wpe": cpu(gpt.pos_emb.weight),
-              "g": cpu(gpt.final_norm.scale), "b": cpu(gpt.final_norm.shift), "blocks": []}
-    for block in gpt.trf_blocks:
-        att = block.att
-        qkv = [att.W_query, att.W_key, att.W_value]
-        bias = [cpu(l.bias) if l.bias is not None else torch.zeros(d) for l in qkv]
-        params["blocks"].append({
-            "attn": {"c_attn": {"w": torch.cat([cpu(l.weight).T for l in qkv], dim=1), "b": torch.cat(bias)},
-                     "c_proj": {"w": cpu(att.out_proj.weight).T, "b": cpu(att.out_proj.bias)}},
-            "mlp": {"c_fc": {"w": cpu(block.ff.layers[0].weight).T, "b": cpu(block.ff.layers[0].bias)},
-                    "c_proj": {"w": cpu(block.ff.layers[2].weight).T, "b": cpu(block.ff.layers[2].bias)}},
-            "ln_1": {"g": cpu(block.norm1.scale), "b": cpu(block.norm1.shift)},
-            "ln_2": {"g": cpu(block.norm2.scale), "b": cpu(block.norm2.shift)},
-        })
-    if not torch.equal(gpt.out_head.weight, gpt.tok_emb.weight):
-        params["out_head"] = cpu(gpt.out_head.weight)
-    return params
-
-
-def save_gpt_as_hf(gpt, out_dir):
-    """Write our model as a Hugging Face GPT-2 folder (model.safetensors + config.json) that
-    `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` loads. A model built with
-    qkv_bias=False gets zero query/key/value biases (the same function); an output head that
-    differs from the token embedding is saved as lm_head with tie_word_embeddings false."""
-    from safetensors.torch import save_file
-
-    params = gpt_to_params(gpt)
-    tensors = {"transformer.wte.weight": params["wte"], "transformer.wpe.weight": params["wpe"],
-               "transformer.ln_f.weight": params["g"], "transformer.ln_f.bias": params["b"]}
-    for i, block in enumerate(params["blocks"]):
-        for group, layers in [("attn", ("c_attn", "c_proj")), ("mlp", ("c_fc", "c_proj"))]:
-            for layer in layers:
-                tensors[f"transformer.h.{i}.{group}.{layer}.weight"] = block[group][layer]["w"]
-                tensors[f"transformer.h.{i}.{group}.{layer}.bias"] = block[group][layer]["b"]
-        for ln in ("ln_1", "ln_2"):
-            tensors[f"transformer.h.{i}.{ln}.weight"] = block[ln]["g"]
-            tensors[f"transformer.h.{i}.{ln}.bias"] = block[ln]["b"]
-    tied = "out_head" not in params
-    if not tied:
-        tensors["lm_head.weight"] = params["out_head"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "model.safetensors"),
-              metadata={"format": "pt"})
-    cfg = gpt.cfg
-    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg["vocab_size"],
-              "n_positions": cfg["context_length"], "n_embd": cfg["emb_dim"], "n_layer": cfg["n_layers"],
-              "n_head": cfg["n_heads"], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-              "resid_pdrop": cfg["drop_rate"], "embd_pdrop": cfg["drop_rate"], "attn_pdrop": cfg["drop_rate"],
-              "tie_word_embeddings": tied, "bos_token_id": 50256, "eos_token_id": 50256}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return out_dir
-
-
-# ---- ch05_pretraining.ipynb, cell 67 ----
-def save_gpt_as_tf_checkpoint(gpt, out_dir, data_dir=None):
-    """Write our model in the exact file set of OpenAI's GPT-2 release (hparams.json, checkpoint,
-    model.ckpt.index/.data-00000-of-00001/.meta, encoder.json, vocab.bpe), with OpenAI's variable
-    names and shapes, so `load_gpt2_params_from_tf_ckpt` reads it like the original (an output
-    head that differs from the token embedding is kept as an extra variable, model/out_head). Needs
-    TensorFlow. Variables are filled through a placeholder rather than baked into the graph,
-    which keeps the .meta file small for large models."""
-    tf = _import_tensorflow()
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params = gpt_to_params(gpt)
-    arrays = {"model/wte": params["wte"], "model/wpe": params["wpe"],
-              "model/ln_f/g": params["g"], "model/ln_f/b": params["b"]}
-    for i, block in enumerate(params["blocks"]):
-        for group, layers in [("attn", ("c_attn", "c_proj")), ("mlp", ("c_fc", "c_proj"))]:
-            for layer in layers:
-                arrays[f"model/h{i}/{group}/{layer}/w"] = block[group][layer]["w"].unsqueeze(0)  # (1, in, out)
-                arrays[f"model/h{i}/{group}/{layer}/b"] = block[group][layer]["b"]
-        for ln in ("ln_1", "ln_2"):
-            arrays[f"model/h{i}/{ln}/g"] = block[ln]["g"]
-            arrays[f"model/h{i}/{ln}/b"] = block[ln]["b"]
-    if "out_head" in params:  # trained untied: an extra variable, which OpenAI's own files never have
-        arrays["model/out_head"] = params["out_head"]
-    graph = tf.Graph()
-    with graph.as_default():
-        value = tf.compat.v1.placeholder(tf.float32)
-        variables = {name: tf.compat.v1.Variable(tf.zeros(a.shape), name=name) for name, a in arrays.items()}
-        assigns = {name: v.assign(value) for name, v in variables.items()}
-        saver = tf.compat.v1.train.Saver(variables, save_relative_paths=True)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            for name, a in arrays.items():
-                sess.run(assigns[name], {value: a.numpy()})
-            saver.save(sess, str(out_dir / "model.ckpt"))
-    cfg = gpt.cfg
-    hparams = {"n_vocab": cfg["vocab_size"], "n_ctx": cfg["context_length"], "n_embd": cfg["emb_dim"],
-               "n_head": cfg["n_heads"], "n_layer": cfg["n_layers"]}
-    (out_dir / "hparams.json").write_text(json.dumps(hparams, indent=2), encoding="utf-8")
-    for name in ("encoder.json", "vocab.bpe"):
-        shutil.copyfile(fetch(f"gpt2/{name}", data_dir), out_dir / name)
-    return out_dir
-
-
 # ---- ch06_classification.ipynb, cell 38 ----
 import contextlib
 import importlib.util
 import io
-import socket
-import urllib.parse
 
 from helpers.model import GPT_CONFIGS, GPTModel
+from helpers.support.data import fetch
 from helpers.support.download import DownloadError
-
-# Hugging Face's copies of OpenAI's four GPT-2 releases (the same weights, as safetensors).
-GPT2_HF_REPOS = {"124M": "openai-community/gpt2", "355M": "openai-community/gpt2-medium",
-                 "774M": "openai-community/gpt2-large", "1558M": "openai-community/gpt2-xl"}
-
-
-def gpt_config_from_hf(config):
-    """A GPTModel config for a Hugging Face GPT-2 config.json (dict); qkv biases as in GPT-2."""
-    return {"vocab_size": config["vocab_size"], "context_length": config["n_positions"],
-            "emb_dim": config["n_embd"], "n_heads": config["n_head"], "n_layers": config["n_layer"],
-            "drop_rate": 0.0, "qkv_bias": True}
-
-
-def download_gpt2_safetensors(model_size, cache_dir=None):
-    """Fetch `model.safetensors` and `config.json` of GPT-2 `model_size` from the Hugging Face
-    hub (once; later calls read huggingface_hub's cache); returns the folder holding both.
-    Raises ConnectionError at once when the hub cannot be reached (instead of the hub client's
-    half-minute of retries)."""
-    from huggingface_hub import constants, hf_hub_download
-
-    if model_size not in GPT2_HF_REPOS:
-        raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
-    repo = GPT2_HF_REPOS[model_size]
-    if not constants.HF_HUB_OFFLINE:
-        url = urllib.parse.urlsplit(constants.ENDPOINT)
-        try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
-        except OSError as e:
-            raise ConnectionError(f"cannot reach {constants.ENDPOINT} ({e})") from None
-    hf_hub_download(repo, "config.json", cache_dir=cache_dir)
-    return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir)).parent
-
-
-def _model_from_hf_folder(folder, drop_rate):
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
-    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
-    return gpt
 
 
 def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
@@ -387,7 +360,7 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     gpt = source = None
     if download:
         try:
-            gpt, source = _model_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate), "huggingface"
+            gpt, source = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate), "huggingface"
             print(f"Using OpenAI's GPT-2 {model_size} weights (Hugging Face: {GPT2_HF_REPOS[model_size]}).")
         except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
             print(f"Hugging Face download of GPT-2 {model_size} failed: {type(e).__name__}: "
@@ -409,6 +382,6 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
         if not (folder / "model.safetensors").exists():
             print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
             save_gpt_as_hf(_pretrain_standin(cfg, data_dir, device, standin_epochs), folder)
-        gpt, source = _model_from_hf_folder(folder, drop_rate), "standin"
+        gpt, source = gpt_from_hf_folder(folder, drop_rate), "standin"
         print(f"Using a STAND-IN, not OpenAI's GPT-2: a {shape} model pretrained on The Verdict only.")
     return gpt.to(device).eval(), source

@@ -1,12 +1,14 @@
 """Training (helpers.training, ch05): losses against a hand computation, a loss that goes down,
 checkpoints that only hold data, and a resumed run identical to one that never stopped."""
+import signal
+
 import pytest
 import torch
 
 from helpers.model import GPT_CONFIG_124M, GPTModel
 from helpers.text import create_dataloader_v1
-from helpers.training import (calc_loss_batch, calc_loss_loader, load_checkpoint, save_checkpoint,
-                              train_model_simple)
+from helpers.training import (TrainingState, calc_loss_batch, calc_loss_loader, evaluate_model,
+                              interrupt_after_step, load_checkpoint, save_checkpoint, train_model_simple)
 
 CFG = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.1}
 
@@ -86,6 +88,69 @@ def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tokenizer, tmp
     assert resumed == reference
     for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def plain_loop(model, train, val, optimizer, num_epochs, eval_freq, eval_iter):
+    """The textbook loop, written here without any of train_model_simple's machinery."""
+    losses, step = ([], [], []), -1
+    seen = 0
+    for _ in range(num_epochs):
+        model.train()
+        for x, y in train:
+            optimizer.zero_grad()
+            calc_loss_batch(x, y, model, "cpu").backward()
+            optimizer.step()
+            seen += x.numel()
+            step += 1
+            if step % eval_freq == 0:
+                tl, vl = evaluate_model(model, train, val, "cpu", eval_iter)
+                for values, v in zip(losses, (tl, vl, seen)):
+                    values.append(v)
+    return losses
+
+
+def test_same_numbers_as_the_plain_loop(loaders, tokenizer):
+    _, _, out = run(loaders, tokenizer, progress=False)
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)
+    assert plain_loop(model, *loaders, optimizer, num_epochs=2, eval_freq=3, eval_iter=2) == out
+
+
+def test_interrupt_after_step_defers_ctrl_c_only_inside_the_block():
+    with interrupt_after_step() as interrupt:
+        signal.raise_signal(signal.SIGINT)
+        assert interrupt.requested
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    with interrupt_after_step(enabled=False) as interrupt, pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert not interrupt.requested
+
+
+def test_ctrl_c_mid_run_saves_and_resumes_exactly(loaders, tokenizer, tmp_path, monkeypatch):
+    reference_model, _, reference = run(loaders, tokenizer)
+    ckpt, steps = tmp_path / "run.pt", []
+    real_step = torch.optim.AdamW.step
+
+    def step_then_ctrl_c(self, *args, **kwargs):  # Ctrl-C arrives during the 4th optimizer step
+        out = real_step(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 4:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run(loaders, tokenizer, checkpoint_path=ckpt)
+    monkeypatch.undo()
+    assert len(steps) == 4  # the step in progress finished; no further step ran
+    state = TrainingState.load(ckpt, new_model(), None, "cpu")
+    assert state.global_step == 3 and state.batches_done == 4 and state.epoch == 0
+    resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert resumed == reference
+    assert all(torch.equal(a, b) for a, b in zip(reference_model.state_dict().values(),
+                                                   resumed_model.state_dict().values()))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(loaders, tokenizer, tmp_path):
