@@ -12,35 +12,23 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from helpers.generation import sample_next_token
+from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock
 
 
-class FusedLayerNorm(nn.Module):
+class FusedLayerNorm(LayerNorm):
     """`LayerNorm` (same `scale`/`shift` parameters, biased variance) in PyTorch's one-kernel
     implementation, which avoids four temporary tensors per call."""
-
-    def __init__(self, emb_dim, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.scale = nn.Parameter(torch.ones(emb_dim))
-        self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x):
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 
-class FusedFeedForward(nn.Module):
+class FusedFeedForward(FeedForward):
     """`FeedForward` with PyTorch's tanh-approximated GELU kernel (the same formula as `GELU`)."""
 
     def __init__(self, cfg):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
+        super().__init__(cfg)
+        self.layers[1] = nn.GELU(approximate="tanh")
 
 
 # ---- ch04_gpt_model.ipynb, cell 84 ----
@@ -146,18 +134,16 @@ class StaticKVCache:
 
 
 # ---- ch04_gpt_model.ipynb, cell 90 ----
-class FastTransformerBlock(nn.Module):
+class FastTransformerBlock(TransformerBlock):
     """`TransformerBlock` with fused QKV attention and fused LayerNorm/GELU; same state dict."""
 
     def __init__(self, cfg):
-        super().__init__()
+        super().__init__(cfg)  # then swap in the fast parts (each has the same parameters)
         self.att = FusedQKVAttention(
             d_in=cfg["emb_dim"], d_out=cfg["emb_dim"], context_length=cfg["context_length"],
             num_heads=cfg["n_heads"], dropout=cfg["drop_rate"], qkv_bias=cfg["qkv_bias"])
         self.ff = FusedFeedForward(cfg)
-        self.norm1 = FusedLayerNorm(cfg["emb_dim"])
-        self.norm2 = FusedLayerNorm(cfg["emb_dim"])
-        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+        self.norm1, self.norm2 = FusedLayerNorm(cfg["emb_dim"]), FusedLayerNorm(cfg["emb_dim"])
 
     def forward(self, x, kv_cache=None, layer=0, attn_mask=None):
         x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer, attn_mask))
@@ -165,7 +151,7 @@ class FastTransformerBlock(nn.Module):
 
 
 # ---- ch04_gpt_model.ipynb, cell 91 ----
-class FastGPTModel(nn.Module):
+class FastGPTModel(GPTModel):
     """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts.
 
     cfg: `GPTModel`'s keys, plus optional "tie_weights" (share `out_head.weight` with
@@ -178,17 +164,12 @@ class FastGPTModel(nn.Module):
     """
 
     def __init__(self, cfg):
-        super().__init__()
-        missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
-        if missing:
-            raise KeyError(f"FastGPTModel config lacks {sorted(missing)}")
+        # GPTModel checks the config and builds the embeddings and the output head; with
+        # n_layers=0 it builds no block, since the fast blocks and norm replace its own here.
+        super().__init__(dict(cfg, n_layers=0))
         self.cfg = dict(cfg)
-        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
-        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
-        self.drop_emb = nn.Dropout(cfg["drop_rate"])
         self.trf_blocks = nn.Sequential(*[FastTransformerBlock(cfg) for _ in range(cfg["n_layers"])])
         self.final_norm = FusedLayerNorm(cfg["emb_dim"])
-        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if cfg.get("tie_weights", False):
             # nn.Embedding draws N(0, 1) weights; as an output head they give logits with a spread
             # of about 28 and a saturated softmax, whose tiny (denormal) floats make a CPU crawl
@@ -225,23 +206,6 @@ class FastGPTModel(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(seq_len)
         return self.out_head(self.final_norm(x))
-
-    def _check_input(self, in_idx, past):
-        """GPTModel's input checks; on a GPU the range check runs without waiting for the GPU."""
-        if in_idx.shape[1] == 0:
-            raise ValueError("empty input: pass at least one token ID")
-        if past + in_idx.shape[1] > self.cfg["context_length"]:
-            raise ValueError(f"{past + in_idx.shape[1]} tokens exceed the context length of "
-                             f"{self.cfg['context_length']}; crop the input (and clear the cache)")
-        if in_idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"token IDs must be integers; got dtype {in_idx.dtype}")
-        in_range = (in_idx.min() >= 0) & (in_idx.max() < self.cfg["vocab_size"])
-        if in_idx.device.type == "cpu":
-            if not in_range:
-                raise ValueError(f"token IDs must be in [0, {self.cfg['vocab_size']}); "
-                                 f"got range [{in_idx.min()}, {in_idx.max()}]")
-        else:
-            torch._assert_async(in_range, f"token IDs must be in [0, {self.cfg['vocab_size']})")
 
     @staticmethod
     def _attention_mask(attention_mask, past, n, device):

@@ -122,8 +122,19 @@ class GPTModel(nn.Module):
         return KVCache(len(self.trf_blocks))
 
     def forward(self, in_idx, kv_cache=None):
-        batch_size, seq_len = in_idx.shape
         past = len(kv_cache) if kv_cache is not None else 0
+        self._check_input(in_idx, past)
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(torch.arange(past, past + in_idx.shape[1], device=in_idx.device))
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        for layer, block in enumerate(self.trf_blocks):
+            x = block(x, kv_cache, layer)
+        x = self.final_norm(x)
+        return self.out_head(x)
+
+    def _check_input(self, in_idx, past):
+        """A clear error for input the model cannot take, instead of an index error deep inside."""
+        batch_size, seq_len = in_idx.shape
         if seq_len == 0:
             raise ValueError("empty input: pass at least one token ID")
         if past + seq_len > self.cfg["context_length"]:
@@ -138,13 +149,6 @@ class GPTModel(nn.Module):
                                  f"got range [{in_idx.min()}, {in_idx.max()}]")
         else:  # reading the result back would make the CPU wait for the GPU at every step
             torch._assert_async(in_range, f"token IDs must be integers in [0, {self.cfg['vocab_size']})")
-        tok_embeds = self.tok_emb(in_idx)
-        pos_embeds = self.pos_emb(torch.arange(past, past + seq_len, device=in_idx.device))
-        x = self.drop_emb(tok_embeds + pos_embeds)
-        for layer, block in enumerate(self.trf_blocks):
-            x = block(x, kv_cache, layer)
-        x = self.final_norm(x)
-        return self.out_head(x)
 
 
 # ---- ch04_gpt_model.ipynb, cell 46 ----
