@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export classification` and run `make
 __all__ = ['safe_extract_zip', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'add_classification_head', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora']
 
 
-# ---- ch06_classification.ipynb, cell 10 ----
+# ---- ch06_classification.ipynb, cell 11 ----
 import os
 import re
 import stat
@@ -46,7 +46,7 @@ def safe_extract_zip(archive, target_dir, members=None):
         return [Path(zf.extract(info, target)) for info in infos]
 
 
-# ---- ch06_classification.ipynb, cell 16 ----
+# ---- ch06_classification.ipynb, cell 17 ----
 import csv
 
 import pandas as pd
@@ -97,7 +97,7 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     return paths
 
 
-# ---- ch06_classification.ipynb, cell 30 ----
+# ---- ch06_classification.ipynb, cell 31 ----
 import torch
 from torch.utils.data import Dataset
 
@@ -149,7 +149,7 @@ class SpamDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch06_classification.ipynb, cell 48 ----
+# ---- ch06_classification.ipynb, cell 49 ----
 import torch.nn as nn
 
 
@@ -172,7 +172,10 @@ def add_classification_head(model, num_classes=2, trainable_blocks=1):
     return model
 
 
-# ---- ch06_classification.ipynb, cell 58 ----
+# ---- ch06_classification.ipynb, cell 59 ----
+import itertools
+
+
 def _split_batch(batch):
     """(inputs, targets, lengths or None) from a loader batch of 2 or 3 tensors."""
     input_batch, target_batch, *rest = batch
@@ -220,16 +223,12 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     if len(data_loader) == 0:
         raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    total = 0.0
-    for i, batch in enumerate(data_loader):
-        if i >= num_batches:
-            break
-        input_batch, target_batch, lengths = _split_batch(batch)
-        total += calc_loss_batch(input_batch, target_batch, model, device, lengths).item()
-    return total / num_batches
+    losses = [calc_loss_batch(x, y, model, device, lengths).item()
+              for x, y, lengths in map(_split_batch, itertools.islice(data_loader, num_batches))]
+    return sum(losses) / num_batches
 
 
-# ---- ch06_classification.ipynb, cell 64 ----
+# ---- ch06_classification.ipynb, cell 65 ----
 import time
 
 from tqdm.auto import tqdm
@@ -239,10 +238,9 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients."""
     model.eval()
     with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+        losses = [calc_loss_loader(loader, model, device, num_batches=eval_iter) for loader in (train_loader, val_loader)]
     model.train()
-    return train_loss, val_loss
+    return tuple(losses)
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
@@ -305,7 +303,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     return fig
 
 
-# ---- ch06_classification.ipynb, cell 76 ----
+# ---- ch06_classification.ipynb, cell 77 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     ids = _encode_message(tokenizer, text)
     if not ids:
@@ -344,7 +342,7 @@ def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_
     return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
 
 
-# ---- ch06_classification.ipynb, cell 91 ----
+# ---- ch06_classification.ipynb, cell 92 ----
 import math
 
 

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export instruction` and run `make ex
 __all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'custom_collate_fn', 'InstructionDataset', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'generate_model_scores']
 
 
-# ---- ch07_instruction.ipynb, cell 10 ----
+# ---- ch07_instruction.ipynb, cell 11 ----
 import json
 import math
 import random
@@ -41,7 +41,7 @@ def load_instruction_data(data_dir=None):
     return json.loads(fetch("instruction-data.json", data_dir).read_text(encoding="utf-8"))
 
 
-# ---- ch07_instruction.ipynb, cell 16 ----
+# ---- ch07_instruction.ipynb, cell 17 ----
 def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     """Shuffle a copy of `data` with `seed` and cut it into (train, test, validation):
     `train_frac` and `test_frac` of the entries (rounded down), validation the rest."""
@@ -54,7 +54,7 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
 
-# ---- ch07_instruction.ipynb, cell 26 ----
+# ---- ch07_instruction.ipynb, cell 27 ----
 def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"):
     """Pad a batch of token-ID lists to its longest sequence + 1; return (inputs, targets),
     int64 tensors of shape (batch, longest) on `device`.
@@ -83,7 +83,7 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     return inputs.to(device), targets.to(device)
 
 
-# ---- ch07_instruction.ipynb, cell 29 ----
+# ---- ch07_instruction.ipynb, cell 30 ----
 class InstructionDataset(Dataset):
     """Pre-tokenized instruction examples.
 
@@ -111,7 +111,7 @@ class InstructionDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch07_instruction.ipynb, cell 48 ----
+# ---- ch07_instruction.ipynb, cell 49 ----
 from tqdm.auto import tqdm
 
 from helpers.generation import generate
@@ -160,7 +160,7 @@ def save_responses(entries, responses, path, key="model_response"):
     return path
 
 
-# ---- ch07_instruction.ipynb, cell 55 ----
+# ---- ch07_instruction.ipynb, cell 56 ----
 import os
 import time
 import urllib.parse

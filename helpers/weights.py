@@ -307,7 +307,7 @@ def gpt_config_from_hparams(settings, drop_rate=0.0):
             "drop_rate": drop_rate, "qkv_bias": True}
 
 
-# ---- ch06_classification.ipynb, cell 38 ----
+# ---- ch06_classification.ipynb, cell 39 ----
 import contextlib
 import importlib.util
 import io

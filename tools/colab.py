@@ -21,10 +21,8 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "# Colab only:"
-# Notebooks whose committed outputs come from a long full run (over an hour on a CPU; these
-# were saved from a GPU run) get the cell at their next full run, since a committed notebook
-# must come from one complete top-to-bottom run. Until then they may lack it (not differ).
-PENDING = {"ch06_classification.ipynb", "ch07_instruction.ipynb"}
+# Notebooks that may still lack the cell (not differ) until their next full run.
+PENDING: set[str] = set()
 TEMPLATE = '''# Colab only: fetch the course and install `helpers`. Anywhere else this cell does nothing.
 import sys
 
