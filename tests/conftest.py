@@ -68,7 +68,7 @@ def smoke_run(tmp_path_factory):
     papermill's report of the cell and traceback.
     """
     sys.path.insert(0, str(ROOT / "tools"))
-    from run_course import execute  # the runner `make course` uses
+    from run_course import SMOKE_CELL_TIMEOUT_S, execute  # the runner `make course` uses
 
     out_dir = tmp_path_factory.mktemp("smoke")
     done: dict[str, dict] = {}
@@ -79,7 +79,7 @@ def smoke_run(tmp_path_factory):
             metrics_path = out_dir / f"{name}.metrics.json"
             execute(ROOT / f"{name}.ipynb", out_dir / f"{name}.ipynb",
                     parameters={"mode": "smoke", "device": "cpu", "metrics_path": str(metrics_path),
-                                **parameters})
+                                **parameters}, cell_timeout=SMOKE_CELL_TIMEOUT_S)
             done[key] = json.loads(metrics_path.read_text())
         return done[key]
 

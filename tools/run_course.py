@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_KEYS = {"notebook", "mode", "started", "elapsed_s"}
 FIGURE_TAG = "report-figure"
+# No smoke-mode cell takes a minute on 2 cores; a stalled one is retried (see execute()).
+SMOKE_CELL_TIMEOUT_S = 300
 # The kernel's "running over TCP without encryption" warning concerns kernels reached over a
 # network; ours is a local child process, so it is noise a reader would have to learn to ignore.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -68,13 +70,30 @@ def _environment(values: dict[str, str | None]):
                 os.environ[key] = old
 
 
-def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict | None = None) -> None:
+def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict | None = None,
+            cell_timeout: int | None = None) -> None:
     """Execute a notebook with papermill (cwd: the repository root); raises papermill's
-    PapermillExecutionError, which names the failing cell, when a cell fails."""
+    PapermillExecutionError, which names the failing cell, when a cell fails.
+
+    `cell_timeout` (seconds per cell) guards headless runs against a rare stall seen with
+    nbclient 0.11 / ipykernel 7.4 right after a cell that displays widgets: the kernel sits idle
+    and the client waits for a reply forever (jupyter/nbclient#312 describes the same). A cell
+    that times out so is run once more from the start, with a warning; a second timeout fails.
+    """
     import papermill as pm
-    with _environment(env or {}):
-        pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, cwd=str(ROOT),
-                            progress_bar=False, kernel_name="python3", extra_arguments=KERNEL_ARGS)
+    for attempt in (1, 2):
+        try:
+            with _environment(env or {}):
+                pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, cwd=str(ROOT),
+                                    progress_bar=False, kernel_name="python3", extra_arguments=KERNEL_ARGS,
+                                    execution_timeout=cell_timeout)
+            return
+        except Exception as e:
+            timed_out = isinstance(e, TimeoutError) or "Timeout" in f"{getattr(e, 'ename', '')}{type(e).__name__}"
+            if attempt == 2 or cell_timeout is None or not timed_out:
+                raise
+            print(f"warning: {nb_in.name}: a cell produced no reply within {cell_timeout} s; "
+                  f"running the notebook once more", file=sys.stderr)
 
 
 def _final_bar_text(view: dict, state: dict) -> str | None:
@@ -156,7 +175,8 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool) -> d
             clean_metadata(nb)
         else:
             execute(nb, executed, parameters={"mode": mode, "device": device,
-                                              "metrics_path": str(metrics_path)})
+                                              "metrics_path": str(metrics_path)},
+                    cell_timeout=SMOKE_CELL_TIMEOUT_S if mode == "smoke" else None)
     except Exception as e:  # one failing chapter must not hide the others' results
         status = "failed"
         if hasattr(e, "exec_count"):  # papermill's PapermillExecutionError
