@@ -22,10 +22,7 @@ def test_cells_and_badges_in_sync_with_pyproject():
     assert colab.check(ROOT) == []
     for path in colab.notebooks(ROOT):
         first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        if path.name not in colab.PENDING:
-            assert first.source == colab.cell_source(colab.repository_url(ROOT)), path.name
-        else:  # pending ones must really lack it, or the list has gone stale
-            assert not first.source.startswith(colab.MARKER), f"{path.name} has the cell: drop it from PENDING"
+        assert first.source == colab.cell_source(colab.repository_url(ROOT)), path.name
 
 
 def test_check_notices_a_drifted_cell(tmp_path):

@@ -21,8 +21,6 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "# Colab only:"
-# Notebooks that may still lack the cell (not differ) until their next full run.
-PENDING: set[str] = set()
 TEMPLATE = '''# Colab only: fetch the course and install `helpers`. Anywhere else this cell does nothing.
 import sys
 
@@ -61,8 +59,6 @@ def check(root: Path = ROOT) -> list[str]:
     url, problems = repository_url(root), []
     for path in notebooks(root):
         first = next((c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"), None)
-        if path.name in PENDING and first is not None and not first.source.startswith(MARKER):
-            continue
         if first is None or first.source != cell_source(url):
             problems.append(f"{path.name}: the first code cell is not the Colab cell for {url}")
     readme = (root / "README.md").read_text(encoding="utf-8")
@@ -75,8 +71,6 @@ def check(root: Path = ROOT) -> list[str]:
 def write(root: Path = ROOT) -> None:
     url = repository_url(root)
     for path in notebooks(root):
-        if path.name in PENDING:
-            continue
         nb = nbformat.read(path, as_version=4)
         first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), None)
         if first is not None and nb.cells[first].source.startswith(MARKER):
