@@ -18,6 +18,18 @@ Generation (greedy, --new-tokens tokens after a --prompt-tokens prompt, batch 1 
   static    FastGPTModel (tied) with the preallocated StaticKVCache, generate_fast
   hf        GPT2LMHeadModel.generate (greedy, its own cache)
 
+MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s, where
+  model FLOPs per training token = 6 x (weights of all matrix multiplications: 12 x n_layers x
+  emb_dim^2 in the blocks + vocab_size x emb_dim in the output head) + 12 x n_layers x context x
+  emb_dim (attention scores and their weighted sum, counted in full, though causal attention
+  could skip half) -- the estimate of Chowdhery et al. 2022 (PaLM, appendix B), also used by
+  nanoGPT; 2 FLOPs per multiply-add, x3 for forward + backward. Embedding lookups, layer norms,
+  biases and softmax are left out, so the count is the model's, not the hardware's work
+  (recomputation under gradient checkpointing is not counted either).
+  peak = the measured throughput of a large square matmul on the same device in the dtype the
+  implementation computes in (bf16/fp16 under --amp, float32 otherwise), not the data sheet's.
+tests/test_bench_flops.py checks the FLOP count against PyTorch's own FlopCounterMode.
+
 Every implementation gets one warm-up run; then the timed runs go round-robin (A, B, C, A, B,
 C, ...) so that a change in machine load hits all of them alike, and the medians are compared.
 Peak memory is measured in a separate, untimed pass: on CUDA the allocator's peak; on the CPU
@@ -56,6 +68,31 @@ GEN_IMPLS = ["uncached", "kvcache", "static", "hf"]
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def train_flops_per_token(cfg: dict) -> int:
+    """Model FLOPs of one training token (forward + backward), as described at the top."""
+    L, d, T, V = cfg["n_layers"], cfg["emb_dim"], cfg["context_length"], cfg["vocab_size"]
+    matmul_weights = 12 * L * d * d + V * d  # q, k, v, out (4 d^2) + feed-forward (8 d^2) per block; head
+    return 6 * matmul_weights + 12 * L * T * d
+
+
+def matmul_peak_flops(device, dtype, n: int | None = None, rounds: int = 5) -> float:
+    """Measured FLOP/s of an n x n matmul (median of `rounds`): the peak MFU is relative to."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    reps = 20 if device.type == "cuda" else 2
+    a @ b  # warm-up
+    times = []
+    for _ in range(rounds):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        times.append((time.perf_counter() - t0) / reps)
+    return 2 * n ** 3 / statistics.median(times)
 
 
 def cpu_name() -> str:
@@ -198,8 +235,15 @@ def bench_training(cfg, device, args):
     times = round_robin(runs, args.train_rounds, device)
     memory = peak_memory(runs, device, args)
     tokens = args.batch * args.context * args.steps
-    return {name: {"tok_s": tokens / statistics.median(t), "times": t, "peak_mib": memory[name]}
-            for name, t in times.items()}
+    flops = train_flops_per_token({**cfg, "context_length": args.context})
+    peaks = {dtype: matmul_peak_flops(device, dtype) for dtype in {torch.float32, amp or torch.float32}}
+    results = {}
+    for name, t in times.items():
+        tok_s = tokens / statistics.median(t)
+        dtype = amp if (amp is not None and name.startswith("fast")) else torch.float32
+        results[name] = {"tok_s": tok_s, "times": t, "peak_mib": memory[name], "tflops": tok_s * flops / 1e12,
+                         "mfu": tok_s * flops / peaks[dtype], "dtype": str(dtype).removeprefix("torch.")}
+    return results, peaks
 
 
 def bench_generation(cfg, device, args, batch):
@@ -237,11 +281,13 @@ def bench_generation(cfg, device, args, batch):
 
 
 def table(title, results, ratios):
-    lines = [f"**{title}**", "", "| implementation | tokens/s (median) | runs (s) | peak memory (MiB) |",
-             "|---|---|---|---|"]
+    mfu = all("mfu" in r for r in results.values())
+    lines = [f"**{title}**", "", "| implementation | tokens/s (median) | runs (s) | peak memory (MiB) |"
+             + (" model TFLOP/s | MFU |" if mfu else ""), "|---|---|---|---|" + ("---|---|" if mfu else "")]
     for name, r in results.items():
         runs = ", ".join(f"{t:.2f}" for t in r["times"])
-        lines.append(f"| {name} | {r['tok_s']:.1f} | {runs} | {r['peak_mib']:.0f} |")
+        lines.append(f"| {name} | {r['tok_s']:.1f} | {runs} | {r['peak_mib']:.0f} |"
+                     + (f" {r['tflops']:.3f} | {100 * r['mfu']:.1f} % ({r['dtype']}) |" if mfu else ""))
     lines.append("")
     for a, b in ratios:
         if a in results and b in results:
@@ -295,12 +341,17 @@ def main(argv=None):
     print("\n".join(header))
     sections = []
     if args.train:
-        res = bench_training(cfg, device, args)
+        res, peaks = bench_training(cfg, device, args)
         title = (f"Training: tokens/s, context {args.context}, batch {args.batch}, {args.steps} step(s) per run, "
                  f"{args.train_rounds} rounds" + (f", fast path amp={args.amp}" if args.amp != "none" else "")
                  + (", fast path compiled" if args.compile else ""))
         sections.append(table(title, res, [("fast", "book"), ("fast", "hf"), ("fast", "default"),
                                            ("default", "book"), ("default", "hf"), ("fast-untied", "default")]))
+        sections[-1] += ("- MFU: model FLOPs (6 x matmul weights + 12 x layers x context x width per token, "
+                         f"{train_flops_per_token({**cfg, 'context_length': args.context}) / 1e9:.3f} GFLOP) "
+                         "/ measured matmul peak: "
+                         + ", ".join(f"{str(k).removeprefix('torch.')} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items())
+                         + "\n")
         print(sections[-1], flush=True)
     for batch in args.gen_batches if args.gen else []:
         res = bench_generation(GPT_CONFIGS[args.size] | {k: cfg[k] for k in ("n_layers", "context_length")},

@@ -31,6 +31,15 @@ translate) and a run on N processes resumes on any number of processes. The opti
 belongs to the model class that wrote it, so --model must match when resuming.
 Dropout masks are seeded from (--seed, step, rank), so an interrupted and resumed run repeats
 the uninterrupted one exactly on the same machine and number of processes.
+
+Ctrl-C (SIGINT) lets the current optimizer step finish, writes the checkpoint and exits; a
+second Ctrl-C while that happens is ignored, so the checkpoint is never half-updated. Under
+torchrun every process stops after the same step (the processes agree before stopping).
+
+At the end OUT/summary.json records the run: steps, losses, parameters, median tokens/s per
+step (the first step, which warms up, left out) and peak memory (CUDA: the allocator's peak;
+CPU: the process's peak resident memory). The training-options table in chapter 5 is made of
+these summaries.
 """
 from __future__ import annotations
 
@@ -39,6 +48,8 @@ import csv
 import json
 import math
 import os
+import resource
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -52,7 +63,7 @@ from helpers.fast import FastGPTModel, compile_model
 from helpers.model import GPT_CONFIGS, GPTModel
 from helpers.support.runtime import get_device
 from helpers.text import GPTDatasetV1
-from helpers.training import calc_loss_batch, load_checkpoint, save_checkpoint
+from helpers.training import calc_loss_batch, interrupt_after_step, load_checkpoint, save_checkpoint
 
 LOG_COLUMNS = ["step", "epoch", "tokens", "lr", "train_loss", "val_loss", "tok_s", "elapsed_s"]
 
@@ -93,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, metavar="MAX_NORM", help="clip the gradient norm")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast (fp16 adds a GradScaler)")
     g.add_argument("--fused-adamw", choices=["auto", "on", "off"], default="auto",
-                   help="fused AdamW kernel; auto: on for CUDA and CPU, where PyTorch has it")
+                   help="fused AdamW kernel; auto: on for CUDA only (on the CPU it is an option: see chapter 5's table)")
     g.add_argument("--epochs", type=int, help="passes over the training windows (default 1, or as many as --max-steps needs)")
     g.add_argument("--max-steps", type=int, help="optimizer steps in all (with --epochs: whichever ends first); the schedule's length")
     g.add_argument("--stop-after", type=int, metavar="STEPS",
@@ -196,6 +207,22 @@ def setup_distributed(device_arg: str):
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def peak_memory_mib(device) -> float:
+    """CUDA: the allocator's peak since the start; elsewhere the process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def any_process(flag: bool, device, world: int) -> bool:
+    """True on every process when it is True on any (so all stop after the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return t.item() > 0
+
+
 def mean_over_processes(value: float, device, world: int) -> float:
     if world == 1:
         return value
@@ -294,7 +321,7 @@ def _train(args, rank, world, device) -> dict:
     # Model and optimizer; the same seed on every process gives the same initial weights.
     torch.manual_seed(args.seed)
     model = (FastGPTModel if args.model == "fast" else GPTModel)(cfg).to(device)
-    fused = {"on": True, "off": False, "auto": device.type in ("cuda", "cpu")}[args.fused_adamw]
+    fused = {"on": True, "off": False, "auto": device.type == "cuda"}[args.fused_adamw]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=fused)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -336,76 +363,85 @@ def _train(args, rank, world, device) -> dict:
               f"{cfg['context_length']}; {len(train_set)} training windows; {world} process(es) on {device}; "
               f"global batch {global_batch} = {args.batch_size} x {world} x {args.grad_accum}; "
               f"{steps_per_epoch} steps per epoch, {total_steps} in all" + (f", resuming at step {step}" if step else ""))
+    def train_step(batches, lr):
+        """One optimizer step over grad-accum micro-batches; returns the mean loss over processes."""
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # Dropout masks depend only on (seed, step, rank): an interrupted run resumes exactly.
+        torch.manual_seed(args.seed + 1_000_003 * (step + 1) + rank)
+        step_loss = 0.0
+        for micro in range(args.grad_accum):
+            inputs, targets = next(batches)
+            last = micro == args.grad_accum - 1
+            with train_model.no_sync() if world > 1 and not last else nullcontext():
+                with autocast():
+                    loss = calc_loss_batch(inputs, targets, train_model, device) / args.grad_accum
+                scaler.scale(loss).backward()
+            step_loss += loss.item()
+        if args.clip_grad is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return mean_over_processes(step_loss, device, world)
+
     # Only rank 0 shows a bar; elsewhere tqdm's own default (and TQDM_DISABLE) decides.
     bar = tqdm(total=total_steps, initial=step, desc="pretrain", unit="step", **({"disable": True} if rank else {}))
     start_step, t_start, last_train_loss, last_val = step, time.perf_counter(), None, None
+    step_seconds, stopped_by = [], None
     model.train()
-    try:
-        while step < total_steps:
+    with bar, interrupt_after_step() as interrupt:
+        while step < total_steps and stopped_by is None:
             sampler.set_epoch(epoch)
             batches = iter(loader)
             for _ in range(step_in_epoch * args.grad_accum):  # resume: skip the steps done in this epoch
                 next(batches)
             while step_in_epoch < steps_per_epoch and step < total_steps:
                 if args.stop_after is not None and step - start_step >= args.stop_after:
-                    raise _Stop
+                    stopped_by = "--stop-after"
+                    break
                 t0 = time.perf_counter()
                 lr = learning_rate(step, args, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # Dropout masks depend only on (seed, step, rank): an interrupted run resumes exactly.
-                torch.manual_seed(args.seed + 1_000_003 * (step + 1) + rank)
-                step_loss = 0.0
-                for micro in range(args.grad_accum):
-                    inputs, targets = next(batches)
-                    last = micro == args.grad_accum - 1
-                    sync = train_model.no_sync() if world > 1 and not last else nullcontext()
-                    with sync:
-                        with autocast():
-                            loss = calc_loss_batch(inputs, targets, train_model, device) / args.grad_accum
-                        scaler.scale(loss).backward()
-                    step_loss += loss.item()
-                if args.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                step_in_epoch += 1
+                last_train_loss = train_step(batches, lr)  # .item() inside: the step has finished here
+                step_seconds.append(time.perf_counter() - t0)
+                step, step_in_epoch = step + 1, step_in_epoch + 1
                 tokens_seen += global_batch * cfg["context_length"]
-                last_train_loss = mean_over_processes(step_loss, device, world)
                 evaluate_now = val_set is not None and (step == total_steps or (args.eval_every and step % args.eval_every == 0))
                 last_val = evaluate(model, val_set, args, device, rank, world, autocast) if evaluate_now else None
-                dt = time.perf_counter() - t0
                 if rank == 0:
-                    row = {"step": step, "epoch": epoch, "tokens": tokens_seen, "lr": lr, "train_loss": last_train_loss,
-                           "val_loss": last_val, "tok_s": global_batch * cfg["context_length"] / dt,
-                           "elapsed_s": time.perf_counter() - t_start}
-                    log.write(row)
+                    log.write({"step": step, "epoch": epoch, "tokens": tokens_seen, "lr": lr,
+                               "train_loss": last_train_loss, "val_loss": last_val,
+                               "tok_s": global_batch * cfg["context_length"] / step_seconds[-1],
+                               "elapsed_s": time.perf_counter() - t_start})
                     bar.set_postfix(loss=f"{last_train_loss:.3f}", lr=f"{lr:.2e}",
                                     **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
                     bar.update(1)
                 if evaluate_now or (args.save_every and step % args.save_every == 0):
                     save()
+                if any_process(interrupt.requested, device, world):
+                    stopped_by = "Ctrl-C"
+                    break
             if step_in_epoch >= steps_per_epoch:
                 epoch, step_in_epoch = epoch + 1, 0
-    except (_Stop, KeyboardInterrupt) as e:
-        if isinstance(e, KeyboardInterrupt) and rank == 0:
-            print(f"\ninterrupted: checkpoint at step {step}; resume with --resume {ckpt_path}", file=sys.stderr)
-    finally:
-        bar.close()
-    if saved_at[0] != step:
-        save()
+        if saved_at[0] != step:
+            save()  # still inside interrupt_after_step: a second Ctrl-C cannot cut the checkpoint short
+    summary = {"step": step, "epoch": epoch, "train_loss": last_train_loss, "val_loss": last_val,
+               "stopped_by": stopped_by, "parameters": sum(p.numel() for p in model.parameters()),
+               "tok_s": (global_batch * cfg["context_length"] / statistics.median(step_seconds[1:] or step_seconds)
+                         if step_seconds else None),
+               "peak_memory_mib": peak_memory_mib(device), "device": str(device), "world_size": world,
+               "checkpoint": str(ckpt_path), "log": str(log_path)}
     if rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(f"step {step}: train loss {last_train_loss}" + (f", val loss {last_val:.4f}" if last_val is not None else "")
               + f"; checkpoint {ckpt_path}")
-    return {"step": step, "epoch": epoch, "train_loss": last_train_loss, "val_loss": last_val,
-            "checkpoint": str(ckpt_path), "log": str(log_path)}
+    if stopped_by == "Ctrl-C":
+        if rank == 0:
+            print(f"interrupted: checkpoint at step {step}; resume with --resume {ckpt_path}", file=sys.stderr)
+        raise KeyboardInterrupt
+    return summary
 
-
-class _Stop(Exception):
-    """--stop-after reached."""
 
 
 def cli(argv=None) -> int:
@@ -415,6 +451,8 @@ def cli(argv=None) -> int:
     except ValueError as e:  # bad data or options: the message is meant for the user, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoint is written and the way to resume printed
+        return 130
     return 0
 
 
