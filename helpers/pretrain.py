@@ -151,6 +151,22 @@ def model_config(args) -> dict:
     return cfg
 
 
+def build_model(cfg: dict, model_class: str, seed: int):
+    """GPTModel or FastGPTModel with GPTModel's initial weights for `seed`, so that --model
+    changes the speed, not the numbers (a tied head keeps FastGPTModel's std-0.02 embedding)."""
+    torch.manual_seed(seed)
+    book = GPTModel(cfg)
+    if model_class == "default":
+        return book
+    fast = FastGPTModel(cfg)
+    state = book.state_dict()
+    if cfg.get("tie_weights"):  # the shared matrix: FastGPTModel's own (GPT-2's) initialisation
+        del state["tok_emb.weight"], state["out_head.weight"]
+    missing, _ = fast.load_state_dict(state, strict=not cfg.get("tie_weights"))
+    assert set(missing) <= {"tok_emb.weight", "out_head.weight"}, missing
+    return fast
+
+
 def learning_rate(step: int, args, total_steps: int) -> float:
     """Linear warm-up over --warmup-steps, then constant, or cosine decay to --cosine at the end."""
     if step < args.warmup_steps:
@@ -211,7 +227,13 @@ def peak_memory_mib(device) -> float:
     """CUDA: the allocator's peak since the start; elsewhere the process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    try:  # Linux: this process's own high-water mark (ru_maxrss would include a forking parent's)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def any_process(flag: bool, device, world: int) -> bool:
@@ -319,8 +341,7 @@ def _train(args, rank, world, device) -> dict:
         total_steps = args.max_steps if args.epochs is None else min(args.max_steps, args.epochs * steps_per_epoch)
 
     # Model and optimizer; the same seed on every process gives the same initial weights.
-    torch.manual_seed(args.seed)
-    model = (FastGPTModel if args.model == "fast" else GPTModel)(cfg).to(device)
+    model = build_model(cfg, args.model, args.seed).to(device)
     fused = {"on": True, "off": False, "auto": device.type == "cuda"}[args.fused_adamw]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=fused)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]

@@ -24,3 +24,15 @@ def test_ch05_smoke_run(smoke_run):
     assert m["gpt2_weights"] == "standin"  # smoke mode never downloads
     assert m["tf_route"] == "not run"  # the book's TensorFlow route needs the download
     assert m["standin_max_abs_diff"] <= 1e-5  # Hugging Face's format round-trips the trained model
+    # 5.6: one helpers.pretrain run per option, each adding one option to the row above.
+    table = m["options_table"]
+    assert list(table) == ["book loop (5.2)", "+ fused AdamW", "+ FastGPTModel", "+ tied weights", "+ bf16 autocast",
+                           "+ gradient checkpointing", "+ 4 accumulated micro-batches", "+ clipping, warm-up, cosine"]
+    first = table["book loop (5.2)"]
+    for name in ("+ fused AdamW", "+ FastGPTModel"):  # the same arithmetic from the same weights
+        assert abs(table[name]["val_loss"] - first["val_loss"]) < 1e-4, name
+        assert table[name]["parameters"] == first["parameters"]
+    assert first["parameters"] - table["+ tied weights"]["parameters"] == 50257 * 64  # smoke: emb_dim 64
+    # checkpointing recomputes the same forward pass (same dropout masks): the same numbers
+    assert table["+ gradient checkpointing"]["val_loss"] == table["+ bf16 autocast"]["val_loss"]
+    assert all(r["tok_s"] > 0 and r["peak_memory_mib"] > 0 and math.isfinite(r["val_loss"]) for r in table.values())

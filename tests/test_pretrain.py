@@ -192,3 +192,26 @@ def test_summary_reports_speed_memory_and_parameters(text_file, tmp_path):
     main(["--data", str(text_file), "--out", str(tmp_path / "fused"), "--batch-size", "2", *TINY,
           "--max-steps", "1", "--fused-adamw", "on", "--device", "cpu"])
     assert torch.load(tmp_path / "fused" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]["fused"]
+
+
+def test_fast_and_default_model_start_alike_and_train_alike(text_file, tmp_path):
+    """Same seed: FastGPTModel starts from GPTModel's weights, so --model changes only the speed."""
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--max-steps", "3", "--val-fraction", "0"]
+    main([*args, "--out", str(tmp_path / "default"), "--model", "default"])
+    main([*args, "--out", str(tmp_path / "fast"), "--model", "fast"])
+    main([*args, "--out", str(tmp_path / "tied"), "--model", "fast", "--tie-weights"])
+    default, fast, tied = (read_log(tmp_path / name / "log.jsonl") for name in ("default", "fast", "tied"))
+    assert [r["train_loss"] for r in fast] == pytest.approx([r["train_loss"] for r in default], abs=1e-5)
+    assert abs(tied[0]["train_loss"] - default[0]["train_loss"]) > 1e-3  # a tied head is another model
+
+
+def test_peak_memory_is_the_run_s_own_not_its_parent_s(text_file, tmp_path):
+    # Linux's ru_maxrss of a child starts at its parent's size at fork: a notebook kernel holding
+    # a large model would hide every run's own peak. The summary must count only the run.
+    ballast = bytearray(b"x") * (1536 * 2**20)  # touched pages: the parent is now > 1.5 GiB
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "helpers.pretrain", "--data", str(text_file), "--out", str(tmp_path),
+                    "--batch-size", "2", *TINY, "--max-steps", "2", "--device", "cpu"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    peak = json.loads((tmp_path / "summary.json").read_text())["peak_memory_mib"]
+    assert 100 < peak < len(ballast) / 2**20
