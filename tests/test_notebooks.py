@@ -144,3 +144,43 @@ def test_runner_inplace_does_not_leak_mode(tmp_path):
     nb_path = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")
     run_course.main(["--inplace", "--mode", "full", "--out", str(tmp_path / "r"), str(nb_path)])
     assert os.environ.get("COURSE_MODE") == before
+
+
+def _channel_missing_first_wakeup(monkeypatch, replies):
+    """The runner's kernel-message channel over a fake socket poll: the first poll never hears of
+    the waiting message (what zmq.asyncio did in the headless stalls), later polls do."""
+    import asyncio
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    slices = []
+
+    async def poll_once(self, timeout=None):
+        slices.append(timeout)
+        if len(slices) == 1 or not replies:
+            await asyncio.sleep(timeout)
+            raise Empty
+        return replies.pop(0)
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", poll_once)
+    cls = run_course.sliced_poll_kernel_manager().poll_channel
+    return cls.__new__(cls), slices  # no socket: the poll above stands in for it
+
+
+def test_runner_survives_a_missed_kernel_reply(monkeypatch):
+    import asyncio
+    import time
+    from queue import Empty
+
+    channel, slices = _channel_missing_first_wakeup(monkeypatch, [{"reply": 1}])
+    start = time.monotonic()
+    # no timeout: one long poll would wait forever; the second slice finds the reply
+    assert asyncio.run(channel.get_msg(timeout=None)) == {"reply": 1}
+    assert time.monotonic() - start < 2 and slices == [0.5, 0.5]
+
+    channel, slices = _channel_missing_first_wakeup(monkeypatch, [])
+    start = time.monotonic()
+    with pytest.raises(Empty):  # a real silence still ends at the caller's timeout
+        asyncio.run(channel.get_msg(timeout=1.2))
+    assert 1.15 < time.monotonic() - start < 2 and len(slices) == 3 and sum(slices) == pytest.approx(1.2, abs=0.05)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import html
 import json
 import os
@@ -70,15 +71,69 @@ def _environment(values: dict[str, str | None]):
                 os.environ[key] = old
 
 
+@functools.cache
+def sliced_poll_kernel_manager():
+    """An nbclient kernel manager whose client waits for kernel messages in 0.5 s slices.
+
+    Why: executing a cell, nbclient waits for the kernel's reply with one long poll of the shell
+    socket (zmq.asyncio). Here, now and then (about 1 run in 6 of ch07's smoke run under load,
+    always in a cell that writes into an ipywidgets Output), that poll missed the wake-up for a
+    reply that had arrived: the reply was read only when the poll timed out, or never without a
+    timeout, so the run hung with the kernel idle (jupyter/nbclient#312 reports the same). Each
+    new poll first checks for a message already waiting, so short slices bound such a miss to
+    half a second. `rescued` counts replies that a slice found waiting right at its start after
+    the previous slice had timed out: the misses this avoided.
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Type, default
+
+    class SlicedPollChannel(AsyncZMQSocketChannel):
+        slice_s = 0.5
+        rescued = 0
+
+        async def get_msg(self, timeout=None):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            missed = False
+            while True:
+                left = self.slice_s if deadline is None else max(0.0, min(self.slice_s, deadline - time.monotonic()))
+                started = time.monotonic()
+                try:
+                    msg = await super().get_msg(timeout=left)
+                except Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    missed = True
+                    continue
+                if missed and time.monotonic() - started < 0.002:
+                    SlicedPollChannel.rescued += 1
+                return msg
+
+    class SlicedPollClient(AsyncKernelClient):
+        shell_channel_class = Type(SlicedPollChannel)
+        iopub_channel_class = Type(SlicedPollChannel)
+
+    class SlicedPollKernelManager(AsyncKernelManager):
+        @default("client_factory")
+        def _default_client_factory(self):
+            return SlicedPollClient
+
+    SlicedPollKernelManager.poll_channel = SlicedPollChannel  # its `rescued` count, for checks
+    return SlicedPollKernelManager
+
+
 def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict | None = None,
             cell_timeout: int | None = None) -> None:
     """Execute a notebook with papermill (cwd: the repository root); raises papermill's
     PapermillExecutionError, which names the failing cell, when a cell fails.
 
-    `cell_timeout` (seconds per cell) guards headless runs against a rare stall seen with
-    nbclient 0.11 / ipykernel 7.4 right after a cell that displays widgets: the kernel sits idle
-    and the client waits for a reply forever (jupyter/nbclient#312 describes the same). A cell
-    that times out so is run once more from the start, with a warning; a second timeout fails.
+    The kernel client polls in short slices (`sliced_poll_kernel_manager`), which ends the
+    headless stalls after widget cells. `cell_timeout` (seconds per cell) stays as a backstop:
+    a notebook with a cell that produces no reply in time is run once more from the start, with
+    a warning; a second timeout fails.
     """
     import papermill as pm
     for attempt in (1, 2):
@@ -86,7 +141,7 @@ def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict
             with _environment(env or {}):
                 pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, cwd=str(ROOT),
                                     progress_bar=False, kernel_name="python3", extra_arguments=KERNEL_ARGS,
-                                    execution_timeout=cell_timeout)
+                                    execution_timeout=cell_timeout, kernel_manager_class=sliced_poll_kernel_manager())
             return
         except Exception as e:
             timed_out = isinstance(e, TimeoutError) or "Timeout" in f"{getattr(e, 'ename', '')}{type(e).__name__}"
