@@ -236,15 +236,6 @@ def peak_memory_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def any_process(flag: bool, device, world: int) -> bool:
-    """True on every process when it is True on any (so all stop after the same step)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t)
-    return t.item() > 0
-
-
 def mean_over_processes(value: float, device, world: int) -> float:
     if world == 1:
         return value
@@ -378,8 +369,8 @@ def _train(args, rank, world, device) -> dict:
                             **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}))
 
     log = RunLog(log_path) if rank == 0 else None
+    n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
-        n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
               f"{cfg['context_length']}; {len(train_set)} training windows; {world} process(es) on {device}; "
               f"global batch {global_batch} = {args.batch_size} x {world} x {args.grad_accum}; "
@@ -440,7 +431,8 @@ def _train(args, rank, world, device) -> dict:
                     bar.update(1)
                 if evaluate_now or (args.save_every and step % args.save_every == 0):
                     save()
-                if any_process(interrupt.requested, device, world):
+                # every process stops after the same step when any of them was interrupted
+                if mean_over_processes(float(interrupt.requested), device, world) > 0:
                     stopped_by = "Ctrl-C"
                     break
             if step_in_epoch >= steps_per_epoch:
@@ -448,7 +440,7 @@ def _train(args, rank, world, device) -> dict:
         if saved_at[0] != step:
             save()  # still inside interrupt_after_step: a second Ctrl-C cannot cut the checkpoint short
     summary = {"step": step, "epoch": epoch, "train_loss": last_train_loss, "val_loss": last_val,
-               "stopped_by": stopped_by, "parameters": sum(p.numel() for p in model.parameters()),
+               "stopped_by": stopped_by, "parameters": n_params,
                "tok_s": (global_batch * cfg["context_length"] / statistics.median(step_seconds[1:] or step_seconds)
                          if step_seconds else None),
                "peak_memory_mib": peak_memory_mib(device), "device": str(device), "world_size": world,

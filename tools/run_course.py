@@ -81,8 +81,7 @@ def sliced_poll_kernel_manager():
     reply that had arrived: the reply was read only when the poll timed out, or never without a
     timeout, so the run hung with the kernel idle (jupyter/nbclient#312 reports the same). Each
     new poll first checks for a message already waiting, so short slices bound such a miss to
-    half a second. `rescued` counts replies that a slice found waiting right at its start after
-    the previous slice had timed out: the misses this avoided.
+    half a second.
     """
     from queue import Empty
 
@@ -93,24 +92,16 @@ def sliced_poll_kernel_manager():
 
     class SlicedPollChannel(AsyncZMQSocketChannel):
         slice_s = 0.5
-        rescued = 0
 
         async def get_msg(self, timeout=None):
             deadline = None if timeout is None else time.monotonic() + timeout
-            missed = False
             while True:
                 left = self.slice_s if deadline is None else max(0.0, min(self.slice_s, deadline - time.monotonic()))
-                started = time.monotonic()
                 try:
-                    msg = await super().get_msg(timeout=left)
+                    return await super().get_msg(timeout=left)
                 except Empty:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise
-                    missed = True
-                    continue
-                if missed and time.monotonic() - started < 0.002:
-                    SlicedPollChannel.rescued += 1
-                return msg
 
     class SlicedPollClient(AsyncKernelClient):
         shell_channel_class = Type(SlicedPollChannel)
@@ -121,7 +112,7 @@ def sliced_poll_kernel_manager():
         def _default_client_factory(self):
             return SlicedPollClient
 
-    SlicedPollKernelManager.poll_channel = SlicedPollChannel  # its `rescued` count, for checks
+    SlicedPollKernelManager.poll_channel = SlicedPollChannel  # for tests
     return SlicedPollKernelManager
 
 
