@@ -233,7 +233,7 @@ def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_k
                           "state_dict['out_head.weight'] = state_dict['tok_emb.weight'] to tie them on purpose")
 
 
-# ---- ch04_gpt_model.ipynb, cell 97 ----
+# ---- ch04_gpt_model.ipynb, cell 99 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):
