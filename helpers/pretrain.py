@@ -381,7 +381,7 @@ def _train(args, rank, world, device) -> dict:
             group["lr"] = lr
         # Dropout masks depend only on (seed, step, rank): an interrupted run resumes exactly.
         torch.manual_seed(args.seed + 1_000_003 * (step + 1) + rank)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=device)  # summed on the device: one host sync per step, not per micro-batch
         for micro in range(args.grad_accum):
             inputs, targets = next(batches)
             last = micro == args.grad_accum - 1
@@ -389,14 +389,14 @@ def _train(args, rank, world, device) -> dict:
                 with autocast():
                     loss = calc_loss_batch(inputs, targets, train_model, device) / args.grad_accum
                 scaler.scale(loss).backward()
-            step_loss += loss.item()
+            step_loss += loss.detach().float()
         if args.clip_grad is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return mean_over_processes(step_loss, device, world)
+        return mean_over_processes(step_loss.item(), device, world)
 
     # Only rank 0 shows a bar; elsewhere tqdm's own default (and TQDM_DISABLE) decides.
     bar = tqdm(total=total_steps, initial=step, desc="pretrain", unit="step", **({"disable": True} if rank else {}))

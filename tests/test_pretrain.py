@@ -2,6 +2,7 @@
 against a larger batch, resuming (also a 2-process checkpoint in 1 process) against an
 uninterrupted run, the checkpoint format, and clear errors for unusable data."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -215,3 +216,33 @@ def test_peak_memory_is_the_run_s_own_not_its_parent_s(text_file, tmp_path):
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     peak = json.loads((tmp_path / "summary.json").read_text())["peak_memory_mib"]
     assert 100 < peak < len(ballast) / 2**20
+
+
+def test_autocast_bf16_and_fp16_train_close_to_float32_and_fp16_resumes_its_scaler(text_file, tmp_path):
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0", "--max-steps", "4",
+            "--eval-windows", "4", "--device", "cpu"]
+    runs = {}
+    for amp in ("none", "bf16", "fp16"):
+        main([*args, "--out", str(tmp_path / amp), "--amp", amp])
+        runs[amp] = [r["train_loss"] for r in read_log(tmp_path / amp / "log.jsonl")]
+    for amp in ("bf16", "fp16"):
+        assert runs[amp] != runs["none"]  # autocast really computed in the lower precision ...
+        assert runs[amp] == pytest.approx(runs["none"], abs=0.05)  # ... and trained the same model
+    # fp16 keeps a GradScaler; its state goes into the checkpoint and comes back on resume
+    ckpt = torch.load(tmp_path / "fp16" / "checkpoint.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0 and "scaler" not in torch.load(tmp_path / "bf16" / "checkpoint.pt",
+                                                                        weights_only=True)
+    summary = main([*args, "--out", str(tmp_path / "fp16"), "--amp", "fp16", "--max-steps", "6",
+                    "--resume", str(tmp_path / "fp16" / "checkpoint.pt")])
+    assert summary["step"] == 6 and math.isfinite(summary["train_loss"])
+
+
+def test_compiled_model_trains_like_the_eager_one_and_saves_plain_keys(text_file, tmp_path):
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0", "--max-steps", "3",
+            "--val-fraction", "0", "--device", "cpu"]
+    main([*args, "--out", str(tmp_path / "eager")])
+    main([*args, "--out", str(tmp_path / "compiled"), "--compile"])
+    eager, compiled = (read_log(tmp_path / name / "log.jsonl") for name in ("eager", "compiled"))
+    assert [r["train_loss"] for r in compiled] == pytest.approx([r["train_loss"] for r in eager], abs=1e-4)
+    ckpt = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)
+    GPTModel(ckpt["cfg"]).load_state_dict(ckpt["model"])  # no "_orig_mod." prefixes
