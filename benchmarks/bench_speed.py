@@ -3,7 +3,7 @@
 `transformers`' GPT-2, in one process.
 
     .venv/bin/python benchmarks/bench_speed.py                 # CPU: 124M shape, context 256, batch 2, 2 threads
-    .venv/bin/python benchmarks/bench_speed.py --device cuda --batch 8 --amp bf16
+    .venv/bin/python benchmarks/bench_speed.py --device cuda --context 1024 --batch auto --amp bf16 --compile
     .venv/bin/python benchmarks/bench_speed.py --n-layers 2 --train-rounds 2 --gen-rounds 1 --no-record   # a quick check
 
 Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in chapter 5):
@@ -219,6 +219,32 @@ def round_robin(runs: dict, rounds: int, device, warmups: dict | None = None) ->
     return times
 
 
+def largest_batch(cfg, device, args) -> int:
+    """The largest power of two <= --max-batch at which one training step of every selected
+    implementation fits in the GPU's memory (each probed alone, its memory freed after)."""
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    eager = argparse.Namespace(**{**vars(args), "compile": False})  # compiling per probe takes minutes
+    batch = args.max_batch
+    for name in args.train:
+        while batch >= 1:
+            ids = torch.randint(0, cfg["vocab_size"], (batch, args.context + 1), device=device)
+            model = forward = optimizer = None
+            try:
+                model, forward, optimizer = build(name, cfg, device, eager)
+                train_step(forward, optimizer, ids[:, :-1], ids[:, 1:], device, amp if name.startswith("fast") else None)
+                sync(device)
+                break
+            except torch.cuda.OutOfMemoryError:
+                batch //= 2
+            finally:
+                del model, forward, optimizer, ids
+                torch.cuda.empty_cache()
+        if batch < 1:
+            raise SystemExit(f"{name}: not even batch 1 fits at context {args.context}")
+        print(f"--batch auto: {name} fits batch {batch}", flush=True)
+    return batch
+
+
 def bench_training(cfg, device, args):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg["vocab_size"], (args.batch, args.context + 1), generator=g).to(device)
@@ -302,7 +328,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the CPU (default 2)")
     p.add_argument("--context", type=int, default=256, help="training sequence length")
-    p.add_argument("--batch", type=int, default=2, help="training batch size")
+    p.add_argument("--batch", default="2",
+                   help="training batch size, or 'auto' (CUDA): the largest power of two <= --max-batch "
+                        "at which every selected implementation fits")
+    p.add_argument("--max-batch", type=int, default=64, help="upper bound for --batch auto")
     p.add_argument("--steps", type=int, default=1, help="training steps per timed run")
     p.add_argument("--train-rounds", type=int, default=5)
     p.add_argument("--train", nargs="*", default=TRAIN_IMPLS, choices=TRAIN_IMPLS)
@@ -325,6 +354,14 @@ def main(argv=None):
     cfg = {**GPT_CONFIGS[args.size], "context_length": max(args.context, args.prompt_tokens + args.new_tokens)}
     if args.n_layers:
         cfg["n_layers"] = args.n_layers
+    if args.batch == "auto":
+        if device.type != "cuda":
+            p.error("--batch auto probes GPU memory: use it with --device cuda, or give a number")
+        args.batch = largest_batch(cfg, device, args) if args.train else 1
+    elif not args.batch.isdigit() or int(args.batch) < 1:
+        p.error(f"--batch must be a positive number or 'auto', not {args.batch!r}")
+    else:
+        args.batch = int(args.batch)
     import transformers
     load = os.getloadavg()
     header = [

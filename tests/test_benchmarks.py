@@ -1,0 +1,73 @@
+"""The benchmark scripts run end to end (tiny shapes, nothing timed or asserted about speed):
+benchmarks/gpu_check.sh as a dry run on the CPU, so the one prepared GPU run cannot rot between
+the sessions that get a GPU, and bench_ch05_loop.py, whose notebook and script sides must train
+to the very same losses."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_ch05_loop  # noqa: E402
+
+
+def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "COURSE_DATA_DIR": str(data_dir),
+           "OMP_NUM_THREADS": "1",
+           "BENCH_ARGS": "--n-layers 1 --context 32 --batch 1 --train-rounds 1 --gen-batches 1 --gen-rounds 1 "
+                         "--new-tokens 4 --no-memory",
+           "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 --tie-weights"}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    entry = (tmp_path / "RESULTS.md").read_text()
+    for line in ("| fast |", "| book |", "| hf |", "- fast / book:", "measured matmul peak", "Greedy generation: batch 1"):
+        assert line in entry
+    summary = json.loads((tmp_path / "pretrain" / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["device"] == "cpu"  # stopped at 3, resumed, finished
+    steps = [json.loads(line)["step"] for line in (tmp_path / "pretrain" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    assert not (tmp_path / "pretrain" / "checkpoint.pt").exists()  # the large file is not kept
+
+
+def test_ch05_loop_notebook_and_script_train_to_the_same_losses(tmp_path):
+    runs = bench_ch05_loop.main(["--epochs", "1", "--context", "32", "--n-layers", "1", "--emb-dim", "32",
+                                 "--n-heads", "2", "--no-record"])
+    notebook, script = runs["notebook"][0], runs["script"][0]
+    assert notebook["steps"] == script["steps"] > 5
+    assert (notebook["train_loss"], notebook["val_loss"]) == (script["train_loss"], script["val_loss"])
+    assert notebook["threads"] == script["threads"]  # the kernel gets the script's thread count
+
+
+def test_batch_auto_halves_until_every_implementation_fits(monkeypatch):
+    """bench_speed's --batch auto, with out-of-memory errors simulated above each model's limit
+    (the real probe needs a GPU)."""
+    import argparse
+
+    import torch
+
+    import bench_speed
+    limits, tried = {"fast": 32, "book": 8}, []
+
+    def fake_build(name, cfg, device, args):
+        assert not args.compile  # probing never compiles
+        return name, name, None
+
+    def fake_step(forward, optimizer, ids, targets, device, amp):
+        tried.append((forward, ids.shape[0]))
+        if ids.shape[0] > limits[forward]:
+            raise torch.cuda.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(bench_speed, "build", fake_build)
+    monkeypatch.setattr(bench_speed, "train_step", fake_step)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    args = argparse.Namespace(max_batch=64, train=["fast", "book"], context=8, amp="bf16", compile=True)
+    assert bench_speed.largest_batch({"vocab_size": 50}, torch.device("cpu"), args) == 8
+    assert tried == [("fast", 64), ("fast", 32), ("book", 32), ("book", 16), ("book", 8)]
+    limits["book"] = 0
+    with pytest.raises(SystemExit, match="not even batch 1"):
+        bench_speed.largest_batch({"vocab_size": 50}, torch.device("cpu"), args)
