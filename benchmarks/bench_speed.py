@@ -30,8 +30,9 @@ MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s, where
   implementation computes in (bf16/fp16 under --amp, float32 otherwise), not the data sheet's.
 tests/test_bench_flops.py checks the FLOP count against PyTorch's own FlopCounterMode.
 
-Every implementation gets one warm-up run; then the timed runs go round-robin (A, B, C, A, B,
-C, ...) so that a change in machine load hits all of them alike, and the medians are compared.
+Every implementation gets one warm-up run; then the timed runs go round-robin, each round
+starting one further along (A, B, C, then B, C, A, ...), so that a change in machine load hits
+all of them alike and none always follows the same one, and the medians are compared.
 Peak memory is measured in a separate, untimed pass: on CUDA the allocator's peak; on the CPU
 the growth of the process's resident memory during the run, sampled every 2 ms after returning
 freed memory to the OS (so: approximate). Results are printed and appended to
@@ -209,8 +210,12 @@ def round_robin(runs: dict, rounds: int, device, warmups: dict | None = None) ->
         (warmups or {}).get(name, fn)()
     sync(device)
     times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
+    names = list(runs)
+    for r in range(rounds):
+        # each round starts one further along, so that no implementation always runs right
+        # after the same other one (a predecessor leaves the caches and the allocator in its state)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = runs[name]
             sync(device)
             t0 = time.perf_counter()
             fn()
