@@ -31,13 +31,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_speed import cpu_name  # noqa: E402
+from bench_speed import append_results, cpu_name  # noqa: E402
 
 # The chapter-5 recipe, as one piece of code both sides run. {epochs}, {context}, {seed},
 # {threads} and {overrides} (config keys) are filled in; the result is printed as one JSON line
 # starting with RESULT.
 LOOP = """
-import contextlib, io, json, os, time
+import contextlib, io, json, time
 import torch
 if {threads}:
     torch.set_num_threads({threads})
@@ -66,8 +66,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # the loop's own log: not part 
 seconds = time.perf_counter() - t0
 print("RESULT" + json.dumps({{"seconds": seconds, "steps": {epochs} * len(train_loader),
                              "train_loss": train_losses[-1], "val_loss": val_losses[-1],
-                             "threads": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
-                             "omp_env": os.environ.get("OMP_NUM_THREADS")}}))
+                             "threads": torch.get_num_threads(), "interop": torch.get_num_interop_threads()}}))
 """
 
 
@@ -158,7 +157,9 @@ def main(argv=None) -> dict:
         lines.append(f"| {side} | {median[side]:.1f} | {seconds} | "
                      f"{median[side] / last['steps']:.2f} | {last['threads']} / {last['interop']} | "
                      f"{last['train_loss']:.3f} / {last['val_loss']:.3f} |")
-    same = all(r["train_loss"] == runs["script"][0]["train_loss"] for rs in runs.values() for r in rs)
+    ref = runs["script"][0]
+    same = all((r["train_loss"], r["val_loss"]) == (ref["train_loss"], ref["val_loss"])
+               for rs in runs.values() for r in rs)
     lines += ["", f"- notebook / script time: **{median['notebook'] / median['script']:.2f}x**",
               f"- identical final losses on both sides: {same}", ""]
     text = "\n".join(lines)
@@ -166,9 +167,7 @@ def main(argv=None) -> dict:
     if not same:
         print("warning: the final losses differ between notebook and script", file=sys.stderr)
     if not args.no_record:
-        with Path(args.results).open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
-        print(f"appended to {args.results}")
+        append_results(args.results, "\n" + text)
     return runs
 
 

@@ -106,6 +106,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def append_results(path, entry: str) -> None:
+    """Append one entry to the results file (benchmarks/RESULTS.md), creating it if missing."""
+    path = Path(path)
+    if not path.exists():
+        path.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; newest last.\n\n")
+    with path.open("a", encoding="utf-8") as f:
+        f.write(entry)
+    print(f"appended to {path}")
+
+
 def hf_gpt2(cfg, device):
     from transformers import GPT2Config, GPT2LMHeadModel
     config = GPT2Config(vocab_size=cfg["vocab_size"], n_positions=cfg["context_length"], n_embd=cfg["emb_dim"],
@@ -404,12 +414,7 @@ def main(argv=None):
                                            ("kvcache", "uncached")]))
         print(sections[-1], flush=True)
     if not args.no_record:
-        path = Path(args.results)
-        if not path.exists():
-            path.write_text("# Benchmark results\n\nAppended by `benchmarks/bench_speed.py`; newest last.\n\n")
-        with path.open("a", encoding="utf-8") as f:
-            f.write("\n".join(header) + "\n" + "\n".join(sections) + "\n")
-        print(f"appended to {path}")
+        append_results(args.results, "\n".join(header) + "\n" + "\n".join(sections) + "\n")
 
 
 if __name__ == "__main__":

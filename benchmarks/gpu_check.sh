@@ -18,7 +18,7 @@ out=${1:-runs/gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
 py=${PYTHON:-python3}
-# DEVICE, BENCH_ARGS and PRETRAIN_ARGS override the defaults (a dry run on a CPU: see tests/test_bench_flops.py)
+# DEVICE, BENCH_ARGS and PRETRAIN_ARGS override the defaults (a dry run on a CPU: see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
 bench_args=${BENCH_ARGS:---context 1024 --batch auto --amp bf16 --compile --steps 4 --gen-batches 1 8}
 pretrain_args=${PRETRAIN_ARGS:---batch-size 8 --context-length 256 --amp bf16 --compile --tie-weights}

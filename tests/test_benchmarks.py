@@ -2,6 +2,7 @@
 benchmarks/gpu_check.sh as a dry run on the CPU, so the one prepared GPU run cannot rot between
 the sessions that get a GPU, and bench_ch05_loop.py, whose notebook and script sides must train
 to the very same losses."""
+import argparse
 import json
 import os
 import subprocess
@@ -9,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_ch05_loop  # noqa: E402
+import bench_speed  # noqa: E402
 
 
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
@@ -46,11 +49,6 @@ def test_ch05_loop_notebook_and_script_train_to_the_same_losses(tmp_path):
 def test_batch_auto_halves_until_every_implementation_fits(monkeypatch):
     """bench_speed's --batch auto, with out-of-memory errors simulated above each model's limit
     (the real probe needs a GPU)."""
-    import argparse
-
-    import torch
-
-    import bench_speed
     limits, tried = {"fast": 32, "book": 8}, []
 
     def fake_build(name, cfg, device, args):
