@@ -11,6 +11,8 @@ Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in 
   default   GPTModel (SDPA attention), what the notebooks train
   fast      helpers.fast.FastGPTModel, tied weights, fused AdamW (plus --compile / --amp if given)
   fast-untied   the same without weight tying (same parameters as GPTModel)
+  fast-pad  "fast" with the vocabulary padded to a multiple of 128 (50,304 rows): a stand-in to
+            measure what padding the output head buys (its logits keep the padded columns)
   hf        transformers.GPT2LMHeadModel of the same shape (tied, as GPT-2 is)
 Generation (greedy, --new-tokens tokens after a --prompt-tokens prompt, batch 1 and 8):
   uncached  GPTModel, generate_text_simple without a cache (the whole text every step)
@@ -62,7 +64,7 @@ from helpers.generation import generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
 from helpers.support.runtime import get_device  # noqa: E402
 
-TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf"]
+TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad"]
 GEN_IMPLS = ["uncached", "kvcache", "static", "hf"]
 
 
@@ -134,6 +136,8 @@ def build(name, cfg, device, args):
         model = GPTModel(cfg).to(device)
     elif name in ("fast", "fast-untied"):
         model = FastGPTModel({**cfg, "tie_weights": name == "fast"}).to(device)
+    elif name == "fast-pad":
+        model = FastGPTModel({**cfg, "vocab_size": -(-cfg["vocab_size"] // 128) * 128, "tie_weights": True}).to(device)
     else:
         model = hf_gpt2(cfg, device)
     model.train()
@@ -141,7 +145,9 @@ def build(name, cfg, device, args):
                                   fused=name.startswith("fast") and fused_ok)
     call = model
     if name.startswith("fast") and args.compile:
-        call = compile_model(model)
+        call = compile_model(model, mode=args.compile_mode) if args.compile_mode else compile_model(model)
+    elif name == "hf" and args.compile_hf:
+        call = torch.compile(model, mode=args.compile_mode)
     if name == "hf":
         return model, (lambda ids: call(input_ids=ids).logits), optimizer
     return model, call, optimizer
@@ -246,7 +252,8 @@ def largest_batch(cfg, device, args) -> int:
             model = forward = optimizer = None
             try:
                 model, forward, optimizer = build(name, cfg, device, eager)
-                train_step(forward, optimizer, ids[:, :-1], ids[:, 1:], device, amp if name.startswith("fast") else None)
+                train_step(forward, optimizer, ids[:, :-1], ids[:, 1:], device,
+                           amp if (name.startswith("fast") or getattr(args, "amp_all", False)) else None)
                 sync(device)
                 break
             except torch.cuda.OutOfMemoryError:
@@ -269,22 +276,39 @@ def bench_training(cfg, device, args):
     for name in args.train:
         torch.manual_seed(0)
         model, forward, optimizer = build(name, cfg, device, args)
-        # Only the fast path gets autocast: it is one of its options, the others are the baselines.
-        step_amp = amp if name.startswith("fast") else None
+        # By default only the fast path gets autocast (one of its options, the others are the
+        # baselines); --amp-all gives every implementation the same autocast, a like-for-like race.
+        step_amp = amp if (name.startswith("fast") or args.amp_all) else None
         runs[name] = (lambda f=forward, o=optimizer, a=step_amp:
                       [train_step(f, o, inputs, targets, device, a) for _ in range(args.steps)])
     times = round_robin(runs, args.train_rounds, device)
     memory = peak_memory(runs, device, args)
+    if args.profile:
+        profile_step(args.profile, runs[args.profile], device, args)
     tokens = args.batch * args.context * args.steps
     flops = train_flops_per_token({**cfg, "context_length": args.context})
     peaks = {dtype: matmul_peak_flops(device, dtype) for dtype in {torch.float32, amp or torch.float32}}
     results = {}
     for name, t in times.items():
         tok_s = tokens / statistics.median(t)
-        dtype = amp if (amp is not None and name.startswith("fast")) else torch.float32
+        dtype = amp if (amp is not None and (name.startswith("fast") or args.amp_all)) else torch.float32
         results[name] = {"tok_s": tok_s, "times": t, "peak_mib": memory[name], "tflops": tok_s * flops / 1e12,
                          "mfu": tok_s * flops / peaks[dtype], "dtype": str(dtype).removeprefix("torch.")}
     return results, peaks, flops
+
+
+def profile_step(name, run, device, args):
+    """The most expensive kernels of one timed run of `name` (torch.profiler), as a table."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    args.profile_table = (f"Profile of one run of `{name}` ({args.steps} step(s)), top kernels by self "
+                          f"{'GPU' if device.type == 'cuda' else 'CPU'} time:\n\n```\n"
+                          + prof.key_averages().table(sort_by=key, row_limit=args.profile_rows, max_name_column_width=70)
+                          + "```\n")
 
 
 def bench_generation(cfg, device, args, batch):
@@ -352,6 +376,13 @@ def main(argv=None):
     p.add_argument("--train", nargs="*", default=TRAIN_IMPLS, choices=TRAIN_IMPLS)
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the fast path")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    p.add_argument("--compile-hf", action="store_true", help="torch.compile transformers' GPT-2 too")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
+    p.add_argument("--amp-all", action="store_true",
+                   help="give every implementation --amp's autocast (default: only the fast path)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA)")
+    p.add_argument("--profile", choices=TRAIN_IMPLS, help="profile one run of this implementation")
+    p.add_argument("--profile-rows", type=int, default=15)
     p.add_argument("--gen", nargs="*", default=GEN_IMPLS, choices=GEN_IMPLS)
     p.add_argument("--gen-batches", type=int, nargs="*", default=[1, 8])
     p.add_argument("--prompt-tokens", type=int, default=16)
@@ -364,6 +395,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     device = get_device(args.device)
+    if args.profile and args.profile not in args.train:
+        p.error(f"--profile {args.profile}: add it to --train")
+    args.profile_table = ""
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     cfg = {**GPT_CONFIGS[args.size], "context_length": max(args.context, args.prompt_tokens + args.new_tokens)}
@@ -396,14 +432,21 @@ def main(argv=None):
         res, peaks, flops = bench_training(cfg, device, args)
         title = (f"Training: tokens/s, context {args.context}, batch {args.batch}, {args.steps} step(s) per run, "
                  f"{args.train_rounds} rounds" + (f", fast path amp={args.amp}" if args.amp != "none" else "")
-                 + (", fast path compiled" if args.compile else ""))
+                 + (" (all implementations)" if args.amp_all and args.amp != "none" else "")
+                 + (", fast path compiled" if args.compile else "")
+                 + (", hf compiled" if args.compile_hf else "")
+                 + (f", compile mode {args.compile_mode}" if args.compile_mode else "")
+                 + (", TF32 allowed" if args.tf32 else ""))
         sections.append(table(title, res, [("fast", "book"), ("fast", "hf"), ("fast", "default"),
-                                           ("default", "book"), ("default", "hf"), ("fast-untied", "default")]))
+                                           ("default", "book"), ("default", "hf"), ("fast-untied", "default"),
+                                           ("fast-pad", "fast")]))
         sections[-1] += ("- MFU: model FLOPs (6 x matmul weights + 12 x layers x context x width per token, "
                          f"{flops / 1e9:.3f} GFLOP) "
                          "/ measured matmul peak: "
                          + ", ".join(f"{str(k).removeprefix('torch.')} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items())
                          + "\n")
+        if args.profile_table:
+            sections[-1] += "\n" + args.profile_table
         print(sections[-1], flush=True)
     for batch in args.gen_batches if args.gen else []:
         res = bench_generation(GPT_CONFIGS[args.size] | {k: cfg[k] for k in ("n_layers", "context_length")},

@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 11 in one short run, for a machine with one NVIDIA GPU and
+# The GPU measurements of issues 11 and 20 in one short run, for a machine with one NVIDIA GPU and
 # PyTorch, transformers and tiktoken installed (no network needed):
-#   1. training speed and MFU: 124M shape, context 1024, bf16 autocast + torch.compile + SDPA
-#      (the fast path), the largest batch that fits, against the book model, GPTModel and
-#      transformers' GPT-2; greedy generation at batch 1 and 8;
-#   2. python -m helpers.pretrain on CUDA (bf16, compile, fused AdamW, tied weights) for a few
-#      steps on The Verdict, resumed once, so the script's GPU path has run end to end.
+#   1. eager training, like for like: 124M shape, context 1024, batch 16, bf16 autocast for every
+#      implementation (book model, GPTModel, FastGPTModel tied/untied, transformers' GPT-2), and
+#      greedy generation at batch 1 and 8 (64-token prompt, 128 new tokens);
+#   2. compiled training near the limit: FastGPTModel and transformers' GPT-2 under torch.compile,
+#      the largest batch that fits, plus the padded-vocabulary lever (fast-pad), and a profile of one
+#      compiled FastGPTModel run (top kernels);
+#   3. python -m helpers.pretrain at scale: a few hundred steps of the fast model (bf16, compile,
+#      fused AdamW, tied) on all course texts joined and repeated; tokens/s and MFU in summary.json.
 #
-#   make data && bash benchmarks/gpu_check.sh [OUTDIR]      # data/: the course cache (tokenizer, The Verdict)
+#   make data && bash benchmarks/gpu_check.sh [OUTDIR]      # data/: the course cache
 #
-# Results land in OUTDIR (default runs/gpu_check): RESULTS.md (bench_speed's entry, to be copied
-# into benchmarks/RESULTS.md), the logs, and the pretrain summary. About 5 minutes on an H100/H200,
+# Results land in OUTDIR (default runs/gpu_check): RESULTS.md (bench_speed's entries, to be copied
+# into benchmarks/RESULTS.md), the logs, and the pretrain summary. About 6 minutes on an H100/H200,
 # most of it torch.compile. Each step has its own time limit, so one stuck step leaves the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
 py=${PYTHON:-python3}
-# DEVICE, BENCH_ARGS and PRETRAIN_ARGS override the defaults (a dry run on a CPU: see tests/test_benchmarks.py)
+# DEVICE, EAGER_ARGS, COMPILED_ARGS and PRETRAIN_ARGS override the defaults (a dry run on a CPU:
+# see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
-bench_args=${BENCH_ARGS:---context 1024 --batch auto --amp bf16 --compile --steps 4 --gen-batches 1 8}
-pretrain_args=${PRETRAIN_ARGS:---batch-size 8 --context-length 256 --amp bf16 --compile --tie-weights}
+eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 2 --train-rounds 3 \
+--train book default fast fast-untied hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 --gen-rounds 2}
+compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp bf16 --amp-all --compile --compile-hf \
+--steps 4 --train-rounds 3 --train fast fast-pad hf --gen --profile fast}
+pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \
+--eval-every 100}
 status=0
 
 if [ "$device" = cuda ]; then
@@ -30,17 +38,51 @@ if [ "$device" = cuda ]; then
         | tee -a "$out/gpu.txt" || exit 1
 fi
 
-echo "== 1. bench_speed: training MFU and generation"
-timeout 480 $py benchmarks/bench_speed.py --device "$device" $bench_args --results "$out/RESULTS.md" \
-    --note "benchmarks/gpu_check.sh" 2>&1 | tee "$out/bench_speed.log" || status=1
+echo "== 1. bench_speed, eager: every implementation with the same bf16 autocast; generation"
+timeout 150 $py benchmarks/bench_speed.py --device "$device" $eager_args --results "$out/RESULTS.md" \
+    --note "benchmarks/gpu_check.sh, eager" 2>&1 | tee "$out/bench_eager.log" || status=1
 
-echo "== 2. helpers.pretrain on CUDA"
-args=(--data "$COURSE_DATA_DIR/the-verdict.txt" --out "$out/pretrain" --device "$device" $pretrain_args
-      --warmup-steps 2 --cosine 4e-5 --clip-grad 1.0)
-{ timeout 300 $py -m helpers.pretrain "${args[@]}" --max-steps 6 --stop-after 3 --overwrite &&
-  timeout 300 $py -m helpers.pretrain "${args[@]}" --max-steps 6 --resume "$out/pretrain/checkpoint.pt" &&
-  cat "$out/pretrain/summary.json"; } 2>&1 | tee "$out/pretrain.log" || status=1
-rm -f "$out/pretrain/checkpoint.pt"  # 1.5 GB: the summary and the log are what we keep
+echo "== 2. bench_speed, compiled: largest batch, padded vocabulary, profile"
+timeout 200 $py benchmarks/bench_speed.py --device "$device" $compiled_args --results "$out/RESULTS.md" \
+    --note "benchmarks/gpu_check.sh, compiled" 2>&1 | tee "$out/bench_compiled.log" || status=1
+
+echo "== 3. helpers.pretrain at scale on $device"
+corpus="$out/corpus"
+mkdir -p "$corpus"
+# every course text joined, repeated: a few MB of varied text instead of one 20 kB story
+$py - "$COURSE_DATA_DIR" "$corpus/course_texts.txt" <<'PY'
+import json, sys
+from pathlib import Path
+data = Path(sys.argv[1])
+parts = [(data / "the-verdict.txt").read_text(encoding="utf-8")]
+parts += [f"{e['instruction']}\n{e['input']}\n{e['output']}" for e in json.loads((data / "instruction-data.json").read_text())]
+parts += [line.split("\t", 1)[-1] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()]
+text = "\n\n".join(parts)
+Path(sys.argv[2]).write_text("\n\n".join([text] * 8), encoding="utf-8")
+print(f"corpus: {8 * len(text):,} characters")
+PY
+timeout 150 $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
+    --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0 --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
+# MFU of the run, from its summary and the same FLOP count and matmul peak as bench_speed
+$py - "$out/pretrain/summary.json" "$device" $pretrain_args <<'PY' 2>&1 | tee -a "$out/pretrain.log" || status=1
+import json, sys
+import torch
+sys.path.insert(0, "benchmarks")
+from bench_speed import matmul_peak_flops, train_flops_per_token
+path = sys.argv[1]
+s = json.load(open(path))
+cfg = s.get("config") or torch.load(s["checkpoint"], map_location="cpu", weights_only=True, mmap=True)["cfg"]
+device = torch.device(sys.argv[2])
+dtype = torch.bfloat16 if "--amp bf16" in " ".join(sys.argv[3:]) else torch.float32
+peak = matmul_peak_flops(device, dtype)
+flops = train_flops_per_token(cfg)
+s["mfu"] = s["tok_s"] * flops / peak if "tok_s" in s else None
+s["mfu_basis"] = f"{flops / 1e9:.3f} GFLOP/token, measured {str(dtype).removeprefix('torch.')} matmul peak {peak / 1e12:.1f} TFLOP/s"
+json.dump(s, open(path, "w"), indent=1)
+print(json.dumps({k: s.get(k) for k in ("steps", "tok_s", "mfu", "mfu_basis", "peak_memory_mib", "final_train_loss", "final_val_loss")}))
+PY
+cat "$out/pretrain/summary.json"; echo
+rm -f "$out/pretrain/"*.pt  # 1.5 GB: the summary and the log are what we keep
 
 echo "gpu_check: exit $status; results in $out"
 exit $status
