@@ -21,8 +21,8 @@ out=${1:-runs/gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
 py=${PYTHON:-python3}
-# DEVICE, EAGER_ARGS, COMPILED_ARGS and PRETRAIN_ARGS override the defaults (a dry run on a CPU:
-# see tests/test_benchmarks.py)
+# DEVICE, EAGER_ARGS, COMPILED_ARGS, PRETRAIN_ARGS and CORPUS_REPEAT override the defaults (a dry
+# run on a CPU: see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
 eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 2 --train-rounds 3 \
 --train book default fast fast-untied hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 --gen-rounds 2}
@@ -50,7 +50,7 @@ echo "== 3. helpers.pretrain at scale on $device"
 corpus="$out/corpus"
 mkdir -p "$corpus"
 # every course text joined, repeated: a few MB of varied text instead of one 20 kB story
-$py - "$COURSE_DATA_DIR" "$corpus/course_texts.txt" <<'PY'
+$py - "$COURSE_DATA_DIR" "$corpus/course_texts.txt" "${CORPUS_REPEAT:-8}" <<'PY'
 import json, sys
 from pathlib import Path
 data = Path(sys.argv[1])
@@ -58,10 +58,11 @@ parts = [(data / "the-verdict.txt").read_text(encoding="utf-8")]
 parts += [f"{e['instruction']}\n{e['input']}\n{e['output']}" for e in json.loads((data / "instruction-data.json").read_text())]
 parts += [line.split("\t", 1)[-1] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()]
 text = "\n\n".join(parts)
-Path(sys.argv[2]).write_text("\n\n".join([text] * 8), encoding="utf-8")
-print(f"corpus: {8 * len(text):,} characters")
+repeat = int(sys.argv[3])
+Path(sys.argv[2]).write_text("\n\n".join([text] * repeat), encoding="utf-8")
+print(f"corpus: {repeat * len(text):,} characters")
 PY
-timeout 150 $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
+timeout ${PRETRAIN_TIMEOUT:-150} $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
     --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0 --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
 # MFU of the run, from its summary and the same FLOP count and matmul peak as bench_speed
 $py - "$out/pretrain/summary.json" "$device" $pretrain_args <<'PY' 2>&1 | tee -a "$out/pretrain.log" || status=1
