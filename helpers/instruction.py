@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export instruction` and run `make export`.
 """
-__all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'custom_collate_fn', 'InstructionDataset', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'generate_model_scores']
+__all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'download_and_load_file', 'custom_collate_draft_1', 'custom_collate_draft_2', 'custom_collate_fn', 'InstructionDataset', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'score_responses', 'generate_model_scores', 'query_model', 'check_if_running', 'LoopbackOllama']
 
 
 # ---- ch07_instruction.ipynb, cell 11 ----
@@ -54,64 +54,9 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
 
-# ---- ch07_instruction.ipynb, cell 27 ----
-def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"):
-    """Pad a batch of token-ID lists to its longest sequence + 1; return (inputs, targets),
-    int64 tensors of shape (batch, longest) on `device`.
+# ---- ch07_instruction.ipynb, cell 53 ----
+import os
 
-    targets are the inputs shifted by one; the first pad token after each sequence stays a
-    target (the model learns to emit end-of-text), later pads become `ignore_index`. An item
-    given as `(token_ids, prompt_length)` also has the targets that are prompt tokens set to
-    `ignore_index`. With `allowed_max_length`, both tensors are cut to that many positions.
-    """
-    if not batch:
-        raise ValueError("empty batch")
-    items = [(list(item[0]), int(item[1])) if isinstance(item, tuple) else (list(item), 0) for item in batch]
-    longest = max(len(ids) for ids, _ in items) + 1
-    inputs, targets = [], []
-    for ids, prompt_length in items:
-        padded = torch.tensor(ids + [pad_token_id] * (longest - len(ids)), dtype=torch.int64)
-        target = padded[1:].clone()
-        target[len(ids):] = ignore_index
-        # target[i] is token i + 1, so the prompt's tokens 1 .. prompt_length - 1 sit at 0 .. prompt_length - 2
-        target[:max(prompt_length - 1, 0)] = ignore_index
-        inputs.append(padded[:-1])
-        targets.append(target)
-    inputs, targets = torch.stack(inputs), torch.stack(targets)
-    if allowed_max_length is not None:
-        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
-    return inputs.to(device), targets.to(device)
-
-
-# ---- ch07_instruction.ipynb, cell 30 ----
-class InstructionDataset(Dataset):
-    """Pre-tokenized instruction examples.
-
-    Item i is the token-ID list of `format_example(data[i])`, or, with `mask_prompt=True`,
-    the pair (token IDs, prompt length) that makes `custom_collate_fn` ignore the prompt in
-    the loss. `prompt_lengths[i]` is the number of tokens of `format_input(data[i])`.
-    """
-
-    def __init__(self, data, tokenizer, mask_prompt=False):
-        self.data = list(data)
-        self.mask_prompt = mask_prompt
-        self.encoded_texts, self.prompt_lengths = [], []
-        for entry in self.data:
-            prompt = tokenizer.encode(format_input(entry))
-            answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
-            self.encoded_texts.append(prompt + answer)
-            self.prompt_lengths.append(len(prompt))
-
-    def __getitem__(self, index):
-        if self.mask_prompt:
-            return self.encoded_texts[index], self.prompt_lengths[index]
-        return self.encoded_texts[index]
-
-    def __len__(self):
-        return len(self.data)
-
-
-# ---- ch07_instruction.ipynb, cell 49 ----
 from tqdm.auto import tqdm
 
 from helpers.generation import generate
@@ -142,6 +87,7 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
     return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
 
 
+# ---- ch07_instruction.ipynb, cell 55 ----
 def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
                        progress=True):
     """`generate_response` for every entry, with a progress bar; returns the list of answers."""
@@ -150,24 +96,135 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
 
 
 def save_responses(entries, responses, path, key="model_response"):
-    """Write one record per entry (its fields plus `key`: the response) as a JSON list."""
+    """Write one record per entry (its fields plus `key`: the response) as a JSON list; the file
+    is replaced atomically (temporary file, fsync, rename). Returns the path."""
     if len(entries) != len(responses):
-        raise ValueError(f"{len(entries)} entries but {len(responses)} responses")
+        raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = [{**entry, key: response} for entry, response in zip(entries, responses)]
-    path.write_text(json.dumps(records, indent=4), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=4)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return path
 
 
-# ---- ch07_instruction.ipynb, cell 56 ----
-import os
+# ---- ch07_instruction.ipynb, cell 100 ----
+from helpers.support.download import download_file
+
+
+def download_and_load_file(file_path, url):
+    """The JSON list in `file_path`, downloaded from `url` first when the file is missing (the
+    book's signature). The download goes to a temporary file that is renamed only when it is
+    complete (with retries), so an interrupted one never leaves a truncated file behind."""
+    path = Path(file_path)
+    if not path.exists():
+        download_file(url, path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it and run again to download it "
+                         f"anew from {url}") from None
+
+
+# ---- ch07_instruction.ipynb, cell 102 ----
+def _padded_rows(batch, pad_token_id):
+    """Each item plus one end-of-text, padded to the batch's longest + 1: an int64 tensor."""
+    if len(batch) == 0:
+        raise ValueError("batch is empty: a collate function needs at least one example")
+    longest = max(len(item) for item in batch) + 1
+    return torch.stack([torch.tensor(list(item) + [pad_token_id] * (longest - len(item)), dtype=torch.int64)
+                        for item in batch])
+
+
+def custom_collate_draft_1(batch, pad_token_id=50256, device="cpu"):
+    """The book's first draft: the padded inputs only, shape (batch, longest)."""
+    return _padded_rows(batch, pad_token_id)[:, :-1].to(device)
+
+
+def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
+    """The book's second draft: (inputs, targets), the targets shifted by one; every padding
+    position is still a target (`custom_collate_fn` ignores all but the first)."""
+    rows = _padded_rows(batch, pad_token_id)
+    return rows[:, :-1].to(device), rows[:, 1:].to(device)
+
+
+# ---- ch07_instruction.ipynb, cell 104 ----
+import numbers
+
+
+def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"):
+    """Pad a batch of token-ID lists to its longest sequence + 1; return (inputs, targets),
+    int64 tensors of shape (batch, longest) on `device`.
+
+    targets are the inputs shifted by one; the first pad token after each sequence stays a
+    target (the model learns to emit end-of-text), later pads become `ignore_index`. An item
+    given as `(token_ids, prompt_length)` also has the targets that are prompt tokens set to
+    `ignore_index`. With `allowed_max_length`, both tensors are cut to that many positions.
+    """
+    if len(batch) == 0:
+        raise ValueError("batch is empty: a collate function needs at least one example")
+    if allowed_max_length is not None and (isinstance(allowed_max_length, bool) or not isinstance(
+            allowed_max_length, numbers.Integral) or allowed_max_length < 1):
+        raise ValueError(f"allowed_max_length must be a positive number of tokens (the model's context "
+                         f"length, e.g. 1024) or None; got {allowed_max_length!r}")
+    items = [(list(item[0]), int(item[1])) if isinstance(item, tuple) else (list(item), 0) for item in batch]
+    longest = max(len(ids) for ids, _ in items) + 1
+    inputs, targets = [], []
+    for ids, prompt_length in items:
+        padded = torch.tensor(ids + [pad_token_id] * (longest - len(ids)), dtype=torch.int64)
+        target = padded[1:].clone()
+        target[len(ids):] = ignore_index
+        # target[i] is token i + 1, so the prompt's tokens 1 .. prompt_length - 1 sit at 0 .. prompt_length - 2
+        target[:max(prompt_length - 1, 0)] = ignore_index
+        inputs.append(padded[:-1])
+        targets.append(target)
+    inputs, targets = torch.stack(inputs), torch.stack(targets)
+    if allowed_max_length is not None:
+        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    return inputs.to(device), targets.to(device)
+
+
+# ---- ch07_instruction.ipynb, cell 107 ----
+class InstructionDataset(Dataset):
+    """Pre-tokenized instruction examples.
+
+    Item i is the token-ID list of `format_example(data[i])`, or, with `mask_prompt=True`,
+    the pair (token IDs, prompt length) that makes `custom_collate_fn` ignore the prompt in
+    the loss. `prompt_lengths[i]` is the number of tokens of `format_input(data[i])`.
+    """
+
+    def __init__(self, data, tokenizer, mask_prompt=False):
+        self.data = list(data)
+        self.mask_prompt = mask_prompt
+        self.encoded_texts, self.prompt_lengths = [], []
+        for entry in self.data:
+            prompt = tokenizer.encode(format_input(entry))
+            answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
+            self.encoded_texts.append(prompt + answer)
+            self.prompt_lengths.append(len(prompt))
+
+    def __getitem__(self, index):
+        if self.mask_prompt:
+            return self.encoded_texts[index], self.prompt_lengths[index]
+        return self.encoded_texts[index]
+
+    def __len__(self):
+        return len(self.data)
+
+
+# ---- ch07_instruction.ipynb, cell 111 ----
 import time
 import urllib.parse
 
 import requests
 
 OLLAMA_DEFAULT_PORT = 11434
+_HOST_HELP = ("write it like 'localhost:11434', 'http://[::1]:11434' or 'https://example.com/ollama' "
+              "(check the host argument or the OLLAMA_HOST environment variable)")
 
 
 class JudgeUnavailable(RuntimeError):
@@ -181,21 +238,40 @@ def ollama_base_url(host=None):
     As in Ollama's clients: no scheme means http with port 11434; an explicit http or https
     scheme without a port means 80 or 443; no host means 127.0.0.1. A bind-all address
     ("0.0.0.0", "::") is what a server listens on, not where a client can connect, so it
-    becomes the loopback address.
+    becomes the loopback address. Anything else (another scheme, a port that is not a number
+    from 1 to 65535, a host name with spaces or other odd characters) raises ValueError.
     """
     host = (os.environ.get("OLLAMA_HOST", "") if host is None else str(host)).strip()
     scheme, sep, rest = host.partition("://")
     if not sep:
         scheme, rest, port = "http", host, OLLAMA_DEFAULT_PORT
+    elif scheme.lower() in ("http", "https"):
+        scheme = scheme.lower()
+        port = {"http": 80, "https": 443}[scheme]
     else:
-        port = {"http": 80, "https": 443}.get(scheme.lower(), OLLAMA_DEFAULT_PORT)
-    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
-    hostname = parts.hostname or "127.0.0.1"
+        raise ValueError(f"Ollama host {host!r}: the scheme must be http:// or https:// (or none); {_HOST_HELP}")
+    try:
+        parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
+        hostname, explicit_port = parts.hostname or "127.0.0.1", parts.port
+    except ValueError as e:  # a port that is not a number in 0-65535, an unclosed bracket, ...
+        raise ValueError(f"Ollama host {host!r} is not host[:port] ({e}); {_HOST_HELP}") from None
+    if explicit_port == 0 or not re.fullmatch(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[\w.-]+)?", hostname):
+        raise ValueError(f"Ollama host {host!r} has no usable host name and port; {_HOST_HELP}")
     if hostname in ("0.0.0.0", "::"):
         hostname = "127.0.0.1"
     if ":" in hostname:  # IPv6 literals need brackets in a URL
         hostname = f"[{hostname}]"
-    return f"{scheme}://{hostname}:{parts.port or port}{parts.path.rstrip('/')}"
+    return f"{scheme}://{hostname}:{explicit_port or port}{parts.path.rstrip('/')}"
+
+
+# ---- ch07_instruction.ipynb, cell 113 ----
+def _clip(text, limit=200):
+    """`text` on one line, cut at a word boundary to at most `limit` characters (marked "...")."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut + " ..."
 
 
 def _same_model(a, b):
@@ -205,9 +281,9 @@ def _same_model(a, b):
 
 def _server_error(reply, model, base):
     try:
-        detail = reply.json().get("error", "")
+        detail = _clip(reply.json().get("error", ""))
     except ValueError:
-        detail = reply.text[:200]
+        detail = _clip(reply.text)
     if reply.status_code == 404 or "not found" in detail:
         return (f"The Ollama server at {base} has no model {model!r} ({detail or 'HTTP 404'}). "
                 f"Pull the model with `ollama pull {model}`.")
@@ -230,15 +306,16 @@ def ollama_status(host, model, timeout=5.0):
         return False, (f"No Ollama server answers at {base}. Start the server with `ollama serve` "
                        f"(install it from https://ollama.com), or set OLLAMA_HOST to where it runs.")
     except requests.RequestException as e:
-        return False, f"The request to {base} failed: {type(e).__name__}: {e}"
+        return False, f"The request to {base} failed: {type(e).__name__}: {_clip(e)}"
     except (ValueError, AttributeError) as e:  # not JSON, or not Ollama's JSON
-        return False, f"Something answers at {base}, but not like Ollama does ({type(e).__name__}: {e})."
+        return False, f"Something answers at {base}, but not like Ollama does ({type(e).__name__}: {_clip(e)})."
     if not any(_same_model(name, model) for name in listed):
         return False, (f"The Ollama server at {base} is running but does not have {model!r}. "
                        f"Pull the model with `ollama pull {model}`.")
     return True, f"Ollama at {base} is up and has {model}."
 
 
+# ---- ch07_instruction.ipynb, cell 115 ----
 def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0.0, num_ctx=2048,
                  timeout=120.0, stream=False):
     """Send one user message to Ollama's /api/chat and return the reply's text.
@@ -248,6 +325,8 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
     JudgeUnavailable, with what to do, when the server is down, lacks the model, fails, or takes
     longer than `timeout` seconds in all.
     """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, e.g. 120; got {timeout!r}")
     base = ollama_base_url(host)
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
                "options": {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}, "stream": stream}
@@ -267,7 +346,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
                     continue
                 chunk = json.loads(line)
                 if "error" in chunk:
-                    raise JudgeUnavailable(f"The Ollama server at {base} reported: {chunk['error']}")
+                    raise JudgeUnavailable(f"The Ollama server at {base} reported: {_clip(chunk['error'])}")
                 parts.append(chunk.get("message", {}).get("content", ""))
                 if chunk.get("done"):
                     return "".join(parts)
@@ -281,11 +360,13 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
         raise JudgeUnavailable(f"No Ollama server answers at {base}. Start the server with `ollama serve`, "
                                f"then pull the model with `ollama pull {model}`.") from None
     except requests.RequestException as e:  # e.g. the connection dropped in the middle of a reply
-        raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {e}") from None
+        raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {_clip(e)}") from None
     except (ValueError, KeyError, TypeError) as e:
-        raise JudgeUnavailable(f"The reply from {base} is not Ollama's chat format ({type(e).__name__}: {e}).") from None
+        raise JudgeUnavailable(f"The reply from {base} is not Ollama's chat format "
+                               f"({type(e).__name__}: {_clip(e)}).") from None
 
 
+# ---- ch07_instruction.ipynb, cell 117 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(100|10)(?![\d.])", re.IGNORECASE)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
@@ -317,6 +398,7 @@ def parse_score(text):
     return _on_scale(numbers[0]) if len(numbers) == 1 else None
 
 
+# ---- ch07_instruction.ipynb, cell 119 ----
 def judge_prompt(entry, response):
     """What the judge is asked about one answer."""
     return (f"You are grading how well a model followed an instruction.\n\n{format_input(entry)}"
@@ -325,19 +407,187 @@ def judge_prompt(entry, response):
             "Reply with the integer score only.")
 
 
-def generate_model_scores(entries, model_key="model_response", judge_model="llama3.1:8b", host=None,
-                          seed=123, timeout=120.0, progress=True):
-    """Ask the judge to score `entry[model_key]` for each entry; returns (scores, n_unparseable).
+def score_responses(entries, json_key="model_response", judge_model="llama3.1:8b", host=None, seed=123,
+                    timeout=120.0, progress=True):
+    """Ask the judge to score `entry[json_key]` for each entry; returns (scores, n_unparseable).
 
     scores holds the parsed 0-100 scores (replies without a clear score are left out and
     counted). Raises JudgeUnavailable when the judge cannot be reached or fails.
     """
+    for i, entry in enumerate(entries):
+        if json_key not in entry:
+            raise KeyError(f"entry {i} has no {json_key!r} field; pass the key the responses were saved "
+                           f"under (save_responses uses 'model_response')")
     scores, unparseable = [], 0
     for entry in tqdm(entries, desc="scoring", unit="entry", disable=not progress):
-        reply = query_ollama(judge_prompt(entry, entry[model_key]), judge_model, host, seed=seed, timeout=timeout)
+        reply = query_ollama(judge_prompt(entry, entry[json_key]), judge_model, host, seed=seed, timeout=timeout)
         score = parse_score(reply)
         if score is None:
             unparseable += 1
         else:
             scores.append(score)
     return scores, unparseable
+
+
+def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=123, timeout=120.0,
+                          progress=True):
+    """The book's signature and result: the list of 0-100 scores the judge `model` gave to
+    `entry[json_key]` (replies without a clear score are left out and counted in a printed
+    line; `score_responses` returns that count)."""
+    scores, unparseable = score_responses(json_data, json_key, model, host, seed, timeout, progress)
+    if unparseable:
+        print(f"{unparseable} of {len(json_data)} replies had no clear score and were left out")
+    return scores
+
+
+# ---- ch07_instruction.ipynb, cell 121 ----
+def query_model(prompt, model="llama3", url="http://localhost:11434/api/chat", seed=123, timeout=120.0):
+    """The book's signature: one chat request to Ollama at `url` (its /api/chat endpoint, or
+    just the server's address); returns the reply's text. Errors as in `query_ollama`."""
+    base = str(url).strip().rstrip("/")
+    if base.endswith("/api/chat"):
+        base = base[:-len("/api/chat")]
+    return query_ollama(prompt, model, base, seed=seed, timeout=timeout)
+
+
+def check_if_running(process_name):
+    """Whether a process whose name contains `process_name` (e.g. "ollama") runs on this machine.
+    Uses psutil when it is installed, else Linux's /proc; processes that end or deny access while
+    being listed are skipped."""
+    if not isinstance(process_name, str) or not process_name:
+        raise ValueError(f"process_name must be a non-empty string such as 'ollama'; got {process_name!r}")
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return any(process_name in (proc.info.get("name") or "") for proc in psutil.process_iter(["name"]))
+    if not Path("/proc").is_dir():
+        raise RuntimeError("check_if_running needs psutil on this system: pip install psutil")
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if process_name in comm.read_text().strip():
+                return True
+        except OSError:  # the process ended while we looked
+            continue
+    return False
+
+
+# ---- ch07_instruction.ipynb, cell 123 ----
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _LoopbackHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep notebook and test output clean
+        pass
+
+    def send_json(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_chunk(self, obj):  # one line of a chunked application/x-ndjson reply
+        data = (json.dumps(obj) + "\n").encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def do_GET(self):
+        fake = self.server.fake
+        if fake.status != 200:
+            return self.send_json(fake.status, {"error": "something broke"})
+        if self.path != "/api/tags":
+            return self.send_json(404, {"error": "404 page not found"})
+        self.send_json(200, {"models": [{"name": m, "model": m, "details": {"format": "gguf"}} for m in fake.models]})
+
+    def do_POST(self):
+        fake = self.server.fake
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        fake.requests.append(body)
+        if fake.status != 200:
+            return self.send_json(fake.status, {"error": "llama runner process has terminated"})
+        if self.path != "/api/chat":
+            return self.send_json(404, {"error": "404 page not found"})
+        if body.get("model") not in fake.models:
+            return self.send_json(404, {"error": f"model \"{body.get('model')}\" not found, try pulling it first"})
+        time.sleep(fake.delay)
+        stamp = {"model": body["model"], "created_at": "2024-08-01T12:00:00Z"}
+        reply = fake.next_reply()
+        if body.get("stream", True) is False:
+            return self.send_json(200, {**stamp, "message": {"role": "assistant", "content": reply},
+                                        "done_reason": "stop", "done": True})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        fake.stream_reply(self, stamp, reply)
+
+
+class _LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True  # a handler still sleeping must not keep anyone waiting
+
+    def handle_error(self, request, client_address):  # a client hanging up early is expected
+        pass
+
+
+# ---- ch07_instruction.ipynb, cell 125 ----
+class LoopbackOllama:
+    """A stand-in for an Ollama server, for demonstrations and tests: a real HTTP server on
+    127.0.0.1 (a free port) that answers GET /api/tags (listing `models`) and POST /api/chat
+    with the canned `replies` in turn. It is not a model: its replies say nothing about the
+    prompts. Unknown models get HTTP 404; a `status` other than 200 makes every request fail
+    with it; `delay` seconds pass before each chat reply; the JSON body of every chat request is
+    kept in `requests`. Use it as a context manager (or start() and close()); `host` is its
+    address as OLLAMA_HOST writes it, `chat_url` its /api/chat URL."""
+
+    def __init__(self, replies=("85",), models=("llama3.1:8b",), status=200, delay=0.0):
+        if isinstance(replies, str) or not replies:
+            raise ValueError(f"replies must be a list of at least one canned reply, e.g. ['85']; got {replies!r}")
+        self.replies, self.models, self.status, self.delay = list(replies), list(models), status, delay
+        self.requests, self._turn, self._server = [], 0, None
+
+    def next_reply(self):
+        reply = self.replies[self._turn % len(self.replies)]
+        self._turn += 1
+        return reply
+
+    def stream_reply(self, handler, stamp, reply):
+        """Send `reply` a few characters per line, as tokens arrive, then the final line."""
+        for i in range(0, len(reply), 3):
+            handler.send_chunk({**stamp, "message": {"role": "assistant", "content": reply[i:i + 3]}, "done": False})
+        handler.send_chunk({**stamp, "message": {"role": "assistant", "content": ""}, "done_reason": "stop",
+                            "done": True})
+        handler.wfile.write(b"0\r\n\r\n")
+
+    def start(self):
+        self._server = _LoopbackServer(("127.0.0.1", 0), _LoopbackHandler)
+        self._server.fake = self
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def close(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def host(self):
+        if self._server is None:
+            raise RuntimeError("the loopback server is not running: call start() or use it in a with block")
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def chat_url(self):
+        return f"http://{self.host}/api/chat"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()

@@ -120,6 +120,137 @@ def test_custom_pad_and_ignore_values():
     assert targets.tolist() == [[2, 0], [0, -1]]
 
 
+@pytest.mark.parametrize("bad", [0, -1, -5, 2.5, True, "8"])
+def test_allowed_max_length_must_be_a_positive_integer(bad):
+    # 0 used to give empty tensors and -1 to cut the last position silently
+    with pytest.raises(ValueError, match="allowed_max_length"):
+        custom_collate_fn(TOY, allowed_max_length=bad)
+
+
+@pytest.mark.parametrize("collate", [custom_collate_fn, ins.custom_collate_draft_1, ins.custom_collate_draft_2])
+def test_collate_refuses_an_empty_batch(collate):
+    with pytest.raises(ValueError, match="empty"):
+        collate([])
+
+
+def test_collate_draft_1_pads_the_inputs_only():
+    # the specification written out by hand: one end-of-text per example, padded to the longest + 1,
+    # the last position dropped
+    inputs = ins.custom_collate_draft_1(TOY)
+    assert inputs.tolist() == [[0, 1, 2, 3, 4], [5, 6, PAD, PAD, PAD], [7, 8, 9, PAD, PAD]]
+    assert inputs.dtype == torch.int64
+    assert ins.custom_collate_draft_1(TOY, pad_token_id=0, device="meta").device.type == "meta"
+    assert ins.custom_collate_draft_1([[4, 5]], pad_token_id=9).tolist() == [[4, 5]]
+
+
+def test_collate_draft_2_shifts_but_masks_nothing():
+    inputs, targets = ins.custom_collate_draft_2(TOY)
+    assert inputs.tolist() == [[0, 1, 2, 3, 4], [5, 6, PAD, PAD, PAD], [7, 8, 9, PAD, PAD]]
+    assert targets.tolist() == [[1, 2, 3, 4, PAD], [6, PAD, PAD, PAD, PAD], [8, 9, PAD, PAD, PAD]]
+    # custom_collate_fn differs from draft 2 exactly where draft 2 has a pad after the first one
+    _, masked = custom_collate_fn(TOY)
+    differs = (masked != targets)
+    assert torch.equal(differs, masked == IGNORE)
+
+
+def test_collate_fn_on_a_real_batch_agrees_with_cross_entropys_ignore_index(data, tokenizer):
+    # the loss over a collated batch equals the loss over each example's own (unpadded) targets
+    items = [tokenizer.encode(format_example(e)) for e in data[:3]]
+    inputs, targets = custom_collate_fn(items)
+    torch.manual_seed(0)
+    logits = torch.randn(*inputs.shape, 50257)
+    batch_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+    by_hand = 0.0
+    for row, ids in enumerate(items):
+        wanted = torch.tensor(ids[1:] + [PAD])  # the shifted text plus one end-of-text
+        by_hand += torch.nn.functional.cross_entropy(logits[row, :len(ids)], wanted, reduction="sum")
+    assert torch.isclose(batch_loss, by_hand, rtol=1e-5)
+
+
+# ---- download_and_load_file ------------------------------------------------------------------
+
+@pytest.fixture
+def json_server():
+    """A loopback HTTP server that serves one body at /data.json and counts the requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    state = {"body": b'[{"instruction": "a", "input": "", "output": "b"}]', "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            state["hits"] += 1
+            self.send_response(200 if self.path == "/data.json" else 404)
+            body = state["body"] if self.path == "/data.json" else b"missing"
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/data.json"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_and_load_file_downloads_once_then_reads_the_file(tmp_path, json_server):
+    path = tmp_path / "instruction-data.json"
+    assert ins.download_and_load_file(str(path), json_server["url"]) == [{"instruction": "a", "input": "", "output": "b"}]
+    assert path.exists() and json_server["hits"] == 1
+    assert not list(tmp_path.glob("*.part")), "the temporary download file was left behind"
+    json_server["body"] = b"[]"  # a second call must read the file, not download again
+    assert len(ins.download_and_load_file(path, json_server["url"])) == 1
+    assert json_server["hits"] == 1
+
+
+def test_download_and_load_file_reads_the_course_file_offline(data_dir):
+    entries = ins.download_and_load_file(data_dir / "instruction-data.json", "http://127.0.0.1:1/unreachable")
+    assert len(entries) == 1100 and set(entries[0]) == {"instruction", "input", "output"}
+
+
+def test_download_and_load_file_names_a_broken_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"instruction": ', encoding="utf-8")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        ins.download_and_load_file(path, "http://127.0.0.1:1/unreachable")
+
+
+def test_book_names_exist_with_compatible_signatures():
+    # llms_from_scratch 1.0.19, llms_from_scratch/ch07.py: every public name with its parameters and
+    # defaults, written out from the book's package; ours may add keyword parameters after them
+    import inspect
+    book = {
+        "download_and_load_file": [("file_path", None), ("url", None)],
+        "format_input": [("entry", None)],
+        "InstructionDataset": [("data", None), ("tokenizer", None)],
+        "custom_collate_draft_1": [("batch", None), ("pad_token_id", 50256), ("device", "cpu")],
+        "custom_collate_draft_2": [("batch", None), ("pad_token_id", 50256), ("device", "cpu")],
+        "custom_collate_fn": [("batch", None), ("pad_token_id", 50256), ("ignore_index", -100),
+                              ("allowed_max_length", None), ("device", "cpu")],
+        "check_if_running": [("process_name", None)],
+        "query_model": [("prompt", None), ("model", "llama3"), ("url", "http://localhost:11434/api/chat")],
+        "generate_model_scores": [("json_data", None), ("json_key", None), ("model", "llama3")],
+    }
+    for name, params in book.items():
+        ours = list(inspect.signature(getattr(ins, name)).parameters.values())
+        assert [(p.name, None if p.default is inspect.Parameter.empty else p.default)
+                for p in ours[:len(params)]] == params, name
+        assert all(p.default is not inspect.Parameter.empty for p in ours[len(params):]), name
+
+
+def test_save_responses_replaces_the_file_atomically(tmp_path):
+    import json
+    path = tmp_path / "r.json"
+    path.write_text("old", encoding="utf-8")
+    ins.save_responses([WITH_INPUT], ["a"], path)
+    assert json.loads(path.read_text())[0]["model_response"] == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"], "a temporary file was left behind"
+
+
 # ---- data set and prompt masking -------------------------------------------------------------
 
 def test_dataset_tokenizes_each_example_like_the_tokenizer_does(data, tokenizer):

@@ -1,120 +1,45 @@
 """The judge client against a real HTTP server on loopback that speaks Ollama's REST API.
 
-The fake server answers GET /api/tags and POST /api/chat the way Ollama does: a single JSON
+The server is the exported `helpers.instruction.LoopbackOllama` (the notebook shows it too). It
+answers GET /api/tags and POST /api/chat the way Ollama does: a single JSON
 object when the request says "stream": false, otherwise chunked application/x-ndjson lines,
 each {"message": {"content": ...}, "done": false}, then a final line with "done": true.
 Unknown models get 404 {"error": "model ... not found"}; failures can be switched on per test.
 """
 import contextlib
-import json
+import os
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
 
 import pytest
+import requests
 
-from helpers.instruction import (JudgeUnavailable, generate_model_scores, judge_prompt, ollama_base_url,
-                                 ollama_status, parse_score, query_ollama)
+from helpers.instruction import (JudgeUnavailable, LoopbackOllama, check_if_running, generate_model_scores,
+                                 judge_prompt, ollama_base_url, ollama_status, parse_score, query_model,
+                                 query_ollama, score_responses)
 
 MODEL = "llama3.1:8b"
 ENTRY = {"instruction": "Name the capital of France.", "input": "", "output": "Paris.", "model_response": "Paris"}
 
 
-class FakeOllama:
-    def __init__(self):
-        self.models = [MODEL]
-        self.replies = ["85"]    # chat replies, used in turn (cycling)
-        self.status = 200        # anything else: every request fails with it
-        self.delay = 0.0         # seconds before answering a chat request
-        self.trickle = None      # seconds between streamed chunks of a reply that never ends
-        self.requests = []       # the JSON bodies of chat requests
-        self._turn = 0
+class TricklingOllama(LoopbackOllama):
+    """The exported loopback server, plus one failure the tests need: with `trickle` set, a
+    streamed reply keeps coming, one chunk every `trickle` seconds, and never finishes."""
+    trickle = None
 
-    def next_reply(self):
-        reply = self.replies[self._turn % len(self.replies)]
-        self._turn += 1
-        return reply
-
-
-def _handler(fake):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):  # keep test output clean
-            pass
-
-        def _json(self, status, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _chunk(self, obj):
-            data = (json.dumps(obj) + "\n").encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-        def do_GET(self):
-            if fake.status != 200:
-                return self._json(fake.status, {"error": "something broke"})
-            if self.path != "/api/tags":
-                return self._json(404, {"error": "404 page not found"})
-            self._json(200, {"models": [{"name": m, "model": m, "size": 4920753328,
-                                         "details": {"format": "gguf", "family": "llama"}} for m in fake.models]})
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            fake.requests.append(body)
-            if fake.status != 200:
-                return self._json(fake.status, {"error": "llama runner process has terminated"})
-            if self.path != "/api/chat":
-                return self._json(404, {"error": "404 page not found"})
-            if body["model"] not in fake.models:
-                return self._json(404, {"error": f"model \"{body['model']}\" not found, try pulling it first"})
-            time.sleep(fake.delay)
-            reply = fake.next_reply()
-            stamp = {"model": body["model"], "created_at": "2024-08-01T12:00:00.000000Z"}
-            if body.get("stream", True) is False:
-                return self._json(200, {**stamp, "message": {"role": "assistant", "content": reply},
-                                        "done_reason": "stop", "done": True, "total_duration": 123456})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            if fake.trickle is not None:  # a reply that keeps coming, slowly, and never finishes
-                for _ in range(100):  # 20 s at 0.2 s per chunk
-                    self._chunk({**stamp, "message": {"role": "assistant", "content": "."}, "done": False})
-                    time.sleep(fake.trickle)
-                return
-            for i in range(0, len(reply), 3):  # a few characters per line, as tokens arrive
-                self._chunk({**stamp, "message": {"role": "assistant", "content": reply[i:i + 3]}, "done": False})
-            self._chunk({**stamp, "message": {"role": "assistant", "content": ""}, "done_reason": "stop",
-                         "done": True, "total_duration": 123456})
-            self.wfile.write(b"0\r\n\r\n")
-
-    return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a handler still sleeping must not keep the test waiting
-
-    def handle_error(self, request, client_address):  # the client hanging up early is expected
-        pass
+    def stream_reply(self, handler, stamp, reply):
+        if self.trickle is None:
+            return super().stream_reply(handler, stamp, reply)
+        for _ in range(100):  # 20 s at 0.2 s per chunk
+            handler.send_chunk({**stamp, "message": {"role": "assistant", "content": "."}, "done": False})
+            time.sleep(self.trickle)
 
 
 @pytest.fixture
 def ollama():
-    fake = FakeOllama()
-    server = _Server(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.host = f"127.0.0.1:{server.server_address[1]}"  # OLLAMA_HOST style: no scheme
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with TricklingOllama(replies=["85"], models=[MODEL]) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -206,8 +131,8 @@ def test_replies_parse_to_the_score(ollama, stream, reply):
 def test_scores_skip_and_count_junk(ollama):
     ollama.replies = ["85", "I am not sure what you mean.", "Score: 70/100", "150"]
     entries = [dict(ENTRY, model_response=f"answer {i}") for i in range(4)]
-    scores, unparseable = generate_model_scores(entries, "model_response", MODEL, ollama.host, seed=3,
-                                                timeout=10, progress=False)
+    scores, unparseable = score_responses(entries, "model_response", MODEL, ollama.host, seed=3,
+                                          timeout=10, progress=False)
     assert scores == [85, 70] and unparseable == 2
     assert [r["options"]["seed"] for r in ollama.requests] == [3] * 4
     assert "answer 2" in ollama.requests[2]["messages"][0]["content"]
@@ -231,7 +156,9 @@ def test_server_down(closed_port):
     with fails_fast(), pytest.raises(JudgeUnavailable, match="ollama serve"):
         query_ollama("x", MODEL, host, timeout=2)
     with fails_fast(), pytest.raises(JudgeUnavailable, match="ollama serve"):
-        generate_model_scores([ENTRY], judge_model=MODEL, host=host, timeout=2, progress=False)
+        score_responses([ENTRY], judge_model=MODEL, host=host, timeout=2, progress=False)
+    with fails_fast(), pytest.raises(JudgeUnavailable, match="ollama serve"):
+        query_model("x", MODEL, f"http://{host}/api/chat", timeout=2)
 
 
 def test_model_not_pulled(ollama):
@@ -271,3 +198,113 @@ def test_status_of_a_server_that_does_not_answer_in_time():
         with fails_fast(5.0):
             ok, message = ollama_status(f"127.0.0.1:{listener.getsockname()[1]}", MODEL, timeout=0.5)
     assert not ok and "did not answer within 0.5 s" in message
+
+
+# ---- malformed hosts: a clear error, not a garbage URL ---------------------------------------
+
+@pytest.mark.parametrize("host", [
+    "ht!tp://::::",               # not a scheme, and no host or port in what follows
+    "ftp://localhost:11434",      # a scheme Ollama does not speak
+    "http://::::",                # colons only: no host, no port
+    "localhost:abc",              # a port that is not a number
+    "http://[::1]:99999",         # a port out of range
+    "localhost:0",                # port 0 is not somewhere to connect to
+    "exa mple.com:11434",         # a space in the host name
+    "http://[::1",                # an unclosed IPv6 bracket
+])
+def test_ollama_base_url_refuses_malformed_hosts(host):
+    with pytest.raises(ValueError, match="OLLAMA_HOST") as err:
+        ollama_base_url(host)
+    assert repr(host) in str(err.value)  # the message quotes what it refused
+
+
+def test_malformed_ollama_host_in_the_environment_is_named(monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "ht!tp://::::")
+    with pytest.raises(ValueError, match="scheme"):
+        ollama_base_url()
+
+
+# ---- the book's names: query_model, generate_model_scores, check_if_running ------------------
+
+@pytest.mark.parametrize("url_form", ["{base}/api/chat", "{base}/api/chat/", "{base}"])
+def test_query_model_takes_the_books_url(ollama, url_form):
+    ollama.models = ["llama3"]
+    ollama.replies = ["Llamas eat grass."]
+    url = url_form.format(base=f"http://{ollama.host}")
+    assert query_model("What do llamas eat?", "llama3", url) == "Llamas eat grass."
+    request = ollama.requests[-1]
+    assert request["model"] == "llama3"
+    assert request["messages"] == [{"role": "user", "content": "What do llamas eat?"}]
+    assert request["options"]["temperature"] == 0 and request["options"]["seed"] == 123
+
+
+def test_generate_model_scores_returns_the_list_of_scores_as_the_book(ollama, capsys):
+    ollama.models = ["llama3"]
+    ollama.replies = ["85", "no idea", "**Score:** 100/100"]
+    entries = [dict(ENTRY, resp=f"answer {i}") for i in range(3)]
+    scores = generate_model_scores(entries, "resp", "llama3", host=ollama.host, progress=False)
+    assert scores == [85, 100]  # a list, not (scores, count); the unreadable reply is left out ...
+    assert "1 of 3 replies had no clear score" in capsys.readouterr().out  # ... and said so
+    assert "answer 2" in ollama.requests[2]["messages"][0]["content"]
+
+
+def test_scoring_names_a_missing_key(ollama):
+    with pytest.raises(KeyError, match="'model_response'"):
+        score_responses([{"instruction": "x", "input": "", "output": "y"}], host=ollama.host, progress=False)
+    assert ollama.requests == []  # refused before any request
+
+
+def test_timeout_must_be_positive(ollama):
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="timeout"):
+            query_ollama("x", MODEL, ollama.host, timeout=bad)
+
+
+def test_check_if_running_finds_this_process():
+    psutil = pytest.importorskip("psutil")
+    own_name = psutil.Process(os.getpid()).name()  # e.g. "python3.11"
+    assert check_if_running(own_name)
+    assert check_if_running(own_name[:4])  # a part of the name is enough, as in the book
+    assert not check_if_running(f"no-such-process-{uuid.uuid4().hex}")
+
+
+def test_check_if_running_without_psutil_reads_proc(monkeypatch):
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs Linux's /proc")
+    own_name = open(f"/proc/{os.getpid()}/comm").read().strip()
+    monkeypatch.setitem(__import__("sys").modules, "psutil", None)  # import psutil now fails
+    assert check_if_running(own_name)
+    assert not check_if_running(f"no-such-process-{uuid.uuid4().hex}")
+
+
+@pytest.mark.parametrize("bad", ["", None, 3])
+def test_check_if_running_refuses_a_bad_name(bad):
+    with pytest.raises(ValueError, match="process_name"):
+        check_if_running(bad)
+
+
+# ---- the loopback server itself --------------------------------------------------------------
+
+def test_loopback_server_speaks_ollamas_api_to_a_plain_http_client():
+    with LoopbackOllama(replies=["first", "second"], models=["llama3:latest"]) as fake:
+        base = f"http://{fake.host}"
+        tags = requests.get(f"{base}/api/tags", timeout=5).json()
+        assert [m["name"] for m in tags["models"]] == ["llama3:latest"]
+        chat = {"model": "llama3:latest", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        one = requests.post(fake.chat_url, json=chat, timeout=5).json()
+        assert one["message"] == {"role": "assistant", "content": "first"} and one["done"] is True
+        lines = requests.post(fake.chat_url, json={**chat, "stream": True}, timeout=5).text.splitlines()
+        import json
+        chunks = [json.loads(line) for line in lines if line.strip()]
+        assert "".join(c["message"]["content"] for c in chunks) == "second"
+        assert chunks[-1]["done"] is True and not any(c["done"] for c in chunks[:-1])
+        missing = requests.post(fake.chat_url, json={**chat, "model": "mistral"}, timeout=5)
+        assert missing.status_code == 404 and "not found" in missing.json()["error"]
+    with pytest.raises(RuntimeError, match="not running"):
+        fake.host
+
+
+@pytest.mark.parametrize("bad", [[], "85"])
+def test_loopback_server_needs_a_list_of_replies(bad):
+    with pytest.raises(ValueError, match="replies"):
+        LoopbackOllama(replies=bad)

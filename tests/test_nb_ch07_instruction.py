@@ -38,7 +38,7 @@ def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
     assert m["max_example_tokens"] == max(len(tokenizer.encode(_formatted(e))) for e in data)
 
     # finetuning lowered the loss, from the pretrained (stand-in) model's starting point
-    assert m["weights_source"] == "standin"  # smoke mode never downloads
+    assert m["weights"] == "standin"  # smoke mode never downloads (one vocabulary: "openai" / "standin")
     assert len(m["train_losses"]) == len(m["val_losses"]) == len(m["tokens_seen"]) >= 2
     assert m["train_losses"][-1] < m["train_losses"][0] - 0.2
     assert m["train_losses"][-1] < m["initial_train_loss"]
@@ -71,3 +71,10 @@ def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
     assert "ollama serve" in m["judge_message"]
     assert m["judge_average"] is None and m["judge_scores"] == []
     assert m["this_run_score"] == "not run: no Ollama"
+
+    # the run report's headline: the final validation loss and the judge's status, the book's figures beside
+    assert m["headline"]["final validation loss"] == round(m["val_losses"][-1], 3)
+    assert m["headline"]["judge score"] == "not run: no Ollama"
+    assert m["headline"]["weights"] == "standin"
+    assert m["book"]["final validation loss"] == 0.657 and "50" in m["book"]["judge score"]
+    assert set(m["book"]) == set(m["headline"])
