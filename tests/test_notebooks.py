@@ -258,3 +258,15 @@ def test_metrics_headline_is_checked_where_it_is_logged(tmp_path):
     with pytest.raises(ValueError, match="headline\\['loss'\\] = \\[1, 2\\]"):
         m.log(headline={"loss": [1, 2]})
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_runner_user_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    nb = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")
+    for args, words in [([str(tmp_path / "missing.ipynb")], "no such notebook: "),
+                        (["--cell-timeout", "0", str(nb)], "--cell-timeout must be at least 1"),
+                        (["--out", str(tmp_path / "file" / "runs"), str(nb)], "is not writable")]:
+        with pytest.raises(SystemExit) as info:
+            run_course.main(["--mode", "smoke", *args])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and words in err and "Traceback" not in err, err

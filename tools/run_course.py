@@ -421,11 +421,19 @@ def main(argv=None) -> int:
         parser.error(f"no such notebook: {', '.join(missing)}")
 
     mode = resolve_mode(args.mode)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        parser.error(f"--device {args.device}: {e}")
     notebooks = [Path(n) for n in args.notebooks] or sorted(ROOT.glob("ch[0-9][0-9]_*.ipynb"))
     notebooks = [n if n.is_absolute() else (Path.cwd() / n) for n in notebooks]
     out_dir = (args.out or ROOT / "runs" / mode).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write-test").write_text("")  # now, not after hours of notebooks
+        (out_dir / ".write-test").unlink()
+    except OSError as e:
+        parser.error(f"--out {out_dir} is not writable ({e.strerror}); choose another folder")
     print(f"Running {len(notebooks)} notebook(s) in {mode} mode on {device} -> {out_dir}")
 
     results, interrupted = [], False
