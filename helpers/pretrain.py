@@ -72,6 +72,7 @@ import argparse
 import ctypes
 import csv
 import errno
+import gc
 import json
 import math
 import os
@@ -635,7 +636,8 @@ class Run:
     * set-up (`__init__`): the output folder's rules, the checkpoint to resume (`_resume_state`),
       the data (`_datasets`), the model and optimizer (`_model`), the checkpoint's weights and
       position (`_resume`), the log (`_open_log`). Everything is checked before the first step.
-    * `train()`: the loop; `train_step()` is one optimizer step, `save()` one checkpoint.
+    * `train()`: the loop; `step_evaluate_log_save()` is what each step does, `train_step()` the
+      optimizer step itself, `save()` one checkpoint.
     * `finish()`: summary.json and the last line.
     """
 
@@ -848,25 +850,25 @@ class Run:
         return bool(a.save_minutes) and time.monotonic() - self.last_save_time >= 60 * a.save_minutes
 
     def train(self) -> dict:
+        """The loop over epochs and steps; the checkpoint is written at the end (or when stopped)."""
         from tqdm.auto import tqdm
 
-        a, cfg, rank = self.args, self.cfg, self.rank
+        a, cfg = self.args, self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
-        if rank == 0:
+        if self.rank == 0:
             print(f"{a.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
                   f"{cfg['context_length']}; {len(self.train_set)} training windows; {self.world} process(es) on "
                   f"{self.device}; global batch {self.global_batch} = {a.batch_size} x {self.world} x {a.grad_accum}; "
                   f"{self.steps_per_epoch} steps per epoch, {self.total_steps} in all"
                   + (f", resuming at step {self.step}" if self.step else ""))
         # Only rank 0 shows a bar; elsewhere tqdm's own default (and TQDM_DISABLE) decides.
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="pretrain", unit="step",
-                   **({"disable": True} if rank else {}))
-        start_step, t_start, self.train_loss, self.val_loss = self.step, time.perf_counter(), None, None
+        self.bar = tqdm(total=self.total_steps, initial=self.step, desc="pretrain", unit="step",
+                        **({"disable": True} if self.rank else {}))
+        start_step, self.t_start, self.train_loss, self.val_loss = self.step, time.perf_counter(), None, None
         self.step_seconds, self.stopped_by, self.lr = [], None, a.lr
-        tokens_per_step = self.global_batch * cfg["context_length"]
         self.model.train()
         try:
-            with bar, stop_signals() as stop:
+            with self.bar, stop_signals() as stop:
                 while self.step < self.total_steps and self.stopped_by is None:
                     self.sampler.set_epoch(self.epoch)
                     batches = iter(self.loader)
@@ -876,32 +878,7 @@ class Run:
                         if a.stop_after is not None and self.step - start_step >= a.stop_after:
                             self.stopped_by = "--stop-after"
                             break
-                        t0 = time.perf_counter()
-                        self.lr = learning_rate(self.step, a, self.total_steps)
-                        self.train_loss = self.train_step(batches, self.lr)  # .item() inside: the step has finished
-                        self.step_seconds.append(time.perf_counter() - t0)
-                        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
-                        self.tokens_seen += tokens_per_step
-                        if not math.isfinite(self.train_loss):
-                            raise self.diverged(f"the training loss is {self.train_loss}")
-                        evaluate_now = self.val_set is not None and (
-                            self.step == self.total_steps or (a.eval_every and self.step % a.eval_every == 0))
-                        self.val_loss = (evaluate(self.model, self.val_set, a, self.device, rank, self.world,
-                                                  self.autocast) if evaluate_now else None)
-                        if rank == 0:
-                            self.log.write({"step": self.step, "epoch": self.epoch, "tokens": self.tokens_seen,
-                                            "lr": self.lr, "train_loss": self.train_loss, "val_loss": self.val_loss,
-                                            "tok_s": tokens_per_step / self.step_seconds[-1],
-                                            "elapsed_s": time.perf_counter() - t_start})
-                            bar.set_postfix(loss=f"{self.train_loss:.3f}", lr=f"{self.lr:.2e}",
-                                            **({"val": f"{self.val_loss:.3f}"} if self.val_loss is not None else {}))
-                            bar.update(1)
-                        # every process saves and stops after the same step: they agree first
-                        stop_now, save_now = sum_over_processes(
-                            [float(stop.signal is not None), float(self._save_due())], self.device, self.world)
-                        if evaluate_now or save_now > 0:
-                            self.save()
-                        if stop_now > 0:
+                        if self.step_evaluate_log_save(batches, stop):
                             self.stopped_by = "Ctrl-C" if (stop.signal or "SIGINT") == "SIGINT" else stop.signal
                             break
                     if self.step_in_epoch >= self.steps_per_epoch:
@@ -911,7 +888,40 @@ class Run:
         finally:
             if self.log is not None:
                 self.log.discard()  # a staged log never committed: the old one stays
+            self.train_model = None  # the DDP wrapper goes now, not with an exception's traceback (see main)
         return self.finish(n_params)
+
+    def step_evaluate_log_save(self, batches, stop) -> bool:
+        """One step, then what follows it: the finite check, an evaluation when due, the log row,
+        a save when due. Returns whether a signal asks to stop (all processes agree)."""
+        a, rank = self.args, self.rank
+        tokens_per_step = self.global_batch * self.cfg["context_length"]
+        t0 = time.perf_counter()
+        self.lr = learning_rate(self.step, a, self.total_steps)
+        self.train_loss = self.train_step(batches, self.lr)  # .item() inside: the step has finished
+        self.step_seconds.append(time.perf_counter() - t0)
+        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+        self.tokens_seen += tokens_per_step
+        if not math.isfinite(self.train_loss):
+            raise self.diverged(f"the training loss is {self.train_loss}")
+        evaluate_now = self.val_set is not None and (
+            self.step == self.total_steps or (a.eval_every and self.step % a.eval_every == 0))
+        self.val_loss = (evaluate(self.model, self.val_set, a, self.device, rank, self.world, self.autocast)
+                         if evaluate_now else None)
+        if rank == 0:
+            self.log.write({"step": self.step, "epoch": self.epoch, "tokens": self.tokens_seen, "lr": self.lr,
+                            "train_loss": self.train_loss, "val_loss": self.val_loss,
+                            "tok_s": tokens_per_step / self.step_seconds[-1],
+                            "elapsed_s": time.perf_counter() - self.t_start})
+            self.bar.set_postfix(loss=f"{self.train_loss:.3f}", lr=f"{self.lr:.2e}",
+                                 **({"val": f"{self.val_loss:.3f}"} if self.val_loss is not None else {}))
+            self.bar.update(1)
+        # every process saves and stops after the same step: they agree first
+        stop_now, save_now = sum_over_processes([float(stop.signal is not None), float(self._save_due())],
+                                                self.device, self.world)
+        if evaluate_now or save_now > 0:
+            self.save()
+        return stop_now > 0
 
     def finish(self, n_params: int) -> dict:
         steps = self.step_seconds
@@ -962,11 +972,21 @@ def main(argv=None) -> dict:
     rank, world, device = setup_distributed(args.device)
     if device.type == "cpu" and world == 1 and not args.system_malloc:
         keep_large_tensors_on_the_heap()
+    run = None
     try:
         with output_folder(args) if rank == 0 else nullcontext():
-            return Run(args, rank, world, device).train()
+            run = Run(args, rank, world, device)
+            summary = run.train()
+        if world > 1:
+            dist.barrier()  # no process tears its connections down while another still saves or logs
+        return summary
     finally:
         if world > 1:
+            # The DDP wrapper holds the process group inside reference cycles; left to the garbage
+            # collector, gloo's threads could be destroyed during interpreter shutdown (an abort:
+            # "terminate called without an active exception"). Free it while the group is alive.
+            run = None
+            gc.collect()
             dist.destroy_process_group()
 
 
