@@ -485,3 +485,17 @@ def test_sigterm_saves_like_ctrl_c_and_saves_happen_by_time(text_file, tmp_path)
     done = read_log(out / "log.jsonl")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done[-1]["step"] == len(done)
     assert json.loads((out / "summary.json").read_text())["stopped_by"] == "SIGTERM"
+
+
+def test_heap_setting_only_in_a_single_process(monkeypatch, tmp_path):
+    """The glibc heap setting is for one CPU process; under torchrun gloo's threads keep glibc's defaults."""
+    import helpers.pretrain as pretrain
+    calls = []
+    monkeypatch.setattr(pretrain, "keep_large_tensors_on_the_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(pretrain, "Run", lambda *a: (_ for _ in ()).throw(DataError("stop here")))
+    monkeypatch.setattr(pretrain.dist, "destroy_process_group", lambda: None)
+    for world, expected in [(2, []), (1, [1])]:
+        monkeypatch.setattr(pretrain, "setup_distributed", lambda device, w=world: (0, w, torch.device("cpu")))
+        with pytest.raises(DataError, match="stop here"):
+            main(["--data", "x.txt", "--out", str(tmp_path / f"o{world}"), "--device", "cpu"])
+        assert calls == expected, world
