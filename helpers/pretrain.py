@@ -32,11 +32,32 @@ belongs to the model class that wrote it, so --model must match when resuming.
 Dropout masks are seeded from (--seed, step, rank), so an interrupted and resumed run repeats
 the uninterrupted one exactly on the same machine and number of processes.
 
-Ctrl-C (SIGINT) lets the current optimizer step finish, writes the checkpoint and exits; a
-second Ctrl-C while that happens is ignored, so the checkpoint is never half-updated. Under
-torchrun every process stops after the same step (the processes agree before stopping).
+What the script guarantees about its output folder (nothing lost, nothing silently wrong):
 
-On the CPU (Linux) large tensors are kept on the heap between steps instead of being handed
+* Saves: OUT/checkpoint.pt is written every --save-minutes (default 10) and --save-every steps,
+  at each evaluation and at the end. A save goes to a uniquely named temporary file that is
+  fsync'ed and then renamed over the old checkpoint, so a crash, a kill or a full disk while
+  saving leaves the previous checkpoint whole (and no temporary file behind).
+* Last good checkpoint: a step whose loss is NaN or infinite, or weights that are no longer
+  finite at a save, stop the run with an error (exit code 3) before anything is saved, so the
+  checkpoint on disk is the last good one. --resume refuses a checkpoint with non-finite
+  weights.
+* Signals: Ctrl-C (SIGINT) and SIGTERM (what schedulers and `kill` send) let the current
+  optimizer step finish, write the checkpoint and exit (codes 130 and 143); a second signal
+  while that happens is ignored, so the checkpoint is never half-updated. Under torchrun every
+  process stops after the same step (the processes agree before stopping).
+* Before the first step: every option is checked (a clear error naming it, exit code 2), the
+  data is read and tokenized, --out and the log are checked to be writable, and the folder is
+  locked (OUT/.pretrain.lock): a second run on the same --out fails at once, naming the PID of
+  the first.
+* Nothing of an earlier run is deleted before the new run's first save: --overwrite (or a log
+  left by a run that saved nothing) writes the new log beside the old one and replaces it at
+  the first save. --resume continues in the checkpoint's own folder (another --out must not
+  hold a checkpoint, unless --overwrite), cuts the log back to the checkpoint's step (rows of
+  steps that were never saved are repeated, not duplicated), and takes the seed and the
+  architecture from the checkpoint (flags that disagree are named in a note).
+
+In a single CPU process (Linux) large tensors are kept on the heap between steps instead of being handed
 back to the kernel and faulted in again: about 12 % more tokens/s for the 124M shape on 2 cores,
 for a few hundred MiB more peak memory (--system-malloc turns this off).
 
@@ -50,15 +71,24 @@ from __future__ import annotations
 import argparse
 import ctypes
 import csv
+import errno
+import gc
 import json
 import math
 import os
+import pickle
 import resource
+import shutil
+import signal
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from contextlib import nullcontext
+import zipfile
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -68,63 +98,175 @@ from helpers.fast import FastGPTModel, compile_model
 from helpers.model import GPT_CONFIGS, GPTModel
 from helpers.support.runtime import get_device
 from helpers.text import GPTDatasetV1
-from helpers.training import calc_loss_batch, interrupt_after_step, load_checkpoint, save_checkpoint
+from helpers.training import calc_loss_batch
 
 LOG_COLUMNS = ["step", "epoch", "tokens", "lr", "train_loss", "val_loss", "tok_s", "elapsed_s"]
+DEFAULT_SEED = 123
+LOCK_NAME = ".pretrain.lock"
+# A text with more than this share of control characters (NUL bytes ...) is binary data, not text.
+MAX_CONTROL_SHARE = 0.01
+_CONTROL_CHARS = [chr(c) for c in range(32) if chr(c) not in "\t\n\r\f\v"] + ["\x7f"]
 
 
 class DataError(ValueError):
     """The data given cannot be trained on (missing, empty, too short); the message says why."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, resumed or written; the message names the file and the fix."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite; the last good checkpoint was kept."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after a step; its checkpoint is written."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = 128 + getattr(signal, signal_name, signal.SIGINT).value
+
+
+# ---- options -------------------------------------------------------------------------------
+
+def _number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: `kind` (int or float) within [low, high] (open ends as asked), finite;
+    argparse names the option in its message ("argument --lr: must be a number > 0, got '0'")."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high}")
+    what = ("an integer" if kind is int else "a number") + (" " + " and ".join(bounds) if bounds else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        ok = math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse's own message for a bad literal
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+POSITIVE = _number(float, 0, low_open=True)
+NON_NEGATIVE = _number(float, 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line naming it (not the whole usage text), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m helpers.pretrain", description=__doc__,
+    p = _Parser(prog="python -m helpers.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and output")
     g.add_argument("--data", required=True, help="a text file, or a folder searched for *.txt (recursively)")
     g.add_argument("--out", default="runs/pretrain", help="folder for checkpoint.pt and the log")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation (0: none)")
-    g.add_argument("--stride", type=int, help="window stride in tokens (default: the context length)")
+    g.add_argument("--val-fraction", type=_number(float, 0, 1, high_open=True), default=0.1,
+                   help="share of the text kept for validation (0: none)")
+    g.add_argument("--stride", type=POSITIVE_INT, help="window stride in tokens (default: the context length)")
     g.add_argument("--log", help="log file; .csv or .jsonl (default: OUT/log.jsonl)")
-    g = p.add_argument_group("model (a GPT-2 size, then overrides)")
-    g.add_argument("--model-size", default="124M", choices=list(GPT_CONFIGS))
-    g.add_argument("--n-layers", type=int)
-    g.add_argument("--emb-dim", type=int)
-    g.add_argument("--n-heads", type=int)
-    g.add_argument("--context-length", type=int, default=256, help="default 256, as in chapter 5")
-    g.add_argument("--drop-rate", type=float, default=0.1)
-    g.add_argument("--qkv-bias", action="store_true")
+    g = p.add_argument_group("model (a GPT-2 size, then overrides; on --resume the checkpoint's are used)")
+    g.add_argument("--model-size", choices=list(GPT_CONFIGS), help="default 124M")
+    g.add_argument("--n-layers", type=POSITIVE_INT)
+    g.add_argument("--emb-dim", type=POSITIVE_INT)
+    g.add_argument("--n-heads", type=POSITIVE_INT)
+    g.add_argument("--context-length", type=POSITIVE_INT, help="default 256, as in chapter 5")
+    g.add_argument("--drop-rate", type=_number(float, 0, 1, high_open=True), help="default 0.1")
+    g.add_argument("--qkv-bias", action="store_true", default=None)
     g.add_argument("--model", choices=["fast", "default"], default="fast",
                    help="fast: helpers.fast.FastGPTModel (default); default: helpers.model.GPTModel")
-    g.add_argument("--tie-weights", action="store_true", help="share the output head with the token embedding (fast model)")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations in backward (fast model)")
+    g.add_argument("--tie-weights", action="store_true", default=None,
+                   help="share the output head with the token embedding (fast model)")
+    g.add_argument("--grad-checkpointing", action="store_true", default=None,
+                   help="recompute block activations in backward (fast model)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=2, help="windows per process and micro-batch")
-    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=float, default=4e-4)
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up from 0 to --lr")
-    g.add_argument("--cosine", type=float, metavar="MIN_LR", help="cosine decay from --lr to MIN_LR after warm-up")
-    g.add_argument("--clip-grad", type=float, metavar="MAX_NORM", help="clip the gradient norm")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=2, help="windows per process and micro-batch")
+    g.add_argument("--grad-accum", type=POSITIVE_INT, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=POSITIVE, default=4e-4)
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.1)
+    g.add_argument("--warmup-steps", type=NON_NEGATIVE_INT, default=0, help="linear warm-up from 0 to --lr")
+    g.add_argument("--cosine", type=NON_NEGATIVE, metavar="MIN_LR",
+                   help="cosine decay from --lr to MIN_LR (at most --lr) after warm-up")
+    g.add_argument("--clip-grad", type=POSITIVE, metavar="MAX_NORM", help="clip the gradient norm")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast (fp16 adds a GradScaler)")
     g.add_argument("--fused-adamw", choices=["auto", "on", "off"], default="auto",
                    help="fused AdamW kernel; auto: on for CUDA only (on the CPU it is an option: see chapter 5's table)")
-    g.add_argument("--epochs", type=int, help="passes over the training windows (default 1, or as many as --max-steps needs)")
-    g.add_argument("--max-steps", type=int, help="optimizer steps in all (with --epochs: whichever ends first); the schedule's length")
-    g.add_argument("--stop-after", type=int, metavar="STEPS",
+    g.add_argument("--epochs", type=POSITIVE_INT,
+                   help="passes over the training windows (default 1, or as many as --max-steps needs)")
+    g.add_argument("--max-steps", type=POSITIVE_INT,
+                   help="optimizer steps in all (with --epochs: whichever ends first); the schedule's length")
+    g.add_argument("--stop-after", type=POSITIVE_INT, metavar="STEPS",
                    help="stop this run after STEPS steps and checkpoint, as if interrupted (for time-limited jobs)")
     g = p.add_argument_group("evaluation, checkpoints, run")
-    g.add_argument("--eval-every", type=int, default=0, help="validation loss every N steps (0: at the end only)")
-    g.add_argument("--eval-windows", type=int, help="evaluate on the first N validation windows (default: all)")
-    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at evaluations and the end)")
-    g.add_argument("--resume", help="checkpoint to continue from")
-    g.add_argument("--overwrite", action="store_true", help="start afresh even if OUT already holds a checkpoint")
-    g.add_argument("--seed", type=int, default=123)
+    g.add_argument("--eval-every", type=NON_NEGATIVE_INT, default=0,
+                   help="validation loss every N steps (0: at the end only)")
+    g.add_argument("--eval-windows", type=POSITIVE_INT, help="evaluate on the first N validation windows (default: all)")
+    g.add_argument("--save-every", type=NON_NEGATIVE_INT, default=0,
+                   help="also checkpoint every N steps (0: only by time, at evaluations and at the end)")
+    g.add_argument("--save-minutes", type=NON_NEGATIVE, default=10.0,
+                   help="checkpoint when this many minutes have passed since the last save (default 10; 0: off)")
+    g.add_argument("--resume", help="checkpoint to continue from (its seed and architecture are used)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if OUT already holds a checkpoint (replaced at the new run's first save)")
+    g.add_argument("--seed", type=int, help=f"default {DEFAULT_SEED}; on --resume the checkpoint's")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     g.add_argument("--system-malloc", action="store_true",
-                   help="CPU: leave glibc's allocation threshold alone (by default large tensors stay on the heap)")
+                   help="CPU: leave glibc's allocation threshold alone (by default, in a single process, "
+                        "large tensors stay on the heap)")
     return p
+
+
+def check_options(args) -> None:
+    """What the parser's per-option checks cannot see: options that contradict each other."""
+    if args.cosine is not None and args.cosine > args.lr:
+        raise ValueError(f"--cosine {args.cosine:g} is above --lr {args.lr:g}: the schedule decays from --lr "
+                         f"down to --cosine, so give a smaller --cosine (e.g. {args.lr / 10:g})")
+    if args.model == "default" and (args.tie_weights or args.grad_checkpointing):
+        raise ValueError("--tie-weights and --grad-checkpointing need --model fast")
+    emb, heads = args.emb_dim, args.n_heads
+    if emb is not None or heads is not None:
+        base = GPT_CONFIGS[args.model_size or "124M"]
+        emb, heads = emb or base["emb_dim"], heads or base["n_heads"]
+        if emb % heads:
+            raise ValueError(f"--emb-dim {emb} is not divisible by --n-heads {heads}: each head gets "
+                             f"emb-dim / n-heads dimensions; choose values that divide")
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def _read_one(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"--data: {path} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                        f"convert it to UTF-8 or leave it out") from None
+    except OSError as e:
+        raise DataError(f"--data: cannot read {path} ({e.strerror})") from None
+    if text:
+        control = sum(text.count(c) for c in _CONTROL_CHARS)
+        if control > MAX_CONTROL_SHARE * len(text):
+            raise DataError(f"--data: {path} is {control / len(text):.0%} NUL bytes or other control "
+                            f"characters ({control:,} of {len(text):,}): binary data, not text; "
+                            f"give a plain-text file")
+    return text
 
 
 def read_texts(path: str | Path) -> str:
@@ -138,24 +280,37 @@ def read_texts(path: str | Path) -> str:
         files = [path]
     else:
         raise DataError(f"--data {path} does not exist")
-    texts = [f.read_text(encoding="utf-8") for f in files]
+    texts = [_read_one(f) for f in files]
     if not any(t.strip() for t in texts):
         raise DataError(f"the text in {path} is empty")
     return "<|endoftext|>".join(t for t in texts if t.strip())
 
 
 def model_config(args) -> dict:
-    cfg = dict(GPT_CONFIGS[args.model_size])
+    cfg = dict(GPT_CONFIGS[args.model_size or "124M"])
     for key, value in [("n_layers", args.n_layers), ("emb_dim", args.emb_dim), ("n_heads", args.n_heads),
-                       ("context_length", args.context_length)]:
+                       ("context_length", args.context_length or 256)]:
         if value is not None:
             cfg[key] = value
-    cfg.update(drop_rate=args.drop_rate, qkv_bias=args.qkv_bias)
+    cfg.update(drop_rate=0.1 if args.drop_rate is None else args.drop_rate, qkv_bias=bool(args.qkv_bias))
     if args.model == "fast":
-        cfg.update(tie_weights=args.tie_weights, grad_checkpointing=args.grad_checkpointing)
+        cfg.update(tie_weights=bool(args.tie_weights), grad_checkpointing=bool(args.grad_checkpointing))
     elif args.tie_weights or args.grad_checkpointing:
         raise ValueError("--tie-weights and --grad-checkpointing need --model fast")
     return cfg
+
+
+def flags_that_disagree(args, cfg: dict) -> list[str]:
+    """The architecture flags given now that differ from a checkpoint's config `cfg`."""
+    given = {"n_layers": args.n_layers, "emb_dim": args.emb_dim, "n_heads": args.n_heads,
+             "context_length": args.context_length, "drop_rate": args.drop_rate, "qkv_bias": args.qkv_bias,
+             "tie_weights": args.tie_weights, "grad_checkpointing": args.grad_checkpointing}
+    if args.model_size is not None:
+        for key in ("n_layers", "emb_dim", "n_heads"):
+            if given[key] is None:
+                given[key] = GPT_CONFIGS[args.model_size][key]
+    return [f"--{key.replace('_', '-')} {value} (the checkpoint has {cfg.get(key)})"
+            for key, value in given.items() if value is not None and value != cfg.get(key, False)]
 
 
 def build_model(cfg: dict, model_class: str, seed: int):
@@ -185,23 +340,129 @@ def learning_rate(step: int, args, total_steps: int) -> float:
     return args.cosine + 0.5 * (args.lr - args.cosine) * (1 + math.cos(math.pi * progress))
 
 
-class RunLog:
-    """Rows appended to a .jsonl (one JSON object per line) or .csv file (LOG_COLUMNS)."""
+# ---- files: checkpoints, the log, the lock ---------------------------------------------------
 
-    def __init__(self, path: Path):
+def non_finite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors in `state_dict` holding a NaN or an infinity."""
+    return [name for name, t in state_dict.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(file)` into a temporary file of its own beside `path`, fsync, then rename it over
+    `path`: readers see the old file or the new one, never a mix, and two writers never share
+    a temporary name. On any error the temporary file is removed and the old file is untouched."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with suppress(OSError):  # the rename itself survives a power cut once the folder is synced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+REQUIRED_KEYS = ("model", "optimizer", "cfg", "step", "epoch", "step_in_epoch", "tokens")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint this script wrote, checked: readable, complete, with finite weights.
+    Raises CheckpointError naming the file, what is wrong and what to do."""
+    path = Path(path)
+    where = f"--resume {path}"
+    if not path.is_file():
+        raise CheckpointError(f"{where}: no such file; give the checkpoint.pt in a run's --out folder")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where}: the file is empty (a copy or save that was cut short); "
+                              f"resume from another checkpoint or start afresh")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for damaged files; the message decides
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{where}: not a PyTorch checkpoint (a checkpoint is a zip archive; this "
+                                  f"{path.stat().st_size:,}-byte file is not one: truncated, or another "
+                                  f"kind of file)") from None
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            raise CheckpointError(f"{where} holds pickled Python objects, not just tensors; it is not "
+                                  f"a checkpoint of this script and is refused (loading it could run "
+                                  f"arbitrary code)") from None
+        raise CheckpointError(f"{where}: the checkpoint is damaged ({str(e).splitlines()[0][:200]}); "
+                              f"resume from another checkpoint or start afresh") from None
+    missing = [k for k in REQUIRED_KEYS if k not in payload] if isinstance(payload, dict) else list(REQUIRED_KEYS)
+    if missing:
+        raise CheckpointError(f"{where}: not a checkpoint of python -m helpers.pretrain (it lacks "
+                              f"{', '.join(missing)}); resume from the checkpoint.pt a run of this script wrote")
+    bad = non_finite_tensors(payload["model"])
+    if bad:
+        raise CheckpointError(f"{where}: {len(bad)} of {len(payload['model'])} weight tensors hold NaN or "
+                              f"infinite values (first: {bad[0]}): the run had diverged when this was saved; "
+                              f"resume from an earlier checkpoint, with a lower --lr or --clip-grad")
+    return payload
+
+
+class RunLog:
+    """Rows appended to a .jsonl (one JSON object per line) or .csv file (LOG_COLUMNS).
+
+    `staged=True`: an earlier run's log is at `path`; rows go to a temporary file beside it
+    until `commit()` (called at the new run's first save) renames it over the old log, so a run
+    that fails before saving anything leaves the old log as it was."""
+
+    def __init__(self, path: Path, staged: bool = False):
         self.path = path
         self.csv = path.suffix == ".csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if self.csv and (not path.exists() or path.stat().st_size == 0):
-            with path.open("w", newline="") as f:
+        self.target = path.with_name(f".{path.name}.{os.getpid()}.new") if staged else path
+        if self.csv and (not self.target.exists() or self.target.stat().st_size == 0):
+            with self.target.open("w", newline="") as f:
                 csv.writer(f).writerow(LOG_COLUMNS)
 
     def write(self, row: dict) -> None:
-        with self.path.open("a", newline="") as f:
+        with self.target.open("a", newline="") as f:
             if self.csv:
                 csv.writer(f).writerow(["" if row.get(c) is None else row[c] for c in LOG_COLUMNS])
             else:
                 f.write(json.dumps(row) + "\n")
+
+    def commit(self) -> None:
+        if self.target != self.path:
+            os.replace(self.target, self.path)
+            self.target = self.path
+
+    def discard(self) -> None:
+        """Remove a staged log that was never committed (the run ended before its first save)."""
+        if self.target != self.path:
+            self.target.unlink(missing_ok=True)
+
+
+def cut_log(path: Path, step: int) -> int:
+    """Drop the rows of steps after `step` (trained, logged, but never saved: a kill or a failed
+    save) and any half-written line; returns how many lines went. The resumed run logs them again."""
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            if path.suffix == ".csv":
+                if i == 0:
+                    keep.append(line)
+                    continue
+                row_step = int(next(csv.reader([line]))[0])
+            else:
+                row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, IndexError, StopIteration, TypeError):
+            continue
+        if row_step <= step and line.endswith("\n"):
+            keep.append(line)
+    if len(keep) != len(lines):
+        write_atomically(path, lambda f: f.write("".join(keep).encode()))
+    return len(lines) - len(keep)
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -214,18 +475,87 @@ def read_log(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Create `folder` if needed and write a file in it now, not at the first save hours later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {folder} is not writable ({e.strerror}); choose another folder") from None
+
+
+@contextmanager
+def folder_lock(out: Path):
+    """Hold OUT/.pretrain.lock for the run (an flock: released when the process ends, even if
+    killed). A second run on the same folder fails at once, naming the first one's PID."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no lock
+        yield
+        return
+    path = out / LOCK_NAME
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise ValueError(f"--out {out} is in use by another run (PID {holder}); wait for it to end, "
+                             f"stop it, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def stop_signals():
+    """Inside the block SIGINT (Ctrl-C) and SIGTERM only record their name in `.signal`, so the
+    loop can finish its step and save before stopping; a second signal is ignored. Python
+    delivers signals to the main thread only, so elsewhere they keep their usual effect."""
+    flag = SimpleNamespace(signal=None)
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.signal is None:
+            flag.signal = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---- processes, memory, evaluation -----------------------------------------------------------
+
 def setup_distributed(device_arg: str):
     """(rank, world size, device); joins the process group when torchrun started several processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        device = get_device(device_arg)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--device {device_arg}: {e}") from None
     if world == 1:
-        return 0, 1, get_device(device_arg)
-    device = get_device(device_arg)
+        return 0, 1, device
     if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     elif device.type != "cpu":
-        raise ValueError(f"DistributedDataParallel runs on CUDA (NCCL) or the CPU (gloo), not {device.type}")
+        raise ValueError(f"--device {device_arg}: DistributedDataParallel runs on CUDA (NCCL) or the CPU (gloo), "
+                         f"not {device.type}")
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
 
@@ -250,7 +580,9 @@ def keep_large_tensors_on_the_heap() -> bool:
     the kernel and returns them on free, so each training step faults its large tensors (the
     logits, the embedding's gradient, ...) in again, page by page: 7-10 % of a 124M step on a
     2-core CPU (benchmarks/README.md). Kept on the heap, freed memory is reused instead. Returns
-    whether the setting took effect (not on other systems or C libraries)."""
+    whether the setting took effect (not on other systems or C libraries). `main` applies it
+    in a single process only: gloo's threads in a DistributedDataParallel run are left with
+    glibc's defaults."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -262,12 +594,16 @@ def keep_large_tensors_on_the_heap() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 2 << 30))
 
 
-def mean_over_processes(value: float, device, world: int) -> float:
+def sum_over_processes(values: list[float], device, world: int) -> list[float]:
     if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)  # SUM: gloo has no AVG
-    return t.item() / world
+    return t.tolist()
+
+
+def mean_over_processes(value: float, device, world: int) -> float:
+    return sum_over_processes([value], device, world)[0] / world
 
 
 def evaluate(model, val_set, args, device, rank, world, autocast) -> float:
@@ -288,212 +624,390 @@ def evaluate(model, val_set, args, device, rank, world, autocast) -> float:
     return (total[0] / total[1]).item()
 
 
+# ---- the run -------------------------------------------------------------------------------
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+class Run:
+    """One run of the script, in the order it happens:
+
+    * set-up (`__init__`): the output folder's rules, the checkpoint to resume (`_resume_state`),
+      the data (`_datasets`), the model and optimizer (`_model`), the checkpoint's weights and
+      position (`_resume`), the log (`_open_log`). Everything is checked before the first step.
+    * `train()`: the loop; `step_evaluate_log_save()` is what each step does, `train_step()` the
+      optimizer step itself, `save()` one checkpoint.
+    * `finish()`: summary.json and the last line.
+    """
+
+    def __init__(self, args, rank: int, world: int, device):
+        self.args, self.rank, self.world, self.device = args, rank, world, device
+        self.out = Path(args.out)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self.log_path = Path(args.log) if args.log else self.out / "log.jsonl"
+        self.own_folder = self._check_folder()
+        state = self._resume_state()
+        self._datasets()
+        self._model()
+        self.step = self.epoch = self.step_in_epoch = self.tokens_seen = 0
+        if state is not None:
+            self._resume(state)
+        del state
+        self.saved_at, self.last_save_time = (self.step if args.resume else None), time.monotonic()
+        self.log = self._open_log() if rank == 0 else None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _check_folder(self) -> bool:
+        """Refuse to replace another run's checkpoint; True when resuming in the checkpoint's own folder."""
+        a = self.args
+        if not a.resume:
+            if self.ckpt_path.exists() and not a.overwrite:  # a forgotten --resume would replace a long run
+                raise ValueError(f"{self.ckpt_path} exists: pass --resume {self.ckpt_path} to continue it, or "
+                                 f"--overwrite to start afresh, or choose another --out")
+            return False
+        own = Path(a.resume).resolve().parent == self.out.resolve()
+        if not own and self.ckpt_path.exists() and not a.overwrite:
+            raise ValueError(f"--out {self.out} holds another run's checkpoint: resuming {a.resume} there would "
+                             f"replace it and add to its log. Resume with --out {Path(a.resume).parent}, choose "
+                             f"an empty --out, or pass --overwrite to replace that run")
+        return own
+
+    def _resume_state(self) -> dict | None:
+        """The checkpoint to resume (checked), and this run's config and seed."""
+        a = self.args
+        if not a.resume:
+            self.cfg, self.seed = model_config(a), DEFAULT_SEED if a.seed is None else a.seed
+            return None
+        state = read_checkpoint(a.resume)
+        if state.get("model_class", "fast") != a.model:
+            raise CheckpointError(f"{a.resume} was written with --model {state.get('model_class')}; "
+                                  f"resume with the same --model (its optimizer state fits that model)")
+        # The architecture and the seed come from the checkpoint: they decide the weights' shapes,
+        # the batches' order and the dropout masks, so the resumed run repeats the uninterrupted one.
+        self.cfg, self.seed = state["cfg"], state.get("seed", DEFAULT_SEED)
+        if self.rank == 0:
+            for flag in flags_that_disagree(a, self.cfg):
+                _note(f"{flag}: a resumed run keeps the checkpoint's architecture; {flag.split()[0]} is ignored")
+            if a.seed is not None and a.seed != self.seed:
+                _note(f"--seed {a.seed}: a resumed run keeps the checkpoint's seed {self.seed} (the batches' "
+                      f"order and the dropout masks depend on it); --seed is ignored")
+        return state
+
+    def _datasets(self) -> None:
+        """Data: the same on every process; the sampler decides who sees what."""
+        from helpers.support.data import gpt2_tokenizer
+
+        a, cfg = self.args, self.cfg
+        text = read_texts(a.data)
+        split = int(len(text) * (1 - a.val_fraction))
+        tokenizer = gpt2_tokenizer()
+        stride = a.stride or cfg["context_length"]
+        try:
+            self.train_set = GPTDatasetV1(text[:split], tokenizer, cfg["context_length"], stride)
+        except ValueError as e:
+            raise DataError(f"training text of {a.data}: {e}") from None
+        self.val_set = None
+        if a.val_fraction > 0:
+            try:
+                self.val_set = GPTDatasetV1(text[split:], tokenizer, cfg["context_length"], stride)
+            except ValueError as e:
+                raise DataError(f"validation text (the last {a.val_fraction:.0%} of {a.data}): {e}; "
+                                f"use a longer text, a smaller --context-length or --val-fraction 0") from None
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=self.seed, drop_last=True)
+        self.loader = DataLoader(self.train_set, batch_size=a.batch_size, sampler=self.sampler, drop_last=True)
+        self.steps_per_epoch = len(self.loader) // a.grad_accum
+        self.global_batch = a.batch_size * self.world * a.grad_accum
+        if self.steps_per_epoch == 0:
+            raise DataError(f"the training text gives {len(self.train_set)} windows of {cfg['context_length']} "
+                            f"tokens, fewer than one global batch of {self.global_batch} (batch size x processes "
+                            f"x grad-accum)")
+        if a.max_steps is None:
+            self.total_steps = (a.epochs or 1) * self.steps_per_epoch
+        else:
+            self.total_steps = a.max_steps if a.epochs is None else min(a.max_steps, a.epochs * self.steps_per_epoch)
+
+    def _model(self) -> None:
+        """Model and optimizer; the same seed on every process gives the same initial weights."""
+        a, device = self.args, self.device
+        self.model = build_model(self.cfg, a.model, self.seed).to(device)
+        fused = {"on": True, "off": False, "auto": device.type == "cuda"}[a.fused_adamw]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, weight_decay=a.weight_decay, fused=fused)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.train_model = compile_model(self.model) if a.compile else self.model
+        if self.world > 1:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _resume(self, state: dict) -> None:
+        """The checkpoint's weights, optimizer state and position in the data."""
+        a = self.args
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+            raise CheckpointError(f"--resume {a.resume}: its weights or optimizer state do not fit its own "
+                                  f"config ({detail[:200]}); the file is damaged or was edited") from None
+        self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        self.tokens_seen = state["tokens"]
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("global_batch") != self.global_batch and self.rank == 0:
+            _note(f"the checkpoint was written with a global batch of {state.get('global_batch')}, this run "
+                  f"uses {self.global_batch}: steps are counted in this run's batches, so the position in the "
+                  f"current epoch is approximate")
+        if self.step >= self.total_steps:
+            raise ValueError(f"--resume {a.resume} is at step {self.step} and this run ends at step "
+                             f"{self.total_steps}: nothing to train; raise --max-steps or --epochs")
+
+    def _open_log(self) -> RunLog:
+        """Continuing in the checkpoint's own folder: the log cut back to the checkpoint's step.
+        Otherwise an existing log (another run's) is replaced only at this run's first save."""
+        path = self.log_path
+        if self.own_folder and path.exists():
+            removed = cut_log(path, self.step)
+            if removed:
+                _note(f"{path}: removed {removed} row(s) after step {self.step}, the checkpoint's step "
+                      f"(trained but never saved); they are trained again")
+            return RunLog(path)
+        return RunLog(path, staged=path.exists() and path.stat().st_size > 0)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def train_step(self, batches, lr: float) -> float:
+        """One optimizer step over grad-accum micro-batches; returns the mean loss over processes."""
+        a = self.args
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # Dropout masks depend only on (seed, step, rank): an interrupted run resumes exactly.
+        torch.manual_seed(self.seed + 1_000_003 * (self.step + 1) + self.rank)
+        step_loss = torch.zeros((), device=self.device)  # summed on the device: one host sync per step
+        for micro in range(a.grad_accum):
+            inputs, targets = next(batches)
+            last = micro == a.grad_accum - 1
+            with self.train_model.no_sync() if self.world > 1 and not last else nullcontext():
+                with self.autocast():
+                    loss = calc_loss_batch(inputs, targets, self.train_model, self.device) / a.grad_accum
+                self.scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+        if a.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return mean_over_processes(step_loss.item(), self.device, self.world)
+
+    def _kept(self) -> str:
+        if self.saved_at is not None:
+            return f"{self.ckpt_path} (step {self.saved_at}) is the last good checkpoint and was kept"
+        if self.ckpt_path.exists():
+            return f"{self.ckpt_path} was left as it was"
+        return "no checkpoint was written"
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        if self.log is not None:
+            self.log.discard()
+        resume = f"; resume with --resume {self.ckpt_path} and " if self.saved_at is not None else "; start again with "
+        return TrainingDiverged(f"step {self.step}: {what}: the run diverged (learning rate {self.lr:g}); "
+                                f"{self._kept()}{resume}a lower --lr, --clip-grad 1.0 or --warmup-steps")
+
+    def save(self) -> None:
+        """Checkpoint the model, optimizer and position; refuses non-finite weights."""
+        bad = non_finite_tensors(self.model.state_dict())  # the same on every process: all stop together
+        if bad:
+            raise self.diverged(f"{len(bad)} weight tensors hold NaN or infinite values (first: {bad[0]})")
+        if self.rank == 0:
+            payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                       "tokens": self.tokens_seen, "cfg": self.cfg, "model_class": self.args.model,
+                       "world_size": self.world, "global_batch": self.global_batch, "seed": self.seed,
+                       **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+            try:
+                write_atomically(self.ckpt_path, lambda f: torch.save(payload, f))
+            except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+                try:
+                    free = f"{shutil.disk_usage(self.out).free / 2**20:,.0f} MiB free there"
+                except OSError:
+                    free = "free space unknown"
+                raise CheckpointError(f"could not write the checkpoint {self.ckpt_path} at step {self.step} "
+                                      f"({reason}; {free}); {self._kept()}. Free some space (or fix the folder) "
+                                      f"and resume from it") from None
+            self.log.commit()
+        self.saved_at, self.last_save_time = self.step, time.monotonic()
+
+    def _save_due(self) -> bool:
+        a = self.args
+        if a.save_every and self.step % a.save_every == 0:
+            return True
+        return bool(a.save_minutes) and time.monotonic() - self.last_save_time >= 60 * a.save_minutes
+
+    def train(self) -> dict:
+        """The loop over epochs and steps; the checkpoint is written at the end (or when stopped)."""
+        from tqdm.auto import tqdm
+
+        a, cfg = self.args, self.cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if self.rank == 0:
+            print(f"{a.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
+                  f"{cfg['context_length']}; {len(self.train_set)} training windows; {self.world} process(es) on "
+                  f"{self.device}; global batch {self.global_batch} = {a.batch_size} x {self.world} x {a.grad_accum}; "
+                  f"{self.steps_per_epoch} steps per epoch, {self.total_steps} in all"
+                  + (f", resuming at step {self.step}" if self.step else ""))
+        # Only rank 0 shows a bar; elsewhere tqdm's own default (and TQDM_DISABLE) decides.
+        self.bar = tqdm(total=self.total_steps, initial=self.step, desc="pretrain", unit="step",
+                        **({"disable": True} if self.rank else {}))
+        start_step, self.t_start, self.train_loss, self.val_loss = self.step, time.perf_counter(), None, None
+        self.step_seconds, self.stopped_by, self.lr = [], None, a.lr
+        self.model.train()
+        try:
+            with self.bar, stop_signals() as stop:
+                while self.step < self.total_steps and self.stopped_by is None:
+                    self.sampler.set_epoch(self.epoch)
+                    batches = iter(self.loader)
+                    for _ in range(self.step_in_epoch * a.grad_accum):  # resume: skip the steps done in this epoch
+                        next(batches)
+                    while self.step_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
+                        if a.stop_after is not None and self.step - start_step >= a.stop_after:
+                            self.stopped_by = "--stop-after"
+                            break
+                        if self.step_evaluate_log_save(batches, stop):
+                            self.stopped_by = "Ctrl-C" if (stop.signal or "SIGINT") == "SIGINT" else stop.signal
+                            break
+                    if self.step_in_epoch >= self.steps_per_epoch:
+                        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                if self.saved_at != self.step:
+                    self.save()  # still inside stop_signals: a second signal cannot cut the checkpoint short
+        finally:
+            if self.log is not None:
+                self.log.discard()  # a staged log never committed: the old one stays
+            self.train_model = None  # the DDP wrapper goes now, not with an exception's traceback (see main)
+        return self.finish(n_params)
+
+    def step_evaluate_log_save(self, batches, stop) -> bool:
+        """One step, then what follows it: the finite check, an evaluation when due, the log row,
+        a save when due. Returns whether a signal asks to stop (all processes agree)."""
+        a, rank = self.args, self.rank
+        tokens_per_step = self.global_batch * self.cfg["context_length"]
+        t0 = time.perf_counter()
+        self.lr = learning_rate(self.step, a, self.total_steps)
+        self.train_loss = self.train_step(batches, self.lr)  # .item() inside: the step has finished
+        self.step_seconds.append(time.perf_counter() - t0)
+        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+        self.tokens_seen += tokens_per_step
+        if not math.isfinite(self.train_loss):
+            raise self.diverged(f"the training loss is {self.train_loss}")
+        evaluate_now = self.val_set is not None and (
+            self.step == self.total_steps or (a.eval_every and self.step % a.eval_every == 0))
+        self.val_loss = (evaluate(self.model, self.val_set, a, self.device, rank, self.world, self.autocast)
+                         if evaluate_now else None)
+        if rank == 0:
+            self.log.write({"step": self.step, "epoch": self.epoch, "tokens": self.tokens_seen, "lr": self.lr,
+                            "train_loss": self.train_loss, "val_loss": self.val_loss,
+                            "tok_s": tokens_per_step / self.step_seconds[-1],
+                            "elapsed_s": time.perf_counter() - self.t_start})
+            self.bar.set_postfix(loss=f"{self.train_loss:.3f}", lr=f"{self.lr:.2e}",
+                                 **({"val": f"{self.val_loss:.3f}"} if self.val_loss is not None else {}))
+            self.bar.update(1)
+        # every process saves and stops after the same step: they agree first
+        stop_now, save_now = sum_over_processes([float(stop.signal is not None), float(self._save_due())],
+                                                self.device, self.world)
+        if evaluate_now or save_now > 0:
+            self.save()
+        return stop_now > 0
+
+    def finish(self, n_params: int) -> dict:
+        steps = self.step_seconds
+        tokens_per_step = self.global_batch * self.cfg["context_length"]
+        summary = {"step": self.step, "epoch": self.epoch, "train_loss": self.train_loss, "val_loss": self.val_loss,
+                   "stopped_by": self.stopped_by, "parameters": n_params,
+                   "tok_s": tokens_per_step / statistics.median(steps[1:] or steps) if steps else None,
+                   "peak_memory_mib": peak_memory_mib(self.device), "device": str(self.device),
+                   "world_size": self.world, "checkpoint": str(self.ckpt_path), "log": str(self.log_path)}
+        if self.rank == 0:
+            write_atomically(self.out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+            print(f"step {self.step}: train loss {self.train_loss}"
+                  + (f", val loss {self.val_loss:.4f}" if self.val_loss is not None else "")
+                  + f"; checkpoint {self.ckpt_path}")
+        if self.stopped_by in ("Ctrl-C", "SIGTERM"):
+            name = "SIGINT" if self.stopped_by == "Ctrl-C" else self.stopped_by
+            if self.rank == 0:
+                print(f"interrupted ({name}): checkpoint at step {self.step}; resume with --resume {self.ckpt_path}",
+                      file=sys.stderr)
+            raise RunInterrupted(name)
+        return summary
+
+
+@contextmanager
+def output_folder(args):
+    """Rank 0's hold on the output folder: created and checked writable (with the log's folder)
+    before anything else, and locked for the run. A folder this run created is removed again
+    if the run ends before writing anything into it."""
+    out = Path(args.out)
+    created = not out.exists()
+    check_writable(out, "--out")
+    if args.log:
+        check_writable(Path(args.log).parent, "the folder of --log")
+    try:
+        with folder_lock(out):
+            yield
+    finally:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_NAME}:  # nothing written: no trace left
+            with suppress(OSError):
+                (out / LOCK_NAME).unlink()
+                out.rmdir()
+
+
 def main(argv=None) -> dict:
     """Run the script with `argv` (default sys.argv[1:]); returns a summary dict."""
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "grad_accum", "epochs", "context_length"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.val_fraction < 1:
-        raise ValueError("--val-fraction must be in [0, 1)")
+    check_options(args)
     rank, world, device = setup_distributed(args.device)
-    if device.type == "cpu" and not args.system_malloc:
+    if device.type == "cpu" and world == 1 and not args.system_malloc:
         keep_large_tensors_on_the_heap()
+    run = None
     try:
-        return _train(args, rank, world, device)
+        with output_folder(args) if rank == 0 else nullcontext():
+            run = Run(args, rank, world, device)
+            summary = run.train()
+        if world > 1:
+            dist.barrier()  # no process tears its connections down while another still saves or logs
+        return summary
     finally:
         if world > 1:
+            # The DDP wrapper holds the process group inside reference cycles; left to the garbage
+            # collector, gloo's threads could be destroyed during interpreter shutdown (an abort:
+            # "terminate called without an active exception"). Free it while the group is alive.
+            run = None
+            gc.collect()
             dist.destroy_process_group()
-
-
-def _train(args, rank, world, device) -> dict:
-    from tqdm.auto import tqdm
-
-    from helpers.support.data import gpt2_tokenizer
-
-    out = Path(args.out)
-    ckpt_path = out / "checkpoint.pt"
-    log_path = Path(args.log) if args.log else out / "log.jsonl"
-    if not args.resume and ckpt_path.exists():
-        if not args.overwrite:  # a forgotten --resume would otherwise replace a long run's checkpoint
-            raise ValueError(f"{ckpt_path} exists: pass --resume {ckpt_path} to continue it, or --overwrite "
-                             f"to start afresh, or choose another --out")
-        if rank == 0 and log_path.exists():
-            log_path.unlink()
-    state = {}
-    if args.resume:
-        # The architecture comes from the checkpoint; the flags given now set everything else.
-        state = torch.load(args.resume, map_location="cpu", weights_only=True)
-        cfg = state["cfg"]
-        if state.get("model_class", "fast") != args.model:
-            raise ValueError(f"{args.resume} was written with --model {state.get('model_class')}; "
-                             f"resume with the same --model (its optimizer state fits that model)")
-    else:
-        cfg = model_config(args)
-
-    # Data: the same on every process; the sampler decides who sees what.
-    text = read_texts(args.data)
-    split = int(len(text) * (1 - args.val_fraction))
-    tokenizer = gpt2_tokenizer()
-    stride = args.stride or cfg["context_length"]
-    try:
-        train_set = GPTDatasetV1(text[:split], tokenizer, cfg["context_length"], stride)
-    except ValueError as e:
-        raise DataError(f"training text of {args.data}: {e}") from None
-    val_set = None
-    if args.val_fraction > 0:
-        try:
-            val_set = GPTDatasetV1(text[split:], tokenizer, cfg["context_length"], stride)
-        except ValueError as e:
-            raise DataError(f"validation text (the last {args.val_fraction:.0%} of {args.data}): {e}; "
-                            f"use a longer text, a smaller --context-length or --val-fraction 0") from None
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True)
-    steps_per_epoch = len(loader) // args.grad_accum
-    global_batch = args.batch_size * world * args.grad_accum
-    if steps_per_epoch == 0:
-        raise DataError(f"the training text gives {len(train_set)} windows of {cfg['context_length']} tokens, fewer than "
-                        f"one global batch of {global_batch} (batch size x processes x grad-accum)")
-    if args.max_steps is None:
-        total_steps = (args.epochs or 1) * steps_per_epoch
-    else:
-        total_steps = args.max_steps if args.epochs is None else min(args.max_steps, args.epochs * steps_per_epoch)
-
-    # Model and optimizer; the same seed on every process gives the same initial weights.
-    model = build_model(cfg, args.model, args.seed).to(device)
-    fused = {"on": True, "off": False, "auto": device.type == "cuda"}[args.fused_adamw]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=fused)
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step = epoch = step_in_epoch = tokens_seen = 0
-    if args.resume:
-        extra = load_checkpoint(args.resume, model, optimizer, map_location=device)
-        step, epoch, step_in_epoch = extra["step"], extra["epoch"], extra["step_in_epoch"]
-        tokens_seen = extra["tokens"]
-        if "scaler" in extra and scaler.is_enabled():
-            scaler.load_state_dict(extra["scaler"])
-        if extra.get("global_batch") != global_batch and rank == 0:
-            print(f"note: the checkpoint was written with a global batch of {extra.get('global_batch')}, this run "
-                  f"uses {global_batch}: steps are counted in this run's batches, so the position in the "
-                  f"current epoch is approximate", file=sys.stderr)
-    del state
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-
-    train_model = compile_model(model) if args.compile else model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    saved_at = [None]
-
-    def save():
-        saved_at[0] = step
-        if rank == 0:
-            save_checkpoint(ckpt_path, model, optimizer, step=step, epoch=epoch, step_in_epoch=step_in_epoch,
-                            tokens=tokens_seen, cfg=cfg, model_class=args.model, world_size=world,
-                            global_batch=global_batch, seed=args.seed,
-                            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}))
-
-    log = RunLog(log_path) if rank == 0 else None
-    n_params = sum(p.numel() for p in model.parameters())
-    if rank == 0:
-        print(f"{args.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
-              f"{cfg['context_length']}; {len(train_set)} training windows; {world} process(es) on {device}; "
-              f"global batch {global_batch} = {args.batch_size} x {world} x {args.grad_accum}; "
-              f"{steps_per_epoch} steps per epoch, {total_steps} in all" + (f", resuming at step {step}" if step else ""))
-    def train_step(batches, lr):
-        """One optimizer step over grad-accum micro-batches; returns the mean loss over processes."""
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # Dropout masks depend only on (seed, step, rank): an interrupted run resumes exactly.
-        torch.manual_seed(args.seed + 1_000_003 * (step + 1) + rank)
-        step_loss = torch.zeros((), device=device)  # summed on the device: one host sync per step, not per micro-batch
-        for micro in range(args.grad_accum):
-            inputs, targets = next(batches)
-            last = micro == args.grad_accum - 1
-            with train_model.no_sync() if world > 1 and not last else nullcontext():
-                with autocast():
-                    loss = calc_loss_batch(inputs, targets, train_model, device) / args.grad_accum
-                scaler.scale(loss).backward()
-            step_loss += loss.detach().float()
-        if args.clip_grad is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return mean_over_processes(step_loss.item(), device, world)
-
-    # Only rank 0 shows a bar; elsewhere tqdm's own default (and TQDM_DISABLE) decides.
-    bar = tqdm(total=total_steps, initial=step, desc="pretrain", unit="step", **({"disable": True} if rank else {}))
-    start_step, t_start, last_train_loss, last_val = step, time.perf_counter(), None, None
-    step_seconds, stopped_by = [], None
-    model.train()
-    with bar, interrupt_after_step() as interrupt:
-        while step < total_steps and stopped_by is None:
-            sampler.set_epoch(epoch)
-            batches = iter(loader)
-            for _ in range(step_in_epoch * args.grad_accum):  # resume: skip the steps done in this epoch
-                next(batches)
-            while step_in_epoch < steps_per_epoch and step < total_steps:
-                if args.stop_after is not None and step - start_step >= args.stop_after:
-                    stopped_by = "--stop-after"
-                    break
-                t0 = time.perf_counter()
-                lr = learning_rate(step, args, total_steps)
-                last_train_loss = train_step(batches, lr)  # .item() inside: the step has finished here
-                step_seconds.append(time.perf_counter() - t0)
-                step, step_in_epoch = step + 1, step_in_epoch + 1
-                tokens_seen += global_batch * cfg["context_length"]
-                evaluate_now = val_set is not None and (step == total_steps or (args.eval_every and step % args.eval_every == 0))
-                last_val = evaluate(model, val_set, args, device, rank, world, autocast) if evaluate_now else None
-                if rank == 0:
-                    log.write({"step": step, "epoch": epoch, "tokens": tokens_seen, "lr": lr,
-                               "train_loss": last_train_loss, "val_loss": last_val,
-                               "tok_s": global_batch * cfg["context_length"] / step_seconds[-1],
-                               "elapsed_s": time.perf_counter() - t_start})
-                    bar.set_postfix(loss=f"{last_train_loss:.3f}", lr=f"{lr:.2e}",
-                                    **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
-                    bar.update(1)
-                if evaluate_now or (args.save_every and step % args.save_every == 0):
-                    save()
-                # every process stops after the same step when any of them was interrupted
-                if mean_over_processes(float(interrupt.requested), device, world) > 0:
-                    stopped_by = "Ctrl-C"
-                    break
-            if step_in_epoch >= steps_per_epoch:
-                epoch, step_in_epoch = epoch + 1, 0
-        if saved_at[0] != step:
-            save()  # still inside interrupt_after_step: a second Ctrl-C cannot cut the checkpoint short
-    summary = {"step": step, "epoch": epoch, "train_loss": last_train_loss, "val_loss": last_val,
-               "stopped_by": stopped_by, "parameters": n_params,
-               "tok_s": (global_batch * cfg["context_length"] / statistics.median(step_seconds[1:] or step_seconds)
-                         if step_seconds else None),
-               "peak_memory_mib": peak_memory_mib(device), "device": str(device), "world_size": world,
-               "checkpoint": str(ckpt_path), "log": str(log_path)}
-    if rank == 0:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"step {step}: train loss {last_train_loss}" + (f", val loss {last_val:.4f}" if last_val is not None else "")
-              + f"; checkpoint {ckpt_path}")
-    if stopped_by == "Ctrl-C":
-        if rank == 0:
-            print(f"interrupted: checkpoint at step {step}; resume with --resume {ckpt_path}", file=sys.stderr)
-        raise KeyboardInterrupt
-    return summary
-
 
 
 def cli(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         main(argv)
+    except TrainingDiverged as e:  # the last good checkpoint is kept; the message says how to go on
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except ValueError as e:  # bad data or options: the message is meant for the user, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: the checkpoint is written and the way to resume printed
+    except RunInterrupted as e:  # the checkpoint is written and the way to resume printed
+        return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the first step: nothing trained, nothing to save
+        print("interrupted before the first step: nothing was saved", file=sys.stderr)
         return 130
+    except OSError as e:  # a file that cannot be read or written (disk full, permissions)
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,6 +3,7 @@ import ast
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -83,25 +84,86 @@ def _toy_notebook(path: Path, body: str) -> Path:
     return path
 
 
-def test_runner_reports_metrics_and_failures(tmp_path):
-    good = _toy_notebook(tmp_path / "ch08_good.ipynb",
-                         "import json\njson.dump({'mode': mode, 'loss': 1.5}, open(metrics_path, 'w'))")
+HEADLINE_CELL = """from helpers.support.runtime import Metrics
+metrics = Metrics(metrics_path, notebook="toy", mode=mode)
+metrics.log(losses=[round(0.1 * i, 3) for i in range(60)], note="a long recorded value " * 12)
+metrics.log(headline={"final validation loss": 6.4516, "test accuracy": "95.67 %", "judge score": 50.1},
+            book={"final validation loss": 6.39, "judge score": 50.3})"""
+
+
+def test_runner_reports_headline_metrics_whole_and_failures(tmp_path):
+    good = _toy_notebook(tmp_path / "ch08_good.ipynb", HEADLINE_CELL)
     bad = _toy_notebook(tmp_path / "ch09_bad.ipynb", "raise ValueError('broken on purpose')")
     out = tmp_path / "runs"
     assert run_course.main(["--mode", "smoke", "--out", str(out), str(good), str(bad)]) == 1
     report = json.loads((out / "report.json").read_text())
     by_name = {r["notebook"]: r for r in report["results"]}
     assert by_name["ch08_good.ipynb"]["status"] == "ok"
-    assert by_name["ch08_good.ipynb"]["metrics"] == {"mode": "smoke", "loss": 1.5}
+    assert by_name["ch08_good.ipynb"]["metrics"]["mode"] == "smoke"
+    assert by_name["ch08_good.ipynb"]["metrics"]["headline"]["final validation loss"] == 6.4516
     assert by_name["ch09_bad.ipynb"]["status"] == "failed"
     assert "broken on purpose" in by_name["ch09_bad.ipynb"]["error"]
     # The failing cell is named: its execution count and first line.
     assert by_name["ch09_bad.ipynb"]["failed_cell"]["first_line"] == "raise ValueError('broken on purpose')"
     assert by_name["ch08_good.ipynb"]["mode"] == "smoke" and by_name["ch08_good.ipynb"]["device"] == "cpu"
     md = (out / "report.md").read_text()
-    assert "loss=1.5" in md and "ch09_bad.ipynb: cell" in md and "broken on purpose" in md
+    assert "ch09_bad.ipynb: cell" in md and "broken on purpose" in md
+    # every headline result whole, with the book's figure where there is one; nothing cut with "…"
+    assert ("final validation loss: 6.452 (book: 6.39); test accuracy: 95.67 %; judge score: 50.1 (book: 50.3)"
+            in md.splitlines()[4])
+    assert "| final validation loss | 6.452 | 6.39 |" in md and "| test accuracy | 95.67 % |  |" in md
+    assert "…" not in md
+    # the full record is there too, folded away
+    details = md[md.index("<details><summary>all recorded metrics</summary>"):]
+    assert "a long recorded value " * 12 in details and '"losses"' in details and "</details>" in details
     page = (out / "report.html").read_text()
     assert "<table>" in page and "broken on purpose" in page and "class='failed'" in page
+    assert "<td>judge score</td><td>50.1</td><td>50.3</td>" in page
+    assert page.index("<details><summary>all recorded metrics</summary>") > page.index("<td>judge score</td>")
+
+
+def test_runner_names_the_cell_that_exited_hung_or_lost_its_kernel(tmp_path):
+    exits = _toy_notebook(tmp_path / "ch08_exit.ipynb", "import sys\nsys.exit(0)")
+    hangs = _toy_notebook(tmp_path / "ch09_hang.ipynb", "import time\ntime.sleep(120)")
+    dies = _toy_notebook(tmp_path / "ch10_die.ipynb", "import os\nos._exit(1)")
+    for path in (exits, hangs, dies):  # a cell after the culprit, which must not count as run
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("print('never')"))
+        nbformat.write(nb, path)
+    out = tmp_path / "runs"
+    start = time.monotonic()
+    assert run_course.main(["--mode", "full", "--cell-timeout", "3", "--out", str(out),
+                            str(exits), str(hangs), str(dies)]) == 1
+    assert time.monotonic() - start < 100  # full mode has a per-cell limit too, and no retry
+    results = {r["notebook"]: r for r in json.loads((out / "report.json").read_text())["results"]}
+    assert all(r["status"] == "failed" for r in results.values())
+    for name, first_line in [("ch08_exit.ipynb", "import sys"), ("ch09_hang.ipynb", "import time"),
+                             ("ch10_die.ipynb", "import os")]:
+        assert results[name]["failed_cell"]["first_line"] == first_line, results[name]
+    assert "SystemExit" in results["ch08_exit.ipynb"]["error"] and "1 later code cell(s) never ran" in results["ch08_exit.ipynb"]["error"]
+    assert results["ch09_hang.ipynb"]["error"].startswith("timed out: the cell was still running after 3 s")
+    assert results["ch10_die.ipynb"]["error"].startswith("the kernel died while this cell ran")
+    assert "before any cell ran" not in (out / "report.md").read_text()
+
+
+def test_runner_ctrl_c_still_writes_the_report_of_finished_notebooks(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_execute(nb_in, nb_out, parameters=None, **kwargs):
+        calls.append(nb_in.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        Path(parameters["metrics_path"]).write_text(json.dumps({"headline": {"loss": 1.25}}))
+
+    monkeypatch.setattr(run_course, "execute", fake_execute)
+    notebooks = [str(_toy_notebook(tmp_path / f"ch0{i}_toy.ipynb", "x = 1")) for i in (1, 2, 3)]
+    out = tmp_path / "runs"
+    assert run_course.main(["--mode", "smoke", "--out", str(out), *notebooks]) == 130
+    results = json.loads((out / "report.json").read_text())["results"]
+    assert [(r["notebook"], r["status"]) for r in results] == [("ch01_toy.ipynb", "ok"), ("ch02_toy.ipynb", "interrupted")]
+    assert calls == ["ch01_toy.ipynb", "ch02_toy.ipynb"]  # the third never started
+    md = (out / "report.md").read_text()
+    assert "loss: 1.25" in md and "ch02_toy.ipynb: stopped by Ctrl-C" in md
 
 
 def test_runner_embeds_tagged_figures_and_hides_kernel_warning(tmp_path, capfd):
@@ -184,3 +246,27 @@ def test_runner_survives_a_missed_kernel_reply(monkeypatch):
     with pytest.raises(Empty):  # a real silence still ends at the caller's timeout
         asyncio.run(channel.get_msg(timeout=1.2))
     assert 1.15 < time.monotonic() - start < 2 and len(slices) == 3 and sum(slices) == pytest.approx(1.2, abs=0.05)
+
+
+def test_metrics_headline_is_checked_where_it_is_logged(tmp_path):
+    from helpers.support.runtime import Metrics
+    m = Metrics(tmp_path / "m.json", notebook="toy", mode="smoke")
+    m.log(headline={"test accuracy": 0.95, "weights": "standin", "judge score": None}, book={"test accuracy": 0.9567})
+    assert json.loads((tmp_path / "m.json").read_text())["book"] == {"test accuracy": 0.9567}
+    with pytest.raises(ValueError, match="book labels \\['accuracy'\\] are not headline labels"):
+        m.log(book={"accuracy": 0.9567})  # a typo would leave the book's figure out of the report
+    with pytest.raises(ValueError, match="headline\\['loss'\\] = \\[1, 2\\]"):
+        m.log(headline={"loss": [1, 2]})
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_runner_user_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    nb = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")
+    for args, words in [([str(tmp_path / "missing.ipynb")], "no such notebook: "),
+                        (["--cell-timeout", "0", str(nb)], "--cell-timeout must be at least 1"),
+                        (["--out", str(tmp_path / "file" / "runs"), str(nb)], "is not writable")]:
+        with pytest.raises(SystemExit) as info:
+            run_course.main(["--mode", "smoke", *args])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and words in err and "Traceback" not in err, err

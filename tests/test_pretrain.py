@@ -4,6 +4,7 @@ uninterrupted run, the checkpoint format, and clear errors for unusable data."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from helpers.model import GPTModel
-from helpers.pretrain import DataError, cli, main, read_log
+from helpers.pretrain import DataError, build_parser, cli, main, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n-layers", "2", "--emb-dim", "32", "--n-heads", "4", "--context-length", "16", "--seed", "7"]
@@ -143,8 +144,43 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
         main(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY])
     assert cli(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY]) == 2
     assert "error: training text" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--batch-size must be at least 1"):
-        main(["--data", str(tmp_path / "short.txt"), "--batch-size", "0", *TINY])
+    (tmp_path / "nul.txt").write_bytes(b"\0" * 200_000)  # binary data would otherwise train without a word
+    with pytest.raises(DataError, match="100% NUL bytes.*not text"):
+        main(["--data", str(tmp_path / "nul.txt"), "--out", str(tmp_path / "o"), *TINY])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    with pytest.raises(DataError, match="latin1.txt is not UTF-8 text"):
+        main(["--data", str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "o"), *TINY])
+    assert not (tmp_path / "o").exists()  # a run that failed before its first save leaves no folder
+
+
+BAD_OPTIONS = [  # option, value, words the one-line message must hold
+    ("--clip-grad", "-1", "> 0"), ("--clip-grad", "0", "> 0"), ("--lr", "0", "> 0"), ("--lr", "nan", "> 0"),
+    ("--max-steps", "0", ">= 1"), ("--max-steps", "-5", ">= 1"), ("--eval-windows", "0", ">= 1"),
+    ("--eval-every", "-1", ">= 0"), ("--stride", "0", ">= 1"), ("--warmup-steps", "-5", ">= 0"),
+    ("--n-layers", "0", ">= 1"), ("--emb-dim", "0", ">= 1"), ("--batch-size", "0", ">= 1"),
+    ("--val-fraction", "1", "< 1"), ("--drop-rate", "-0.1", ">= 0"), ("--save-minutes", "-1", ">= 0"),
+    ("--weight-decay", "inf", ">= 0"), ("--epochs", "two", "an integer")]
+
+
+@pytest.mark.parametrize("option,value,words", BAD_OPTIONS, ids=[f"{o}={v}" for o, v, _ in BAD_OPTIONS])
+def test_every_numeric_option_is_checked_by_name(option, value, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(["--data", "x.txt", "--out", str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"argument {option}: must be" in err and words in err and f"got '{value}'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_options_that_contradict_each_other_are_refused(tmp_path, capsys):
+    base = ["--data", "x.txt", "--out", str(tmp_path / "o")]
+    assert cli([*base, "--lr", "1e-3", "--cosine", "1.0"]) == 2  # the lr would climb to 1.0
+    assert "--cosine 1 is above --lr 0.001" in capsys.readouterr().err
+    assert cli([*base, "--emb-dim", "30", "--n-heads", "4"]) == 2
+    assert "--emb-dim 30 is not divisible by --n-heads 4" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli([*base, "--device", "cuda"]) == 2
+        assert "--device cuda: device='cuda' was asked for" in capsys.readouterr().err
 
 
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(text_file, tmp_path):
@@ -164,7 +200,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(text_file, tmp_path)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "interrupted: checkpoint at step" in stderr and "Traceback" not in stderr
+    assert "interrupted (SIGINT): checkpoint at step" in stderr and "Traceback" not in stderr
 
     done = read_log(log)
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -269,3 +305,197 @@ def test_large_tensors_are_reused_from_the_heap_not_faulted_in_again():
               for how in ("system", "heap")}
     assert faults["system"] >= 5 * 40  # each 100 MB tensor faulted in anew (>= 40 even with 2 MB huge pages)
     assert faults["heap"] * 10 < faults["system"]
+
+
+# ---- nothing lost: the last good checkpoint, the folder, the log ----------------------------
+
+@pytest.fixture(scope="module")
+def two_steps(text_file, tmp_path_factory):
+    """A finished 2-step run (seed 5) to resume from; tests copy it before touching it."""
+    out = tmp_path_factory.mktemp("two_steps") / "run"
+    main(["--data", str(text_file), "--out", str(out), "--batch-size", "2", *TINY, "--seed", "5",
+          "--max-steps", "2", "--eval-windows", "2"])
+    return out
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".pretrain.lock"))
+    return dest
+
+
+def _files(folder: Path) -> dict:
+    """The run's files and their bytes (the lock file, which names the last PID, left out)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".pretrain.lock"}
+
+
+def _resume_args(text_file, run: Path, *more):
+    return ["--data", str(text_file), "--out", str(run), "--batch-size", "2", *TINY, "--eval-windows", "2",
+            "--resume", str(run / "checkpoint.pt"), *more]
+
+
+def test_a_diverging_run_keeps_the_last_good_checkpoint(two_steps, text_file, tmp_path, capsys):
+    run = _copy(two_steps, tmp_path / "run")
+    good = (run / "checkpoint.pt").read_bytes()
+    assert cli(_resume_args(text_file, run, "--lr", "1e30", "--max-steps", "6")) == 3
+    err = capsys.readouterr().err
+    assert "the run diverged" in err and "is the last good checkpoint and was kept" in err and "Traceback" not in err
+    assert (run / "checkpoint.pt").read_bytes() == good
+    assert not list(run.glob("*.tmp"))
+
+    # a checkpoint that holds NaN weights is refused, and so is a fresh start from it
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["model"]["trf_blocks.0.att.W_query.weight"][0, 0] = float("nan")
+    torch.save(ckpt, run / "checkpoint.pt")
+    assert cli(_resume_args(text_file, run, "--max-steps", "3")) == 2
+    assert "1 of" in (err := capsys.readouterr().err) and "NaN or infinite" in err and "W_query" in err
+
+
+def test_resume_refuses_another_runs_folder_and_keeps_seed_and_architecture(two_steps, text_file, tmp_path, capsys):
+    other = tmp_path / "other"
+    main(["--data", str(text_file), "--out", str(other), "--batch-size", "2", *TINY, "--max-steps", "1",
+          "--val-fraction", "0"])
+    before = _files(other)
+    args = _resume_args(text_file, two_steps, "--max-steps", "4")
+    args[args.index("--out") + 1] = str(other)
+    assert cli(args) == 2
+    assert "holds another run's checkpoint" in capsys.readouterr().err
+    assert _files(other) == before
+
+    # In its own folder, a resumed run keeps the checkpoint's seed (5, not the default) and
+    # architecture, saying so for flags that disagree, and repeats the uninterrupted run exactly.
+    run = _copy(two_steps, tmp_path / "run")
+    full = tmp_path / "full"
+    main(["--data", str(text_file), "--out", str(full), "--batch-size", "2", *TINY, "--seed", "5",
+          "--max-steps", "4", "--eval-windows", "2"])
+    main(_resume_args(text_file, run, "--max-steps", "4", "--n-layers", "3"))  # TINY says --seed 7
+    err = capsys.readouterr().err
+    assert "--n-layers 3 (the checkpoint has 2)" in err and "--seed 7: a resumed run keeps the checkpoint's seed 5" in err
+    assert [r["train_loss"] for r in read_log(run / "log.jsonl")] == [r["train_loss"] for r in read_log(full / "log.jsonl")]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["seed"] == 5 and ckpt["cfg"]["n_layers"] == 2 and ckpt["step"] == 4
+
+
+def test_unreadable_resume_files_give_one_line_errors(two_steps, text_file, tmp_path, capsys):
+    good = (two_steps / "checkpoint.pt").read_bytes()
+    ckpt = torch.load(two_steps / "checkpoint.pt", weights_only=True)
+    cases = {"missing.pt": None, "empty.pt": b"", "truncated.pt": good[: len(good) // 2],
+             "notes.pt": b"step 2, loss 9.8\n", "weights.pt": "bare", "shape.pt": "shape"}
+    expected = {"missing.pt": "no such file", "empty.pt": "the file is empty", "truncated.pt": "not a PyTorch checkpoint",
+                "notes.pt": "not a PyTorch checkpoint", "weights.pt": "it lacks model, optimizer",
+                "shape.pt": "do not fit its own config (size mismatch"}
+    for name, content in cases.items():
+        run = tmp_path / name.removesuffix(".pt")
+        run.mkdir()
+        path = run / name
+        if content == "bare":  # the book's torch.save(model.state_dict(), ...)
+            torch.save(ckpt["model"], path)
+        elif content == "shape":  # a config that no longer matches the weights
+            torch.save({**ckpt, "cfg": {**ckpt["cfg"], "emb_dim": 64}}, path)
+        elif content is not None:
+            path.write_bytes(content)
+        args = _resume_args(text_file, run, "--max-steps", "3")
+        args[args.index("--resume") + 1] = str(path)
+        assert cli(args) == 2, name
+        err = capsys.readouterr().err
+        assert f"--resume {path}" in err and expected[name] in err, (name, err)
+        assert len([ln for ln in err.splitlines() if not ln.startswith("note:")]) == 1 and "Traceback" not in err, err
+
+
+def test_log_is_cut_back_to_the_checkpoint_on_resume(two_steps, text_file, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    with (run / "log.jsonl").open("a") as f:  # steps 3 and 4 were trained, then the run was killed
+        f.write(json.dumps({"step": 3, "train_loss": 1.0}) + "\n" + json.dumps({"step": 4, "train_loss": 1.0}) + "\n")
+        f.write('{"step": 5, "tra')  # ... in the middle of a line
+    main(_resume_args(text_file, run, "--max-steps", "4"))
+    rows = read_log(run / "log.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["train_loss"] != 1.0
+
+
+def test_failed_save_on_a_full_disk_keeps_the_old_checkpoint(two_steps, text_file, tmp_path, monkeypatch, capsys):
+    run = _copy(two_steps, tmp_path / "run")
+    good = (run / "checkpoint.pt").read_bytes()
+
+    def full_disk(obj, f, *a, **k):  # what torch's zip writer says when the disk fills up
+        f.write(b"x" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing "
+                           "file data/5: file write failed; unexpected pos 39028480")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert cli(_resume_args(text_file, run, "--max-steps", "4")) == 2
+    err = capsys.readouterr().err
+    assert f"could not write the checkpoint {run / 'checkpoint.pt'} at step 4" in err and "step 2) is the last good" in err
+    assert (run / "checkpoint.pt").read_bytes() == good
+    assert sorted(p.name for p in run.iterdir()) == [".pretrain.lock", "checkpoint.pt", "log.jsonl", "summary.json"]
+    monkeypatch.undo()
+    main(_resume_args(text_file, run, "--max-steps", "4"))  # later: steps 3 and 4 again, once each
+    assert [r["step"] for r in read_log(run / "log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_overwrite_deletes_nothing_before_its_first_save(two_steps, text_file, tmp_path, capsys):
+    run = _copy(two_steps, tmp_path / "run")
+    before = _files(run)
+    (tmp_path / "short.txt").write_text("Too short for one window of sixteen tokens.")
+    args = ["--data", str(tmp_path / "short.txt"), "--out", str(run), "--batch-size", "2", *TINY, "--overwrite"]
+    assert cli(args) == 2 and "error: training text" in capsys.readouterr().err
+    assert _files(run) == before
+    args[1] = str(text_file)
+    main([*args, "--max-steps", "1", "--val-fraction", "0"])  # a good run replaces the old one's log
+    assert [r["step"] for r in read_log(run / "log.jsonl")] == [1]
+    assert not [p for p in run.iterdir() if p.name.endswith((".new", ".tmp"))]
+
+
+def test_second_run_on_the_same_folder_fails_at_once_naming_the_first(text_file, tmp_path, capsys):
+    from helpers.pretrain import folder_lock
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out):  # what a first run holds while it trains
+        start = time.monotonic()
+        assert cli(["--data", str(text_file), "--out", str(out), *TINY, "--max-steps", "1"]) == 2
+        assert time.monotonic() - start < 5
+    assert f"is in use by another run (PID {os.getpid()})" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [".pretrain.lock"]
+
+
+def test_unwritable_out_is_found_before_the_first_step(text_file, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert cli(["--data", str(text_file), "--out", str(tmp_path / "file" / "run"), *TINY]) == 2
+    assert f"--out {tmp_path / 'file' / 'run'} is not writable" in capsys.readouterr().err
+    assert cli(["--data", str(text_file), "--out", str(tmp_path / "o"), "--log", str(tmp_path / "file" / "l.csv"), *TINY]) == 2
+    assert "the folder of --log" in capsys.readouterr().err
+
+
+def test_sigterm_saves_like_ctrl_c_and_saves_happen_by_time(text_file, tmp_path):
+    """A batch scheduler's SIGTERM: the step finishes, the checkpoint is written, exit code 143;
+    before it, --save-minutes had already saved while the run went on."""
+    assert build_parser().parse_args(["--data", "x"]).save_minutes == 10  # on by default
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.pretrain", "--data", str(text_file), "--out", str(out),
+                             "--batch-size", "2", *TINY, "--max-steps", "100000", "--val-fraction", "0",
+                             "--device", "cpu", "--save-minutes", "0.001"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((out / "checkpoint.pt").exists() and len(read_log(out / "log.jsonl")) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "interrupted (SIGTERM): checkpoint at step" in stderr and "Traceback" not in stderr
+    done = read_log(out / "log.jsonl")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done[-1]["step"] == len(done)
+    assert json.loads((out / "summary.json").read_text())["stopped_by"] == "SIGTERM"
+
+
+def test_heap_setting_only_in_a_single_process(monkeypatch, tmp_path):
+    """The glibc heap setting is for one CPU process; under torchrun gloo's threads keep glibc's defaults."""
+    import helpers.pretrain as pretrain
+    calls = []
+    monkeypatch.setattr(pretrain, "keep_large_tensors_on_the_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(pretrain, "Run", lambda *a: (_ for _ in ()).throw(DataError("stop here")))
+    monkeypatch.setattr(pretrain.dist, "destroy_process_group", lambda: None)
+    for world, expected in [(2, []), (1, [1])]:
+        monkeypatch.setattr(pretrain, "setup_distributed", lambda device, w=world: (0, w, torch.device("cpu")))
+        with pytest.raises(DataError, match="stop here"):
+            main(["--data", "x.txt", "--out", str(tmp_path / f"o{world}"), "--device", "cpu"])
+        assert calls == expected, world

@@ -7,6 +7,7 @@ request, so resuming, retries and backup URLs can be checked without any network
 import dataclasses
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -253,3 +254,99 @@ def test_gpt2_tokenizer_replaces_a_corrupt_tiktoken_cache_file(data_dir, tmp_pat
     for f in tk_dir.iterdir():
         f.write_bytes(b"truncated")
     assert f"{README_IDS}" in _tokenizer_in_fresh_process(data_dir, tk_dir)
+
+
+# ---- faults: nothing lost, clear errors ---------------------------------------------------------
+
+def test_offline_fetch_keeps_a_cached_file_that_no_longer_matches(tmp_path, monkeypatch, no_sleep, verdict_bytes):
+    point_at(monkeypatch, "the-verdict.txt", f"http://127.0.0.1:{unused_port()}/the-verdict.txt")
+    cached = tmp_path / "the-verdict.txt"
+    cached.write_bytes(verdict_bytes + b"\nan edit by hand")  # the reader's only copy
+    with pytest.raises(DownloadError, match="left as it was"):
+        fetch("the-verdict.txt", tmp_path, progress=False)
+    assert cached.read_bytes() == verdict_bytes + b"\nan edit by hand"
+
+
+def _zip(members: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("limit,members,message", [
+    ("MAX_UNZIPPED_BYTES", {"SMSSpamCollection": b"\0" * 2_000_000}, "would unpack to 2,000,000 bytes"),
+    ("MAX_ZIP_MEMBERS", {f"f{i}": b"x" for i in range(200)} | {"SMSSpamCollection": b"x"}, "holds 201 files")])
+def test_untrusted_archive_is_bounded_before_anything_is_written(tmp_path, monkeypatch, limit, members, message):
+    name = "sms_spam_collection/SMSSpamCollection"
+    monkeypatch.setattr(data, "MAX_UNZIPPED_BYTES", 1_000_000)  # the real bound is 64 MiB; same check
+    srv = FileServer({"/sms.zip": _zip(members)})
+    try:
+        point_at(monkeypatch, name, srv.url + "/sms.zip")
+        with pytest.raises(DownloadError, match=message):
+            fetch(name, tmp_path, progress=False)
+    finally:
+        srv.close()
+    assert list((tmp_path / "sms_spam_collection").iterdir()) == []  # no archive, no temp file, no member
+
+
+def test_archive_whose_member_outgrows_its_header_is_refused(tmp_path, monkeypatch):
+    name = "sms_spam_collection/SMSSpamCollection"
+    monkeypatch.setattr(data, "MAX_UNZIPPED_BYTES", 1_000_000)
+    archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(_zip({"SMSSpamCollection": b"\0" * 3_000_000}))
+    real_getinfo = zipfile.ZipFile.getinfo
+
+    def lying_header(self, member):  # what a crafted archive declares
+        info = real_getinfo(self, member)
+        info.file_size = 100
+        return info
+
+    monkeypatch.setattr(zipfile.ZipFile, "getinfo", lying_header)
+    # zipfile stops at the declared size and fails the CRC; extraction also counts the bytes it writes
+    with pytest.raises(DownloadError, match="(Bad CRC|unpacks to more than its header says).*removed, try again"):
+        fetch(name, tmp_path, progress=False)
+    assert list(archive.parent.iterdir()) == []
+
+
+def test_full_disk_while_extracting_leaves_no_temp_file(tmp_path, data_dir, monkeypatch):
+    name = "sms_spam_collection/SMSSpamCollection"
+    archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(_zip({"SMSSpamCollection": (data_dir / name).read_bytes()}))
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.os, "fsync", no_space)
+    with pytest.raises(OSError, match="could not extract SMSSpamCollection.*No space left on device"):
+        fetch(name, tmp_path, progress=False)
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # the archive stays for the next try
+
+
+def test_cli_seed_reports_a_missing_folder_and_tampered_files(tmp_path, data_dir, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COURSE_DATA_DIR", str(cache))
+    assert data.main(["seed", str(tmp_path / "missing")]) == 2
+    assert f"seed: {tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
+
+    source = tmp_path / "copy"
+    shutil.copytree(data_dir, source, ignore=shutil.ignore_patterns("tiktoken", "models", "checkpoints"))
+    (source / "the-verdict.txt").write_text("tampered", encoding="utf-8")
+    assert data.main(["seed", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert "1 file(s)" in err and "the-verdict.txt" in err and len(err.strip().splitlines()) == 1
+    seeded = {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()}
+    assert seeded == set(COURSE_FILES) - {"the-verdict.txt"}  # every good file all the same
+
+
+def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, capsys):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    for name in COURSE_FILES:
+        point_at(monkeypatch, name, f"http://127.0.0.1:{unused_port()}/{name}")
+    assert data.main(["fetch"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"error: {len(COURSE_FILES)} of {len(COURSE_FILES)} course files")
+    assert "Traceback" not in err and "helpers.support seed DIR" in err

@@ -7,8 +7,13 @@
 
 Executed copies and each notebook's metrics JSON go to runs/<mode>/ (git-ignored), with
 report.md, report.html (one page, figures embedded) and report.json: status, wall time, mode,
-device, recorded metrics and the figures of cells tagged `report-figure`. A failing notebook
-does not stop the others; the report names its failing cell and error, and the command exits 1.
+device, each notebook's headline results whole beside the book's published figures (what it
+recorded with `metrics.log(headline={...}, book={...})`), the figures of cells tagged
+`report-figure`, and every recorded metric in a collapsible block. A failing notebook does not
+stop the others; the report names its failing cell and error (an exception, a `sys.exit()`
+that skipped the cells after it, a cell over the time limit, a kernel that died), and the
+command exits 1. Every cell has a time limit (smoke: 300 s, full: 2 h; --cell-timeout). Ctrl-C
+stops the run and still writes the report of the notebooks that finished (exit code 130).
 `--inplace` re-executes the committed notebook itself (mode via COURSE_MODE, no injected
 cell) and strips run-specific metadata, which is how the committed outputs are produced.
 
@@ -28,10 +33,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP_KEYS = {"notebook", "mode", "started", "elapsed_s"}
 FIGURE_TAG = "report-figure"
 # No smoke-mode cell takes a minute on 2 cores; a stalled one is retried (see execute()).
 SMOKE_CELL_TIMEOUT_S = 300
+# The longest full-mode cell (ch06's or ch07's training on a 2-core CPU) takes well under an
+# hour; a cell still running after two has hung, and the run moves on to the next notebook.
+FULL_CELL_TIMEOUT_S = 2 * 3600
 # The kernel's "running over TCP without encryption" warning concerns kernels reached over a
 # network; ours is a local child process, so it is noise a reader would have to learn to ignore.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -117,14 +124,18 @@ def sliced_poll_kernel_manager():
 
 
 def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict | None = None,
-            cell_timeout: int | None = None) -> None:
+            cell_timeout: int | None = None, retry_timeout: bool = True) -> None:
     """Execute a notebook with papermill (cwd: the repository root); raises papermill's
     PapermillExecutionError, which names the failing cell, when a cell fails.
 
     The kernel client polls in short slices (`sliced_poll_kernel_manager`), which ends the
     headless stalls after widget cells. `cell_timeout` (seconds per cell) stays as a backstop:
     a notebook with a cell that produces no reply in time is run once more from the start, with
-    a warning; a second timeout fails.
+    a warning (unless `retry_timeout` is False); a second timeout fails.
+
+    papermill raises nothing when a cell calls `sys.exit()` (IPython catches SystemExit), so
+    the executed notebook is checked too: a cell marked failed, or cells never run, raise
+    `NotebookStopped` naming the cell.
     """
     import papermill as pm
     for attempt in (1, 2):
@@ -133,13 +144,59 @@ def execute(nb_in: Path, nb_out: Path, parameters: dict | None = None, env: dict
                 pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, cwd=str(ROOT),
                                     progress_bar=False, kernel_name="python3", extra_arguments=KERNEL_ARGS,
                                     execution_timeout=cell_timeout, kernel_manager_class=sliced_poll_kernel_manager())
+            check_every_cell_ran(nb_out)
             return
         except Exception as e:
             timed_out = isinstance(e, TimeoutError) or "Timeout" in f"{getattr(e, 'ename', '')}{type(e).__name__}"
-            if attempt == 2 or cell_timeout is None or not timed_out:
+            if attempt == 2 or cell_timeout is None or not timed_out or not retry_timeout:
                 raise
             print(f"warning: {nb_in.name}: a cell produced no reply within {cell_timeout} s; "
                   f"running the notebook once more", file=sys.stderr)
+
+
+class NotebookStopped(RuntimeError):
+    """A notebook ended early without papermill raising: `sys.exit()` or `exit()` in a cell."""
+
+    def __init__(self, message: str, cell: dict):
+        super().__init__(message)
+        self.cell = cell
+
+
+def _cell_ref(nb, index: int) -> dict:
+    cell = nb.cells[index]
+    first_line = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+    return {"index": index, "execution_count": cell.get("execution_count"), "first_line": first_line[:120]}
+
+
+def check_every_cell_ran(nb_path: Path) -> None:
+    """Raise NotebookStopped when a cell of the executed notebook failed or never ran."""
+    import nbformat
+    nb = nbformat.read(nb_path, as_version=4)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    failed = [i for i in code if nb.cells[i].metadata.get("papermill", {}).get("exception")
+              and "raises-exception" not in nb.cells[i].metadata.get("tags", [])]  # an error the lesson shows
+    never = [i for i in code if nb.cells[i].get("execution_count") is None]
+    if not failed and not never:
+        return
+    where = failed[0] if failed else never[0]
+    errors = [o for o in nb.cells[where].get("outputs", []) if o.get("output_type") == "error"]
+    why = f"{errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else "the kernel stopped here"
+    rest = [i for i in never if i > where]
+    raise NotebookStopped(f"{why} (the notebook stopped: {len(rest)} later code cell(s) never ran)",
+                          _cell_ref(nb, where))
+
+
+def _running_cell(nb_path: Path) -> dict | None:
+    """The cell that was executing when a run was cut off (timeout, dead kernel): the last
+    code cell papermill had started."""
+    import nbformat
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except Exception:  # noqa: BLE001 - no notebook written yet: no cell to name
+        return None
+    started = [i for i, c in enumerate(nb.cells)
+               if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")]
+    return _cell_ref(nb, started[-1]) if started else None
 
 
 def _final_bar_text(view: dict, state: dict) -> str | None:
@@ -181,20 +238,6 @@ def clean_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def summarize(metrics: dict, width: int = 110) -> str:
-    parts = []
-    for key, value in metrics.items():
-        if key in SKIP_KEYS:
-            continue
-        if isinstance(value, float):
-            value = f"{value:.4g}"
-        elif isinstance(value, list):
-            value = f"[{len(value)} values]" if len(value) > 3 else value
-        parts.append(f"{key}={value}")
-    text = ", ".join(parts)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def figures(nb_path: Path) -> list[str]:
     """Base64 PNGs of the cells tagged `report-figure` in an executed notebook."""
     import nbformat
@@ -206,51 +249,105 @@ def figures(nb_path: Path) -> list[str]:
             for out in cell.outputs if "image/png" in out.get("data", {})]
 
 
-def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool) -> dict:
+def describe_failure(e: BaseException, executed: Path, cell_timeout: int | None) -> tuple[str, dict | None]:
+    """(error text, failed cell) for an exception from `execute`."""
+    if hasattr(e, "exec_count"):  # papermill's PapermillExecutionError
+        first_line = next((ln for ln in str(e.source).splitlines() if ln.strip()), "")
+        cell = {"index": e.cell_index, "execution_count": e.exec_count, "first_line": first_line[:120]}
+        return f"{e.ename}: {e.evalue}"[:300], cell
+    if isinstance(e, NotebookStopped):
+        return str(e)[:300], e.cell
+    name = type(e).__name__
+    if isinstance(e, TimeoutError) or "Timeout" in name:
+        return f"timed out: the cell was still running after {cell_timeout} s (--cell-timeout)", _running_cell(executed)
+    if name == "DeadKernelError" or "Kernel died" in str(e):
+        return ("the kernel died while this cell ran (out of memory? a crash in native code?)",
+                _running_cell(executed))
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip(" -")]
+    return (f"{name}: {lines[-1]}" if lines else name)[:300], None
+
+
+def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell_timeout: int | None = None) -> dict:
     name = nb.stem
     # --inplace runs the notebook as committed, so it writes its metrics to its own default path
     metrics_path = (ROOT / "runs" / "interactive" if inplace else out_dir).resolve() / f"{name}.metrics.json"
     metrics_path.unlink(missing_ok=True)
     executed = nb if inplace else out_dir / nb.name
+    timeout = cell_timeout or (SMOKE_CELL_TIMEOUT_S if mode == "smoke" else FULL_CELL_TIMEOUT_S)
+    # a stalled smoke cell is retried once (see execute); a chosen limit, or a full-mode one, is final
+    retry = cell_timeout is None and mode == "smoke"
     t0 = time.perf_counter()
     status, error, failed_cell = "ok", "", None
     try:
         if inplace:  # no injected cell in a committed notebook: the kernel reads its environment
             # progress bars on (tests switch them off), saved in their final state by clean_metadata
-            execute(nb, nb, env={"COURSE_MODE": mode, "COURSE_DEVICE": device, "TQDM_DISABLE": None})
+            execute(nb, nb, env={"COURSE_MODE": mode, "COURSE_DEVICE": device, "TQDM_DISABLE": None},
+                    cell_timeout=timeout, retry_timeout=retry)
             clean_metadata(nb)
         else:
             execute(nb, executed, parameters={"mode": mode, "device": device,
                                               "metrics_path": str(metrics_path)},
-                    cell_timeout=SMOKE_CELL_TIMEOUT_S if mode == "smoke" else None)
+                    cell_timeout=timeout, retry_timeout=retry)
     except Exception as e:  # one failing chapter must not hide the others' results
         status = "failed"
-        if hasattr(e, "exec_count"):  # papermill's PapermillExecutionError
-            first_line = next((ln for ln in str(e.source).splitlines() if ln.strip()), "")
-            failed_cell = {"index": e.cell_index, "execution_count": e.exec_count, "first_line": first_line[:120]}
-            error = f"{e.ename}: {e.evalue}"[:300]
-        else:
-            error = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        error, failed_cell = describe_failure(e, executed, timeout)
     wall = time.perf_counter() - t0
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     return {"notebook": nb.name, "status": status, "wall_s": round(wall, 1), "mode": mode, "device": device,
-            "metrics": metrics, "error": error, "failed_cell": failed_cell, "executed": str(executed),
-            "figures": figures(executed)}
+            "metrics": read_metrics(metrics_path), "error": error, "failed_cell": failed_cell,
+            "executed": str(executed), "figures": figures(executed)}
+
+
+def read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # none written, or cut off mid-write
+        return {}
 
 
 def _failure_line(r: dict) -> str:
     cell = r["failed_cell"]
     where = (f"cell {cell['index']} (execution count {cell['execution_count']}: `{cell['first_line']}`)"
-             if cell else "before any cell ran")
+             if cell else ("stopped by Ctrl-C" if r["status"] == "interrupted" else "before any cell ran"))
     return f"{r['notebook']}: {where}: {r['error']}"
+
+
+def _value(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def headline_rows(metrics: dict) -> list[tuple[str, str, str]]:
+    """(label, this run's value, the book's value or "") for each headline metric, whole."""
+    headline, book = metrics.get("headline") or {}, metrics.get("book") or {}
+    if not isinstance(headline, dict):
+        return []
+    return [(str(label), _value(value), _value(book[label]) if label in book else "")
+            for label, value in headline.items()]
+
+
+def metrics_json(metrics: dict) -> str:
+    """All recorded metrics, one key a line (a list of 100 losses stays on its line)."""
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in metrics.items()) + "\n}"
+
+
+def headline_text(metrics: dict) -> str:
+    rows = headline_rows(metrics)
+    if not rows:
+        return "(no headline results recorded)"
+    return "; ".join(f"{label}: {ours}" + (f" (book: {book})" if book else "") for label, ours, book in rows)
 
 
 def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
     """Write report.md, report.html and report.json into out_dir; return the summary table."""
-    rows = ["| notebook | status | wall time | mode | device | recorded metrics |", "|---|---|---|---|---|---|"]
+    rows = ["| notebook | status | wall time | mode | device | headline results (book's figure) |",
+            "|---|---|---|---|---|---|"]
     for r in results:
-        detail = r["error"] if r["status"] != "ok" else summarize(r["metrics"])
-        rows.append(f"| {r['notebook']} | {r['status']} | {r['wall_s']:.0f} s | {r['mode']} | {r['device']} | {detail} |")
+        detail = r["error"] if r["status"] != "ok" else headline_text(r["metrics"])
+        rows.append(f"| {r['notebook']} | {r['status']} | {r['wall_s']:.0f} s | {r['mode']} | {r['device']} | "
+                    f"{detail.replace('|', '/')} |")
     table = "\n".join(rows)
     failures = [_failure_line(r) for r in results if r["status"] != "ok"]
 
@@ -259,18 +356,25 @@ def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
         md += ["## Failures", ""] + [f"- {line}" for line in failures] + [""]
     fig_dir = out_dir / "figures"
     for r in results:
+        md += [f"## {r['notebook']}", ""]
+        if (head := headline_rows(r["metrics"])):
+            md += ["| result | this run | book |", "|---|---|---|"]
+            md += [f"| {label} | {ours} | {book} |".replace("\n", " ") for label, ours, book in head] + [""]
         for k, png in enumerate(r["figures"]):
             fig_dir.mkdir(exist_ok=True)
             name = f"{Path(r['notebook']).stem}-{k + 1}.png"
             (fig_dir / name).write_bytes(base64.b64decode(png))
-            md.append(f"![{r['notebook']} figure {k + 1}](figures/{name})")
+            md += [f"![{r['notebook']} figure {k + 1}](figures/{name})", ""]
+        if r["metrics"]:
+            md += ["<details><summary>all recorded metrics</summary>", "", "```json",
+                   metrics_json(r["metrics"]), "```", "", "</details>", ""]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
 
     esc = html.escape
     body = [f"<h1>Course run ({esc(mode)} mode)</h1>", "<table><tr><th>notebook</th><th>status</th>"
-            "<th>wall time</th><th>mode</th><th>device</th><th>recorded metrics</th></tr>"]
+            "<th>wall time</th><th>mode</th><th>device</th><th>headline results (book's figure)</th></tr>"]
     for r in results:
-        detail = r["error"] if r["status"] != "ok" else summarize(r["metrics"], width=400)
+        detail = r["error"] if r["status"] != "ok" else headline_text(r["metrics"])
         body.append(f"<tr class='{r['status']}'><td>{esc(r['notebook'])}</td><td>{r['status']}</td>"
                     f"<td>{r['wall_s']:.0f} s</td><td>{esc(r['mode'])}</td><td>{esc(r['device'])}</td>"
                     f"<td>{esc(detail)}</td></tr>")
@@ -278,17 +382,24 @@ def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
     if failures:
         body.append("<h2>Failures</h2><ul>" + "".join(f"<li>{esc(f)}</li>" for f in failures) + "</ul>")
     for r in results:
-        if r["figures"]:
-            body.append(f"<h2>{esc(r['notebook'])}</h2>" + "".join(
-                f"<img alt='figure' src='data:image/png;base64,{png}'>" for png in r["figures"]))
+        body.append(f"<h2>{esc(r['notebook'])}</h2>")
+        if (head := headline_rows(r["metrics"])):
+            body.append("<table class='headline'><tr><th>result</th><th>this run</th><th>book</th></tr>" + "".join(
+                f"<tr><td>{esc(label)}</td><td>{esc(ours)}</td><td>{esc(book)}</td></tr>" for label, ours, book in head)
+                + "</table>")
+        body.extend(f"<img alt='figure' src='data:image/png;base64,{png}'>" for png in r["figures"])
+        if r["metrics"]:
+            body.append("<details><summary>all recorded metrics</summary><pre>"
+                        + esc(metrics_json(r["metrics"])) + "</pre></details>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-             "tr.failed td{background:#fdd}img{max-width:48%;margin:4px}")
+             "tr.failed td,tr.interrupted td{background:#fdd}img{max-width:48%;margin:4px}"
+             "table.headline{margin:0.5em 0}pre{font-size:85%}")
     (out_dir / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>Course run</title><style>{style}</style>"
         f"</head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
     slim = [{k: v for k, v in r.items() if k != "figures"} | {"figures": len(r["figures"])} for r in results]
-    (out_dir / "report.json").write_text(json.dumps({"mode": mode, "results": slim}, indent=2))
+    (out_dir / "report.json").write_text(json.dumps({"mode": mode, "results": slim}, indent=2, default=str))
     return table + ("\n\nFailures:\n" + "\n".join(f"  {f}" for f in failures) if failures else "")
 
 
@@ -299,28 +410,54 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--out", type=Path, help="default: runs/<mode>")
     parser.add_argument("--inplace", action="store_true", help="execute the committed notebooks themselves")
+    parser.add_argument("--cell-timeout", type=int, metavar="SECONDS",
+                        help=f"time limit per cell (default: {SMOKE_CELL_TIMEOUT_S} s in smoke mode, "
+                             f"{FULL_CELL_TIMEOUT_S} s in full mode)")
     args = parser.parse_args(argv)
+    if args.cell_timeout is not None and args.cell_timeout < 1:
+        parser.error(f"--cell-timeout must be at least 1 second, got {args.cell_timeout}")
+    missing = [str(n) for n in args.notebooks if not Path(n).is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
 
     mode = resolve_mode(args.mode)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        parser.error(f"--device {args.device}: {e}")
     notebooks = [Path(n) for n in args.notebooks] or sorted(ROOT.glob("ch[0-9][0-9]_*.ipynb"))
     notebooks = [n if n.is_absolute() else (Path.cwd() / n) for n in notebooks]
     out_dir = (args.out or ROOT / "runs" / mode).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write-test").write_text("")  # now, not after hours of notebooks
+        (out_dir / ".write-test").unlink()
+    except OSError as e:
+        parser.error(f"--out {out_dir} is not writable ({e.strerror}); choose another folder")
     print(f"Running {len(notebooks)} notebook(s) in {mode} mode on {device} -> {out_dir}")
 
-    results = []
+    results, interrupted = [], False
     for nb in notebooks:
         print(f"  {nb.name} ...", end="", flush=True)
-        result = run_one(nb, out_dir, mode, device, args.inplace)
+        t0 = time.perf_counter()
+        try:
+            result = run_one(nb, out_dir, mode, device, args.inplace, args.cell_timeout)
+        except KeyboardInterrupt:  # Ctrl-C: report what finished, and which notebook was cut short
+            interrupted = True
+            result = {"notebook": nb.name, "status": "interrupted", "wall_s": round(time.perf_counter() - t0, 1),
+                      "mode": mode, "device": device, "metrics": {}, "error": "stopped by Ctrl-C",
+                      "failed_cell": None, "executed": "", "figures": []}
         results.append(result)
         print(f" {result['status']} ({result['wall_s']:.0f} s)")
+        if interrupted:
+            break
 
     print("\n" + write_reports(results, mode, out_dir))
     failed = [r["notebook"] for r in results if r["status"] != "ok"]
+    skipped = len(notebooks) - len(results)
     print(f"\n{len(results) - len(failed)} ok, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else "")
-          + f"\nReport: {out_dir / 'report.html'}")
-    return 1 if failed else 0
+          + (f", {skipped} not run (Ctrl-C)" if skipped else "") + f"\nReport: {out_dir / 'report.html'}")
+    return 130 if interrupted else (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .download import DownloadError, download_file, sha256_of
 
-__all__ = ["COURSE_FILES", "cache_dir", "fetch", "gpt2_tokenizer", "seed_cache", "DownloadError"]
+__all__ = ["COURSE_FILES", "cache_dir", "fetch", "gpt2_tokenizer", "seed_cache", "DownloadError", "SeedError"]
 
 _RASBT = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
 _OPENAI_ENC = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
@@ -91,20 +91,64 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool =
     except DownloadError as e:
         raise DownloadError(f"{e}\n(or place the extracted file {spec.member} at {dest.resolve()})") from None
     try:
-        with zipfile.ZipFile(archive) as zf, zf.open(spec.member) as src, \
-                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-            shutil.copyfileobj(src, tmp)
-    except (zipfile.BadZipFile, KeyError) as e:  # a damaged archive would otherwise be reused forever
-        archive.unlink()
-        raise DownloadError(f"{archive.name} is not a zip archive holding {spec.member} ({e}); "
-                            f"it was removed, try again") from None
-    if sha256_of(tmp.name) != spec.sha256:
-        os.unlink(tmp.name)
+        tmp = _extract_member(archive, spec.member, dest.parent)
+    except DownloadError:
+        archive.unlink(missing_ok=True)  # a damaged archive would otherwise be reused forever
+        raise
+    if sha256_of(tmp) != spec.sha256:
+        tmp.unlink()
         archive.unlink()
         raise DownloadError(f"{spec.member} in {archive.name} does not have the expected SHA-256 "
                             f"{spec.sha256}; the archive was removed, try again")
-    os.replace(tmp.name, dest)
+    os.replace(tmp, dest)
     return dest
+
+
+# An archive is untrusted input: these bound what extracting it may write (the course's one zip,
+# the SMS Spam Collection, holds 2 files and 0.5 MB).
+MAX_ZIP_MEMBERS = 100
+MAX_UNZIPPED_BYTES = 64 * 2**20
+
+
+def _extract_member(archive: Path, member: str, folder: Path) -> Path:
+    """Extract `member` of `archive` into a temporary file in `folder` and return its path.
+
+    Checks the member count and the declared size before writing anything, and stops writing
+    past MAX_UNZIPPED_BYTES whatever the header declares (a "zip bomb"). On any error, a full
+    disk included, the temporary file is removed and DownloadError says what went wrong."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{member}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_ZIP_MEMBERS:
+                raise DownloadError(f"{archive.name} holds {len(infos):,} files (at most {MAX_ZIP_MEMBERS} "
+                                    f"expected): not the course's archive; it was removed, try again")
+            info = zf.getinfo(member)
+            if info.file_size > MAX_UNZIPPED_BYTES:
+                raise DownloadError(f"{member} in {archive.name} would unpack to {info.file_size:,} bytes (at most "
+                                    f"{MAX_UNZIPPED_BYTES:,} expected): not the course's archive; it was removed, "
+                                    f"try again")
+            written = 0
+            with zf.open(info) as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    written += len(block)
+                    if written > MAX_UNZIPPED_BYTES:
+                        raise DownloadError(f"{member} in {archive.name} unpacks to more than its header says "
+                                            f"and more than {MAX_UNZIPPED_BYTES:,} bytes: not the course's "
+                                            f"archive; it was removed, try again")
+                    out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        return Path(tmp)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile)):
+            raise DownloadError(f"{archive.name} is not a zip archive holding {member} ({e}); "
+                                f"it was removed, try again") from None
+        if isinstance(e, OSError) and not isinstance(e, DownloadError):
+            raise OSError(e.errno, f"could not extract {member} from {archive.name} into {folder} "
+                                   f"({e.strerror or e}); nothing was left behind") from None
+        raise
 
 
 def _tiktoken_key(url: str) -> str:
@@ -133,11 +177,41 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
     return tiktoken.get_encoding("gpt2")
 
 
+class SeedError(ValueError):
+    """`seed_cache` found files it could not use; the good ones were seeded all the same."""
+
+    def __init__(self, message: str, done: list[Path], bad: list[str]):
+        super().__init__(message)
+        self.done, self.bad = done, bad
+
+
+def _copy_atomically(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` through a temporary file (fsync, rename): never a half-copied file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Copy course files from an offline folder (laid out like the cache, e.g. ../shared/data)
-    into the cache, checking each SHA-256; returns the files copied or already present."""
-    source, dest_root = Path(source), cache_dir(data_dir)
-    done = []
+    into the cache, checking each SHA-256; returns the files copied or already present.
+
+    Raises ValueError when `source` is not a folder, and SeedError (listing them) when some
+    files there have the wrong SHA-256, after seeding every good one."""
+    source = Path(source)
+    if not source.is_dir():
+        raise ValueError(f"seed: {source} is not a folder; give the folder holding the course files "
+                         f"(laid out like the cache, e.g. ../shared/data)")
+    dest_root = cache_dir(data_dir)
+    done, bad = [], []
     for name, spec in COURSE_FILES.items():
         src, dest = source / name, dest_root / name
         if dest.exists() and sha256_of(dest) == spec.sha256:
@@ -146,14 +220,21 @@ def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = N
         if not src.exists():
             continue
         if sha256_of(src) != spec.sha256:
-            raise ValueError(f"{src} does not have the expected SHA-256 {spec.sha256}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+            bad.append(name)
+            continue
+        _copy_atomically(src, dest)
         done.append(dest)
+    if bad:
+        raise SeedError(f"seed: {len(bad)} file(s) in {source} do not have the expected SHA-256 and were not "
+                        f"copied: {', '.join(bad)}; the other {len(done)} are in {dest_root}. Replace them with "
+                        f"good copies (or run `python -m helpers.support fetch` online)", done, bad)
     return done
 
 
 def main(argv=None) -> int:
+    """The command line; a user error is one or two lines on stderr and exit code 2."""
+    import sys
+
     parser = argparse.ArgumentParser(prog="python -m helpers.support",
                                      description="Manage the course data cache.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -162,12 +243,33 @@ def main(argv=None) -> int:
     sub.add_parser("fetch", help="download every course file into the cache")
     sub.add_parser("where", help="print the cache folder")
     args = parser.parse_args(argv)
-    if args.cmd == "seed":
-        files = seed_cache(args.source)
-        print(f"{len(files)}/{len(COURSE_FILES)} course files in {cache_dir()}")
-    elif args.cmd == "fetch":
-        for name in COURSE_FILES:
-            print(fetch(name))
-    else:
-        print(cache_dir())
+    try:
+        if args.cmd == "seed":
+            files = seed_cache(args.source)
+            missing = [n for n in COURSE_FILES if cache_dir() / n not in files]
+            print(f"{len(files)}/{len(COURSE_FILES)} course files in {cache_dir()}"
+                  + (f"; not in {args.source}: {', '.join(missing)}" if missing else ""))
+        elif args.cmd == "fetch":
+            failed = []
+            for name in COURSE_FILES:
+                try:
+                    print(fetch(name))
+                except DownloadError as e:
+                    reason = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+                    print(f"  {name}: not downloaded ({reason})", file=sys.stderr)
+                    failed.append(name)
+            if failed:
+                print(f"error: {len(failed)} of {len(COURSE_FILES)} course files could not be downloaded (offline?); "
+                      f"run again online, or fill the cache from a copy: python -m helpers.support seed DIR",
+                      file=sys.stderr)
+                return 2
+        else:
+            print(cache_dir())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable cache folder, a full disk
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}; set COURSE_DATA_DIR to a "
+              f"writable folder with free space", file=sys.stderr)
+        return 2
     return 0

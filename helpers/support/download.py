@@ -9,7 +9,8 @@ One function, `download_file`, used for the course data and for OpenAI's GPT-2 c
 * retries each URL a few times, then falls back to the next (backup) URL;
 * when every URL fails, raises `DownloadError` naming each URL, why it failed, and the path
   where the file can be placed by hand;
-* a complete, verified file is never downloaded again.
+* a complete, verified file is never downloaded again; a cached copy whose SHA-256 no longer
+  matches is replaced only once the new download has verified (offline, it stays as it was).
 """
 from __future__ import annotations
 
@@ -74,10 +75,12 @@ def download_file(urls: str | Sequence[str], dest: Path | str, *, sha256: str | 
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
+    stale = False
     if dest.exists():
         if sha256 is None or sha256_of(dest) == sha256:
             return dest
-        dest.unlink()  # corrupt or from another version: fetch it again
+        # corrupt or from another version: fetch it again, but keep it until the new copy verifies
+        stale = True
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
@@ -103,5 +106,6 @@ def download_file(urls: str | Sequence[str], dest: Path | str, *, sha256: str | 
         f"Could not download {dest.name}.\n  " + "\n  ".join(failures) +
         f"\nIf you are offline, download it on another machine from\n  {urls[0]}\n"
         f"and place it at\n  {dest.resolve()}"
-        + (f"\n(expected SHA-256 {sha256})" if sha256 else ""))
+        + (f"\n(expected SHA-256 {sha256})" if sha256 else "")
+        + ("\nThe copy already there does not match that SHA-256; it was left as it was." if stale else ""))
 

@@ -3,6 +3,8 @@ device choice, seeding, version printout, and the metrics record a notebook leav
 from __future__ import annotations
 
 import json
+import numbers
+import os
 import platform
 import random
 import time
@@ -54,11 +56,27 @@ def print_versions(*packages: str) -> None:
             print(f"{name} (not installed)")
 
 
+def _check_results(key: str, results) -> None:
+    """headline= and book= are {label: number, short string or None (not measured this run)}."""
+    if not isinstance(results, dict):
+        raise ValueError(f"Metrics.log: {key}= must be a dict {{label: value}}, got {type(results).__name__}")
+    for label, value in results.items():
+        ok = value is None or isinstance(value, str) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+        if not isinstance(label, str) or not ok:
+            raise ValueError(f"Metrics.log: {key}[{label!r}] = {value!r}; labels are strings and values "
+                             f"numbers or short strings")
+
+
 class Metrics:
     """The small JSON record a notebook leaves beside its executed copy.
 
     Each `log` call merges values and rewrites the file at once, so results recorded before
     an interruption survive it. Values must be JSON-serialisable (numbers, strings, lists).
+
+    Two keys are for the run report (tools/run_course.py), which shows them whole:
+    ``headline={"<label>": value, ...}``, the notebook's 2-4 headline results (numbers or
+    short strings), and ``book={"<label>": value, ...}``, the book's published figure for the
+    same labels where there is one.
     """
 
     def __init__(self, path: str | Path | None, notebook: str, mode: str):
@@ -68,6 +86,14 @@ class Metrics:
         self._write()
 
     def log(self, **values) -> None:
+        for key in ("headline", "book"):
+            if key in values:
+                _check_results(key, values[key])
+        headline = values.get("headline", self.data.get("headline", {}))
+        unknown = [label for label in values.get("book", {}) if label not in headline]
+        if unknown:
+            raise ValueError(f"Metrics.log: book labels {unknown} are not headline labels {list(headline)}; "
+                             f"give the book's figure under the same label as the headline result")
         self.data.update(values)
         self._write()
 
@@ -75,8 +101,11 @@ class Metrics:
         self.data["elapsed_s"] = round(time.perf_counter() - self._t0, 2)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, default=float))
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w") as f:
+                f.write(json.dumps(self.data, indent=2, default=float))
+                f.flush()
+                os.fsync(f.fileno())
             tmp.replace(self.path)
 
     def __repr__(self) -> str:
