@@ -347,9 +347,10 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
 
 # ---- ch06_classification.ipynb, cell 33 ----
 def _short(err, limit=110):
-    """An error as one line of at most about `limit` characters, cut between words, never inside one."""
+    """An error (or its text) as one line of at most about `limit` characters, cut between words."""
     text = str(err).strip()
-    line = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    first = text.splitlines()[0] if text else ""
+    line = first if isinstance(err, str) else f"{type(err).__name__}: {first}" if first else type(err).__name__
     if len(line) <= limit:
         return line
     cut = line[:limit]

@@ -625,3 +625,4 @@ def test_error_lines_are_cut_between_words():
     kept = line[:-4]
     assert str(err).startswith(kept.split(": ", 1)[1]) and f"{type(err).__name__}: {err}"[len(kept)] == " "
     assert _short(ValueError("short"), 100) == "ValueError: short"
+    assert _short("HTTP 404\nmore lines", 100) == "HTTP 404"  # a reason already taken from an error's text
