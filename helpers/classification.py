@@ -2,10 +2,73 @@
 
 Edit the notebook cells that start with `#| export classification` and run `make export`.
 """
-__all__ = ['safe_extract_zip', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'add_classification_head', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora']
+__all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora', 'safe_extract_zip', 'SMS_SPAM_FILE', 'download_and_unzip_spam_data', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'add_classification_head']
 
 
-# ---- ch06_classification.ipynb, cell 11 ----
+# ---- ch06_classification.ipynb, cell 94 ----
+import math
+
+import torch
+import torch.nn as nn
+
+
+class LoRALayer(nn.Module):
+    """The low-rank update of LoRA: x -> alpha * (x @ A @ B), A (in_dim, rank), B (rank, out_dim).
+
+    B starts at zero, so the update starts at exactly zero and the wrapped model is unchanged
+    until training moves it; A starts random (as nn.Linear's weights), so B gets gradients.
+    """
+
+    def __init__(self, in_dim, out_dim, rank, alpha):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(in_dim, rank))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        self.B = nn.Parameter(torch.zeros(rank, out_dim))
+        self.alpha = alpha
+
+    def forward(self, x):
+        return self.alpha * (x @ self.A @ self.B)
+
+
+class LinearWithLoRA(nn.Module):
+    """A Linear layer plus a LoRA update beside it: linear(x) + alpha * (x @ A @ B)."""
+
+    def __init__(self, linear, rank, alpha):
+        super().__init__()
+        self.linear = linear
+        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha).to(
+            linear.weight.device, linear.weight.dtype)
+
+    def forward(self, x):
+        return self.linear(x) + self.lora(x)
+
+
+# ---- ch06_classification.ipynb, cell 96 ----
+def replace_linear_with_lora(model, rank, alpha):
+    """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
+    Freeze the original parameters first (as the book does) so only A and B train."""
+    for name, module in model.named_children():
+        if isinstance(module, nn.Linear):
+            setattr(model, name, LinearWithLoRA(module, rank, alpha))
+        elif not isinstance(module, LinearWithLoRA):  # already wrapped: leave it
+            replace_linear_with_lora(module, rank, alpha)
+    return model
+
+
+def merge_lora(layer):
+    """A plain nn.Linear equal to a LinearWithLoRA: weight W + alpha * (A @ B).T (nn.Linear
+    stores W as (out, in)), same bias. Merged, LoRA costs nothing extra at inference."""
+    linear, lora = layer.linear, layer.lora
+    merged = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    merged = merged.to(linear.weight.device, linear.weight.dtype)
+    with torch.no_grad():
+        merged.weight.copy_(linear.weight + lora.alpha * (lora.A @ lora.B).T)
+        if linear.bias is not None:
+            merged.bias.copy_(linear.bias)
+    return merged
+
+
+# ---- ch06_classification.ipynb, cell 126 ----
 import os
 import re
 import stat
@@ -46,12 +109,76 @@ def safe_extract_zip(archive, target_dir, members=None):
         return [Path(zf.extract(info, target)) for info in infos]
 
 
-# ---- ch06_classification.ipynb, cell 17 ----
+# ---- ch06_classification.ipynb, cell 128 ----
+import shutil
+import tempfile
+
+from helpers.support.data import COURSE_FILES, fetch
+from helpers.support.download import DownloadError, download_file, sha256_of
+
+SMS_SPAM_FILE = "sms_spam_collection/SMSSpamCollection"  # the collection's name in the course cache
+
+
+def _copy_atomically(src, dest):
+    """Copy `src` to `dest` through a temporary file in the same folder: `dest` is whole or absent."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
+            shutil.copyfileobj(source, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, *, data_dir=None):
+    """The book's function: save the SMS Spam Collection from `url` (a zip holding the file
+    SMSSpamCollection) as `data_file_path`, the archive at `zip_path` and its members in
+    `extracted_path`; does nothing but say so when `data_file_path` exists.
+
+    Underneath: for the collection's known URLs (UCI's and the book's mirror, tried in turn) the
+    file comes through the course cache (`data_dir`): downloaded once and checked against its
+    SHA-256, and offline a cached copy is used (a cache seeded from a copy may hold no archive;
+    then only the file is provided). Any other URL is downloaded with retries and resuming.
+    Members are checked before extraction (`safe_extract_zip`), and the result must be the
+    collection the course knows (its SHA-256), else DownloadError.
+    """
+    zip_path, extracted_path, data_file_path = Path(zip_path), Path(extracted_path), Path(data_file_path)
+    if data_file_path.exists():
+        print(f"{data_file_path} already exists. Skipping download and extraction.")
+        return
+    spec = COURSE_FILES[SMS_SPAM_FILE]
+    extracted = extracted_path / spec.member
+    if url in spec.urls:
+        cached = fetch(SMS_SPAM_FILE, data_dir)
+        archive = cached.parent / f"{cached.parent.name}.zip"  # where fetch keeps a downloaded archive
+        if archive.exists() and archive.resolve() != zip_path.resolve():
+            _copy_atomically(archive, zip_path)
+        if not archive.exists():  # a seeded cache: the verified file, no archive
+            _copy_atomically(cached, extracted)
+    else:
+        download_file(url, zip_path)
+    if not extracted.exists() or url not in spec.urls:
+        safe_extract_zip(zip_path, extracted_path)
+    if not extracted.exists() or sha256_of(extracted) != spec.sha256:
+        raise DownloadError(f"{zip_path.name} from {url} does not hold the SMS Spam Collection the course knows "
+                            f"(a file {spec.member} with SHA-256 {spec.sha256}); use {spec.urls[0]}")
+    data_file_path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(extracted, data_file_path)
+    print(f"File downloaded and saved as {data_file_path}")
+
+
+# ---- ch06_classification.ipynb, cell 132 ----
 import csv
+import numbers
 
 import pandas as pd
 
-from helpers.support.data import cache_dir, fetch
+from helpers.support.data import cache_dir
 
 SMS_LABELS = {"ham": 0, "spam": 1}  # the class index the model predicts for each label
 
@@ -66,14 +193,32 @@ def read_sms_spam(path):
 
 def create_balanced_dataset(df, seed=123):
     """As many ham messages (drawn at random) as there are spam messages, plus all the spam."""
-    spam = df[df["Label"] == "spam"]
-    ham = df[df["Label"] == "ham"].sample(len(spam), random_state=seed)
-    return pd.concat([ham, spam])
+    spam, ham = df[df["Label"] == "spam"], df[df["Label"] == "ham"]
+    if len(spam) == 0:
+        found = ", ".join(map(repr, sorted(map(str, df["Label"].unique()))[:5])) if "Label" in df else "no Label column"
+        raise ValueError(f"df has no rows labelled 'spam' (Label values: {found or 'none'}), so there is "
+                         "nothing to balance; balance before mapping labels to 0/1")
+    if len(ham) < len(spam):
+        raise ValueError(f"df has fewer 'ham' rows ({len(ham)}) than 'spam' rows ({len(spam)}); "
+                         "undersampling ham cannot balance it")
+    return pd.concat([ham.sample(len(spam), random_state=seed), spam])
+
+
+# ---- ch06_classification.ipynb, cell 133 ----
+def _check_fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:  # NaN fails too
+        raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1 (the book: train_frac=0.7, "
+                         "validation_frac=0.1; the test set gets the rest)")
 
 
 def random_split(df, train_frac, validation_frac, seed=123):
     """Shuffle `df` (reproducibly) and cut it into train / validation / test parts; the test
     part gets what is left after the first two fractions (rounded down)."""
+    _check_fraction("train_frac", train_frac)
+    _check_fraction("validation_frac", validation_frac)
+    if train_frac + validation_frac > 1:
+        raise ValueError(f"train_frac + validation_frac = {train_frac + validation_frac:g} exceeds 1, which "
+                         "leaves a negative share for the test set; make them add up to at most 1")
     df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
     train_end = int(len(df) * train_frac)
     validation_end = train_end + int(len(df) * validation_frac)
@@ -84,7 +229,7 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     """Section 6.2 in one call: fetch the collection, balance it, label ham 0 / spam 1, split it
     and write train.csv, validation.csv and test.csv (columns Label, Text) into `out_dir`
     (default: the course cache's sms_spam_collection folder). Returns {split name: path}."""
-    df = read_sms_spam(fetch("sms_spam_collection/SMSSpamCollection", data_dir))
+    df = read_sms_spam(fetch(SMS_SPAM_FILE, data_dir))
     balanced = create_balanced_dataset(df, seed=seed)
     balanced["Label"] = balanced["Label"].map(SMS_LABELS)
     out_dir = Path(out_dir) if out_dir is not None else cache_dir(data_dir) / "sms_spam_collection"
@@ -93,11 +238,13 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     for name, part in zip(("train", "validation", "test"),
                           random_split(balanced, train_frac, validation_frac, seed=seed)):
         paths[name] = out_dir / f"{name}.csv"
-        part.to_csv(paths[name], index=False)
+        tmp = paths[name].with_name(f".{name}.csv.part")
+        part.to_csv(tmp, index=False)
+        os.replace(tmp, paths[name])  # a reader never sees a half-written split
     return paths
 
 
-# ---- ch06_classification.ipynb, cell 31 ----
+# ---- ch06_classification.ipynb, cell 137 ----
 import torch
 from torch.utils.data import Dataset
 
@@ -106,6 +253,13 @@ def _encode_message(tokenizer, text):
     # A message that happens to contain "<|endoftext|>" is plain text, not the special token:
     # so the pad ID 50256 never occurs inside a real message.
     return tokenizer.encode(text, disallowed_special=())
+
+
+def _check_max_length(max_length):
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)
+                                   or max_length <= 0):
+        raise ValueError(f"max_length={max_length!r} must be a positive number of tokens (or None: "
+                         "the longest message); pass the training set's, e.g. train_dataset.max_length")
 
 
 class SpamDataset(Dataset):
@@ -122,6 +276,7 @@ class SpamDataset(Dataset):
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *,
                  return_lengths=False, context_length=None):
+        _check_max_length(max_length)
         self.data = pd.read_csv(csv_file, dtype={"Text": str}, keep_default_na=False)
         self.encoded_texts = [_encode_message(tokenizer, text) for text in self.data["Text"]]
         empty = [i for i, ids in enumerate(self.encoded_texts) if not ids]
@@ -149,30 +304,7 @@ class SpamDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch06_classification.ipynb, cell 49 ----
-import torch.nn as nn
-
-
-def add_classification_head(model, num_classes=2, trainable_blocks=1):
-    """Turn a pretrained GPTModel into a classifier, in place (section 6.5); returns it.
-
-    Freezes every parameter, replaces `out_head` with a fresh Linear(emb_dim, num_classes)
-    (trainable, like any new layer), and unfreezes the last `trainable_blocks` transformer
-    blocks and the final LayerNorm. The model then gives (batch, tokens, num_classes) logits.
-    """
-    for param in model.parameters():
-        param.requires_grad = False
-    old = model.out_head
-    model.out_head = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
-    for block in list(model.trf_blocks)[len(model.trf_blocks) - trainable_blocks:]:
-        for param in block.parameters():
-            param.requires_grad = True
-    for param in model.final_norm.parameters():
-        param.requires_grad = True
-    return model
-
-
-# ---- ch06_classification.ipynb, cell 59 ----
+# ---- ch06_classification.ipynb, cell 140 ----
 import itertools
 
 
@@ -191,23 +323,24 @@ def last_token_logits(logits, lengths=None):
     return logits[rows, lengths.to(logits.device) - 1, :]
 
 
+def _check_loader(data_loader):
+    if len(data_loader) == 0:
+        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+
+
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Share of correctly classified examples in the first `num_batches` batches (all when None).
     Puts the model in eval mode. Reads the last real token when the loader yields lengths."""
-    if len(data_loader) == 0:
-        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    _check_loader(data_loader)
     model.eval()
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     correct = seen = 0
-    for i, batch in enumerate(data_loader):
-        if i >= num_batches:
-            break
+    for batch in itertools.islice(data_loader, num_batches):
         input_batch, target_batch, lengths = _split_batch(batch)
-        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
         with torch.no_grad():
-            predicted = last_token_logits(model(input_batch), lengths).argmax(dim=-1)
+            predicted = last_token_logits(model(input_batch.to(device)), lengths).argmax(dim=-1)
         seen += predicted.shape[0]
-        correct += (predicted == target_batch).sum().item()
+        correct += (predicted == target_batch.to(device)).sum().item()
     return correct / seen
 
 
@@ -220,15 +353,14 @@ def calc_loss_batch(input_batch, target_batch, model, device, lengths=None):
 
 def calc_loss_loader(data_loader, model, device, num_batches=None):
     """Average `calc_loss_batch` over the first `num_batches` batches (all when None)."""
-    if len(data_loader) == 0:
-        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    _check_loader(data_loader)
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     losses = [calc_loss_batch(x, y, model, device, lengths).item()
               for x, y, lengths in map(_split_batch, itertools.islice(data_loader, num_batches))]
     return sum(losses) / num_batches
 
 
-# ---- ch06_classification.ipynb, cell 65 ----
+# ---- ch06_classification.ipynb, cell 141 ----
 import time
 
 from tqdm.auto import tqdm
@@ -243,6 +375,11 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return tuple(losses)
 
 
+def _check_count(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
+
+
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                             eval_freq, eval_iter, *, progress=True):
     """Finetune a classifier; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
@@ -252,10 +389,12 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     the number of training examples processed. Loaders that yield lengths (SpamDataset with
     return_lengths=True) train on the last real token of each message.
     """
+    _check_count("num_epochs", num_epochs, 0)
+    _check_count("eval_freq", eval_freq, 1)
+    _check_count("eval_iter", eval_iter, 1)
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
-    bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step",
-               **({} if progress else {"disable": True}))
+    bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step", disable=not progress)
     t0 = time.perf_counter()
     try:
         for epoch in range(num_epochs):
@@ -287,7 +426,8 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
 
 
 def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss"):
-    """Training and validation `label` against epochs (bottom axis) and examples seen (top)."""
+    """Training and validation `label` against epochs (bottom axis) and examples seen (top);
+    returns the figure (the book's version saves it as <label>-plot.pdf and shows it)."""
     import matplotlib.pyplot as plt
 
     fig, ax1 = plt.subplots(figsize=(5.5, 3.2))
@@ -303,8 +443,9 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     return fig
 
 
-# ---- ch06_classification.ipynb, cell 77 ----
+# ---- ch06_classification.ipynb, cell 145 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
+    _check_max_length(max_length)
     ids = _encode_message(tokenizer, text)
     if not ids:
         raise ValueError("empty message: there is no token to classify")
@@ -342,60 +483,26 @@ def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_
     return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
 
 
-# ---- ch06_classification.ipynb, cell 92 ----
-import math
+# ---- ch06_classification.ipynb, cell 146 ----
+import torch.nn as nn
 
 
-class LoRALayer(nn.Module):
-    """The low-rank update of LoRA: x -> alpha * (x @ A @ B), A (in_dim, rank), B (rank, out_dim).
+def add_classification_head(model, num_classes=2, trainable_blocks=1):
+    """Turn a pretrained GPTModel into a classifier, in place (section 6.5); returns it.
 
-    B starts at zero, so the update starts at exactly zero and the wrapped model is unchanged
-    until training moves it; A starts random (as nn.Linear's weights), so B gets gradients.
+    Freezes every parameter, replaces `out_head` with a fresh Linear(emb_dim, num_classes)
+    (trainable, like any new layer), and unfreezes the last `trainable_blocks` transformer
+    blocks and the final LayerNorm. The model then gives (batch, tokens, num_classes) logits.
     """
-
-    def __init__(self, in_dim, out_dim, rank, alpha):
-        super().__init__()
-        self.A = nn.Parameter(torch.empty(in_dim, rank))
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        self.B = nn.Parameter(torch.zeros(rank, out_dim))
-        self.alpha = alpha
-
-    def forward(self, x):
-        return self.alpha * (x @ self.A @ self.B)
-
-
-class LinearWithLoRA(nn.Module):
-    """A Linear layer plus a LoRA update beside it: linear(x) + alpha * (x @ A @ B)."""
-
-    def __init__(self, linear, rank, alpha):
-        super().__init__()
-        self.linear = linear
-        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha).to(
-            linear.weight.device, linear.weight.dtype)
-
-    def forward(self, x):
-        return self.linear(x) + self.lora(x)
-
-
-def replace_linear_with_lora(model, rank, alpha):
-    """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
-    Freeze the original parameters first (as the book does) so only A and B train."""
-    for name, module in model.named_children():
-        if isinstance(module, nn.Linear):
-            setattr(model, name, LinearWithLoRA(module, rank, alpha))
-        elif not isinstance(module, LinearWithLoRA):  # already wrapped: leave it
-            replace_linear_with_lora(module, rank, alpha)
+    _check_count("num_classes", num_classes, 2)
+    _check_count("trainable_blocks", trainable_blocks, 0)
+    for param in model.parameters():
+        param.requires_grad = False
+    old = model.out_head
+    model.out_head = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+    for block in list(model.trf_blocks)[len(model.trf_blocks) - trainable_blocks:]:
+        for param in block.parameters():
+            param.requires_grad = True
+    for param in model.final_norm.parameters():
+        param.requires_grad = True
     return model
-
-
-def merge_lora(layer):
-    """A plain nn.Linear equal to a LinearWithLoRA: weight W + alpha * (A @ B).T (nn.Linear
-    stores W as (out, in)), same bias. Merged, LoRA costs nothing extra at inference."""
-    linear, lora = layer.linear, layer.lora
-    merged = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-    merged = merged.to(linear.weight.device, linear.weight.dtype)
-    with torch.no_grad():
-        merged.weight.copy_(linear.weight + lora.alpha * (lora.A @ lora.B).T)
-        if linear.bias is not None:
-            merged.bias.copy_(linear.bias)
-    return merged

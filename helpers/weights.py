@@ -307,10 +307,14 @@ def gpt_config_from_hparams(settings, drop_rate=0.0):
             "drop_rate": drop_rate, "qkv_bias": True}
 
 
-# ---- ch06_classification.ipynb, cell 39 ----
+# ---- ch06_classification.ipynb, cell 32 ----
 import contextlib
 import importlib.util
 import io
+import os
+import shutil
+import tempfile
+import time
 
 from helpers.model import GPT_CONFIGS, GPTModel
 from helpers.support.data import fetch
@@ -341,47 +345,80 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
     return gpt
 
 
+# ---- ch06_classification.ipynb, cell 33 ----
+def _short(err, limit=110):
+    """An error (or its text) as one line of at most about `limit` characters, cut between words."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    line = first if isinstance(err, str) else f"{type(err).__name__}: {first}" if first else type(err).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
+
+
+def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
+    """(model, shape name) of the stand-in of shape `cfg`: loaded from models_dir, or built there
+    when it is missing or cannot be loaded (half-written, truncated, damaged)."""
+    shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{num_epochs}"
+    folder = Path(models_dir) / f"standin-{shape}"
+    if folder.exists():
+        try:
+            return gpt_from_hf_folder(folder, drop_rate), shape
+        except Exception as e:  # any failure to load means: this copy is unusable
+            print(f"The stand-in in {folder} cannot be loaded ({_short(e, 80)}); building it again.")
+            shutil.rmtree(folder)
+    print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
+    t0 = time.perf_counter()
+    gpt = _pretrain_standin(cfg, data_dir, device, num_epochs)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.building-"))
+    try:
+        save_gpt_as_hf(gpt, building)
+        os.replace(building, folder)  # the folder appears whole, or not at all
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    print(f"The stand-in took {(time.perf_counter() - t0) / 60:.1f} minutes to build.")
+    return gpt_from_hf_folder(folder, drop_rate), shape
+
+
+# ---- ch06_classification.ipynb, cell 35 ----
 def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=True, standin_cfg=None,
                          standin_epochs=10, data_dir=None, device="cpu", drop_rate=0.0):
-    """A pretrained GPT-2 to finetune; returns (model, source), the model in eval mode on `device`.
+    """A pretrained GPT-2 to finetune; returns (model, weights), the model in eval mode on `device`.
 
-    With `download`, tries OpenAI's weights from Hugging Face (safetensors; source
-    "huggingface"), then OpenAI's own TensorFlow checkpoint when TensorFlow is installed
-    ("openai"). Otherwise, or when both fail (offline), uses a *stand-in* ("standin"): a
-    model of shape `standin_cfg` (default: GPT-2 `model_size` with a 256-token context)
-    pretrained on The Verdict with chapter 5's recipe for `standin_epochs` epochs. It is built
-    on first use (chapter 5's run: minutes on a GPU, about 20 on a laptop CPU for 124M) and
-    kept in models_dir/standin-<shape>/ in Hugging Face's layout. Its config comes back with
-    the model (`model.cfg`). A stand-in writes English only as well as a model trained on one
-    short story can: good enough to see every finetuning mechanism work, not to match the book.
+    `weights` says where the weights came from: "openai" (OpenAI's GPT-2 from Hugging Face's
+    safetensors copy or, with TensorFlow installed, OpenAI's checkpoint; tried only with
+    `download`) or "standin": a model of shape `standin_cfg` (default: GPT-2 `model_size` with
+    a 256-token context; OpenAI's has 1,024) pretrained on The Verdict with chapter 5's recipe
+    for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs took 6.7-8.1
+    minutes on idle 2-core CPUs; the build prints its time), kept in models_dir/standin-<shape>/
+    and built again if that copy cannot be loaded. It knows one short story: enough to see
+    every finetuning mechanism work, not to match the book's accuracy. `model.cfg` is its config.
     """
     if model_size not in GPT2_HF_REPOS:
         raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
-    gpt = source = None
     if download:
         try:
-            gpt, source = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate), "huggingface"
-            print(f"Using OpenAI's GPT-2 {model_size} weights (Hugging Face: {GPT2_HF_REPOS[model_size]}).")
+            gpt = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate)
+            print(f"Weights: openai (OpenAI's GPT-2 {model_size} from Hugging Face's {GPT2_HF_REPOS[model_size]}); "
+                  f"context {gpt.cfg['context_length']} tokens.")
+            return gpt.to(device).eval(), "openai"
         except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
-            print(f"Hugging Face download of GPT-2 {model_size} failed: {type(e).__name__}: "
-                  f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}")
-        if gpt is None and importlib.util.find_spec("tensorflow") is not None:
+            print(f"Hugging Face download of GPT-2 {model_size} failed: {_short(e)}")
+        if importlib.util.find_spec("tensorflow") is not None:
             try:
                 settings, params = download_and_load_gpt2(model_size, models_dir, retries=1)
                 gpt = GPTModel(gpt_config_from_hparams(settings, drop_rate=drop_rate))
                 load_weights_into_gpt(gpt, params)
-                source = "openai"
-                print(f"Using OpenAI's GPT-2 {model_size} weights (OpenAI's TensorFlow checkpoint).")
+                print(f"Weights: openai (OpenAI's GPT-2 {model_size}, its TensorFlow checkpoint); "
+                      f"context {gpt.cfg['context_length']} tokens.")
+                return gpt.to(device).eval(), "openai"
             except DownloadError as e:
                 reason = str(e).splitlines()[1].strip().split(": ", 1)[-1]  # "URL: why" -> "why"
-                print(f"OpenAI download of GPT-2 {model_size} failed: {reason[:100]}")
-    if gpt is None:
-        cfg = {**GPT_CONFIGS[model_size], "context_length": 256} if standin_cfg is None else dict(standin_cfg)
-        shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{standin_epochs}"
-        folder = Path(models_dir) / f"standin-{shape}"
-        if not (folder / "model.safetensors").exists():
-            print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
-            save_gpt_as_hf(_pretrain_standin(cfg, data_dir, device, standin_epochs), folder)
-        gpt, source = gpt_from_hf_folder(folder, drop_rate), "standin"
-        print(f"Using a STAND-IN, not OpenAI's GPT-2: a {shape} model pretrained on The Verdict only.")
-    return gpt.to(device).eval(), source
+                print(f"OpenAI download of GPT-2 {model_size} failed: {_short(reason)}")
+    cfg = {**GPT_CONFIGS[model_size], "context_length": 256} if standin_cfg is None else dict(standin_cfg)
+    gpt, shape = _load_standin(cfg, standin_epochs, models_dir, data_dir, device, drop_rate)
+    print(f"Weights: standin, NOT OpenAI's GPT-2: a {shape} model pretrained on The Verdict only; "
+          f"context {cfg['context_length']} tokens (OpenAI's GPT-2: 1,024).")
+    return gpt.to(device).eval(), "standin"

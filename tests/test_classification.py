@@ -382,20 +382,39 @@ def test_safe_zip_extracts_ordinary_members(tmp_path):
 
 # ---- API ---------------------------------------------------------------------------------------
 
-def test_book_api_names_and_argument_order():
-    def params(f):
-        return list(inspect.signature(f).parameters)[: {clf.SpamDataset: 4}.get(f, 99)]
+# Every public name of the book's package module `llms_from_scratch.ch06` (release 1.0.19, read
+# from the wheel) with its parameters in order and their defaults (inspect.Parameter.empty: none).
+_E = inspect.Parameter.empty
+BOOK_CH06 = {
+    "download_and_unzip_spam_data": [("url", _E), ("zip_path", _E), ("extracted_path", _E), ("data_file_path", _E)],
+    "create_balanced_dataset": [("df", _E)],
+    "random_split": [("df", _E), ("train_frac", _E), ("validation_frac", _E)],
+    "SpamDataset": [("csv_file", _E), ("tokenizer", _E), ("max_length", None), ("pad_token_id", 50256)],
+    "calc_accuracy_loader": [("data_loader", _E), ("model", _E), ("device", _E), ("num_batches", None)],
+    "calc_loss_batch": [("input_batch", _E), ("target_batch", _E), ("model", _E), ("device", _E)],
+    "calc_loss_loader": [("data_loader", _E), ("model", _E), ("device", _E), ("num_batches", None)],
+    "evaluate_model": [("model", _E), ("train_loader", _E), ("val_loader", _E), ("device", _E), ("eval_iter", _E)],
+    "train_classifier_simple": [("model", _E), ("train_loader", _E), ("val_loader", _E), ("optimizer", _E),
+                                ("device", _E), ("num_epochs", _E), ("eval_freq", _E), ("eval_iter", _E)],
+    "plot_values": [("epochs_seen", _E), ("examples_seen", _E), ("train_values", _E), ("val_values", _E),
+                    ("label", "loss")],
+    "classify_review": [("text", _E), ("model", _E), ("tokenizer", _E), ("device", _E), ("max_length", None),
+                        ("pad_token_id", 50256)],
+}
 
-    assert params(clf.create_balanced_dataset)[:1] == ["df"]
-    assert params(clf.random_split)[:3] == ["df", "train_frac", "validation_frac"]
-    assert params(clf.SpamDataset) == ["csv_file", "tokenizer", "max_length", "pad_token_id"]
-    sig = inspect.signature(clf.SpamDataset)
-    assert sig.parameters["max_length"].default is None and sig.parameters["pad_token_id"].default == 50256
-    assert params(clf.calc_accuracy_loader) == ["data_loader", "model", "device", "num_batches"]
-    assert params(clf.calc_loss_batch)[:4] == ["input_batch", "target_batch", "model", "device"]
-    assert params(clf.train_classifier_simple)[:8] == ["model", "train_loader", "val_loader", "optimizer",
-                                                       "device", "num_epochs", "eval_freq", "eval_iter"]
-    assert params(clf.classify_review)[:6] == ["text", "model", "tokenizer", "device", "max_length", "pad_token_id"]
+
+@pytest.mark.parametrize("name", sorted(BOOK_CH06))
+def test_book_ch06_name_exists_with_a_compatible_signature(name):
+    """A call written against the book's function (positional or by keyword) works on ours:
+    the book's parameters come first, in order, with the same defaults; ours add only
+    parameters with defaults."""
+    ours = list(inspect.signature(getattr(clf, name)).parameters.values())
+    book = BOOK_CH06[name]
+    assert [(p.name, p.default) for p in ours[:len(book)]] == book
+    assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in ours[:len(book)])
+    assert all(p.default is not p.empty for p in ours[len(book):]), "an extra parameter without a default"
+    assert getattr(helpers, name) is getattr(clf, name) or name in {"calc_loss_batch", "calc_loss_loader",
+                                                                     "evaluate_model"}
 
 
 def test_package_level_names_keep_chapter5_losses():
@@ -406,3 +425,204 @@ def test_package_level_names_keep_chapter5_losses():
     assert clf.calc_loss_batch is not training.calc_loss_batch
     assert helpers.calc_accuracy_loader is clf.calc_accuracy_loader
     assert helpers.SpamDataset is clf.SpamDataset
+
+
+
+# ---- the book's download_and_unzip_spam_data ---------------------------------------------------
+
+UCI_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
+
+
+def _book_paths(root):
+    extracted = root / "sms_spam_collection"
+    return root / "sms_spam_collection.zip", extracted, extracted / "SMSSpamCollection.tsv"
+
+
+def test_download_and_unzip_from_a_seeded_cache_offline(data_dir, tmp_path, capsys):
+    # the test cache is seeded with the verified file only (no archive), as an offline machine's
+    source = data_dir / "sms_spam_collection" / "SMSSpamCollection"
+    zip_path, extracted, data_file = _book_paths(tmp_path)
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=data_dir)
+    assert data_file.read_bytes() == source.read_bytes()
+    assert f"saved as {data_file}" in capsys.readouterr().out
+    # the book's behaviour: a second call does nothing but say so
+    data_file.write_text("edited by the reader")
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=data_dir)
+    assert data_file.read_text() == "edited by the reader"
+    assert "already exists" in capsys.readouterr().out
+
+
+def _collection_zip(path, data, extra=()):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("SMSSpamCollection", data)
+        zf.writestr("readme", b"about the collection")
+        for name in extra:
+            zf.writestr(name, b"x")
+    return path
+
+
+def test_download_and_unzip_hands_over_the_cached_archive(data_dir, tmp_path):
+    # a cache that downloaded the archive: the book's zip_path and extracted members appear too
+    cache = tmp_path / "cache"
+    (cache / "sms_spam_collection").mkdir(parents=True)
+    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
+    (cache / "sms_spam_collection" / "SMSSpamCollection").write_bytes(data)
+    _collection_zip(cache / "sms_spam_collection" / "sms_spam_collection.zip", data)
+    zip_path, extracted, data_file = _book_paths(tmp_path / "work")
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=cache)
+    assert zipfile.ZipFile(zip_path).namelist() == ["SMSSpamCollection", "readme"]
+    assert data_file.read_bytes() == data and (extracted / "readme").exists()
+    assert not (extracted / "SMSSpamCollection").exists()  # renamed to the .tsv name, as in the book
+
+
+def test_download_and_unzip_other_url_checks_members_and_content(data_dir, tmp_path, monkeypatch):
+    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
+    served = {}
+
+    def fake_download(url, dest, **options):  # what download_file would leave at dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _collection_zip(dest, *served[url])
+
+    monkeypatch.setattr(clf, "download_file", fake_download)
+    served["https://mirror.example/ok.zip"] = (data,)
+    served["https://mirror.example/slip.zip"] = (data, ["../evil.txt"])
+    served["https://mirror.example/other.zip"] = (b"ham\tnot the collection\n",)
+
+    zip_path, extracted, data_file = _book_paths(tmp_path / "ok")
+    clf.download_and_unzip_spam_data("https://mirror.example/ok.zip", zip_path, extracted, data_file, data_dir=data_dir)
+    assert data_file.read_bytes() == data
+
+    zip_path, extracted, data_file = _book_paths(tmp_path / "slip")
+    with pytest.raises(ValueError, match="unsafe"):
+        clf.download_and_unzip_spam_data("https://mirror.example/slip.zip", zip_path, extracted, data_file)
+    assert not extracted.exists() and not (tmp_path / "evil.txt").exists() and not data_file.exists()
+
+    zip_path, extracted, data_file = _book_paths(tmp_path / "other")
+    with pytest.raises(helpers.DownloadError, match="SHA-256"):
+        clf.download_and_unzip_spam_data("https://mirror.example/other.zip", zip_path, extracted, data_file)
+    assert not data_file.exists()
+
+
+# ---- evaluate_model and plot_values (book names) -----------------------------------------------
+
+def test_evaluate_model_averages_eval_iter_batches_and_restores_training_mode():
+    pairs = [(0.0, 2.0), (1.0, 0.0), (0.0, 3.0), (9.0, 9.0)]
+    model = _FixedLogits([torch.tensor([[list(z)]]) for z in pairs])  # one message per batch
+    message = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]))  # labelled spam
+    model.train()
+    train_loss, val_loss = clf.evaluate_model(model, [message] * 4, [message], "cpu", eval_iter=2)
+    assert model.training
+    ce = [math.log(1 + math.exp(z0 - z1)) for z0, z1 in pairs]  # -log softmax(z)[1], by hand
+    assert train_loss == pytest.approx((ce[0] + ce[1]) / 2)  # the first eval_iter batches
+    assert val_loss == pytest.approx(ce[2])  # the validation loader has one batch only
+
+
+def test_plot_values_returns_both_curves_on_two_axes():
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = clf.plot_values([0, 1, 2], [0, 80, 160], [0.9, 0.5, 0.2], [1.0, 0.7, 0.6], label="loss")
+    bottom, top = fig.axes
+    assert [list(line.get_ydata()) for line in bottom.lines] == [[0.9, 0.5, 0.2], [1.0, 0.7, 0.6]]
+    assert [line.get_label() for line in bottom.lines] == ["training loss", "validation loss"]
+    assert list(top.lines[0].get_xdata()) == [0, 80, 160] and top.lines[0].get_alpha() == 0
+    assert bottom.get_xlabel() == "epochs" and top.get_xlabel() == "examples seen"
+
+
+# ---- arguments that make no sense are refused (issue 19) ---------------------------------------
+
+@pytest.mark.parametrize("bad", [0, -1, -50, 2.5, True])
+def test_spam_dataset_refuses_a_max_length_that_is_not_positive(tokenizer, tmp_path, bad):
+    path = _write_csv(tmp_path / "m.csv", ["Hi there", "Call now"])
+    with pytest.raises(ValueError, match="max_length"):
+        clf.SpamDataset(path, tokenizer, max_length=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_classify_review_refuses_a_max_length_that_is_not_positive(tiny_classifier, tokenizer, bad):
+    # with -1 the message used to be cut to all but its last token, silently
+    for call in (clf.classify_review, clf.spam_probability):
+        with pytest.raises(ValueError, match="max_length"):
+            call("Win a free prize now", tiny_classifier, tokenizer, "cpu", max_length=bad)
+
+
+@pytest.mark.parametrize("train_frac,validation_frac", [(0.9, 0.2), (1.5, 0.0), (-0.1, 0.1), (0.7, -0.1),
+                                                        (float("nan"), 0.1), ("0.7", 0.1)])
+def test_random_split_refuses_fractions_that_do_not_fit(sms_df, train_frac, validation_frac):
+    with pytest.raises(ValueError, match="frac"):
+        clf.random_split(sms_df, train_frac, validation_frac)
+
+
+def test_random_split_accepts_the_edges(sms_df):
+    train, val, test = clf.random_split(sms_df, 0.5, 0.5)
+    assert len(train) + len(val) == len(sms_df) - len(test) and len(test) <= 1
+    train, val, test = clf.random_split(sms_df, 0, 0)
+    assert (len(train), len(val), len(test)) == (0, 0, len(sms_df))
+
+
+def test_create_balanced_dataset_refuses_data_it_cannot_balance(sms_df):
+    with pytest.raises(ValueError, match="no rows labelled 'spam'"):
+        clf.create_balanced_dataset(sms_df[sms_df["Label"] == "ham"])
+    mapped = sms_df.assign(Label=sms_df["Label"].map(clf.SMS_LABELS))  # labels already 0/1
+    with pytest.raises(ValueError, match="before mapping"):
+        clf.create_balanced_dataset(mapped)
+    few_ham = pd.concat([sms_df[sms_df["Label"] == "ham"].head(3), sms_df[sms_df["Label"] == "spam"]])
+    with pytest.raises(ValueError, match="fewer 'ham' rows"):
+        clf.create_balanced_dataset(few_ham)
+
+
+@pytest.mark.parametrize("bad", [{"num_epochs": -1}, {"eval_freq": 0}, {"eval_iter": 0}])
+def test_train_classifier_simple_refuses_counts_that_make_no_sense(bad):
+    model = clf.add_classification_head(GPTModel({**TINY, "vocab_size": 200}))
+    x, y = _toy_loaders(16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    args = {"num_epochs": 1, "eval_freq": 1, "eval_iter": 1, **bad}
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        clf.train_classifier_simple(model, loader, loader, torch.optim.SGD(model.parameters(), lr=0.1), "cpu",
+                                    progress=False, **args)
+
+
+# ---- the stand-in cache (helpers.weights.load_pretrained_gpt2, exported from ch06) -----------
+
+STANDIN = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
+
+
+def test_half_written_standin_is_rebuilt_not_failed_on(data_dir, tmp_path, capsys):
+    from helpers.weights import load_pretrained_gpt2
+
+    models = tmp_path / "models"
+    first, weights = load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN,
+                                          standin_epochs=1, data_dir=data_dir)
+    assert weights == "standin"
+    out = capsys.readouterr().out
+    assert "Weights: standin" in out and "context 16 tokens (OpenAI's GPT-2: 1,024)" in out
+    assert "minutes to build" in out
+    (folder,) = [p for p in models.iterdir()]
+    assert folder.name.startswith("standin-") and sorted(p.name for p in folder.iterdir()) == ["config.json",
+                                                                                               "model.safetensors"]
+    weights_file = folder / "model.safetensors"
+    whole = weights_file.read_bytes()
+    weights_file.write_bytes(whole[:len(whole) // 2])  # a build or copy cut short
+    again, weights = load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN,
+                                          standin_epochs=1, data_dir=data_dir)
+    out = capsys.readouterr().out
+    assert weights == "standin" and "cannot be loaded" in out and "building it again" in out
+    assert weights_file.read_bytes() == whole  # the same seeded recipe, rebuilt whole
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [p.name for p in models.iterdir()] == [folder.name]  # no temporary folder left behind
+    # a sound copy is loaded, not rebuilt
+    load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1, data_dir=data_dir)
+    assert "Pretraining" not in capsys.readouterr().out
+
+
+def test_error_lines_are_cut_between_words():
+    from helpers.weights import _short
+
+    err = ConnectionError("HTTPSConnectionPool(host='openaipublic.blob.core.windows.net', port=443): "
+                          "Max retries exceeded with url: /gpt-2/models/124M/checkpoint")
+    line = _short(err, limit=100)
+    assert line.endswith(" ...") and len(line) <= 104
+    kept = line[:-4]
+    assert str(err).startswith(kept.split(": ", 1)[1]) and f"{type(err).__name__}: {err}"[len(kept)] == " "
+    assert _short(ValueError("short"), 100) == "ValueError: short"
+    assert _short("HTTP 404\nmore lines", 100) == "HTTP 404"  # a reason already taken from an error's text

@@ -23,7 +23,7 @@ def test_data_preparation_counts(metrics, data_dir):
 
 def test_model_and_trainable_counts(metrics):
     assert metrics["mode"] == "smoke"
-    assert metrics["weights_source"] == "standin"
+    assert metrics["weights"] == "standin"  # smoke mode never downloads
     cfg = metrics["model_cfg"]
     d = cfg["emb_dim"]
     assert metrics["max_length"] <= cfg["context_length"]
@@ -52,3 +52,24 @@ def test_accuracies_are_fractions(metrics):
     assert all(0.0 <= v <= 1.0 for v in values)
     assert set(metrics["last_token_comparison"]) == {"last token (book)", "last real token"}
     assert set(metrics["acc_final"]) == {"train", "val", "test"}
+
+
+def test_headline_and_book_figures(metrics):
+    headline, book = metrics["headline"], metrics["book"]
+    assert headline["weights"] == metrics["weights"] and book["weights"] == "openai"
+    for name, split in [("train accuracy %", "train"), ("validation accuracy %", "val"), ("test accuracy %", "test")]:
+        assert headline[name] == pytest.approx(100 * metrics["acc_final"][split], abs=0.006)
+    assert (book["train accuracy %"], book["validation accuracy %"], book["test accuracy %"]) == (97.21, 97.32, 95.67)
+
+
+def test_comparison_noise_and_exercises(metrics):
+    runs = metrics["last_token_comparison"]
+    difference = runs["last real token"]["test"] - runs["last token (book)"]["test"]
+    assert metrics["last_token_difference"] == pytest.approx(difference)
+    n = metrics["split_sizes"][2] if metrics["mode"] == "full" else 32  # smoke: the first 32 test messages
+    expected_se = ((runs["last token (book)"]["test"] * (1 - runs["last token (book)"]["test"])
+                    + runs["last real token"]["test"] * (1 - runs["last real token"]["test"])) / n) ** 0.5
+    assert metrics["last_token_difference_se"] == pytest.approx(expected_se)
+    for key in ("exercise_61", "exercise_62"):
+        assert set(metrics[key]) == {"val", "test", "time_s"}
+        assert 0.0 <= metrics[key]["test"] <= 1.0 and metrics[key]["time_s"] > 0
