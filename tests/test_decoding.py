@@ -239,3 +239,12 @@ def test_generate_and_beam_search_work_on_a_model_without_a_cache(model, prompt)
     torch.manual_seed(3)
     assert torch.equal(sampled, generate(model, prompt, 15, 12, temperature=1.2, top_k=10))
     assert torch.equal(beam_search(plain, prompt, 14, 12, num_beams=3), beam_search(model, prompt, 14, 12, num_beams=3))
+
+
+def test_sampling_the_books_toy_logits_gives_the_books_counts():
+    """Section 5.3.1 of the book draws 1,000 words from these logits after torch.manual_seed(123)
+    and prints 73 x closer, 582 x forward, 2 x inches, 343 x toward (0 for the other five)."""
+    logits = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
+    torch.manual_seed(123)
+    drawn = sample_next_token(logits.expand(1000, -1), temperature=1.0).flatten()
+    assert torch.bincount(drawn, minlength=9).tolist() == [73, 0, 0, 582, 2, 0, 0, 343, 0]
