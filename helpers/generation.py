@@ -55,7 +55,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 62 ----
+# ---- ch05_pretraining.ipynb, cell 54 ----
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -85,27 +85,38 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 63 ----
-def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, top_p=None,
-             eos_id=None, use_cache=True, generator=None):
-    """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens.
-
-    Decoding as in `sample_next_token`: greedy when temperature is 0, else sampling with
-    temperature, top-k and top-p. Sampling draws from PyTorch's global random generator, or
-    from `generator` when given, so `torch.manual_seed(...)` first makes a run repeatable.
-    Generation stops early once every sequence of the batch has produced `eos_id` (the end token
-    is not appended). With `use_cache` a KV cache feeds only the newest token each step; the
-    tokens are the same as without it.
-    """
+# ---- ch05_pretraining.ipynb, cell 55 ----
+def _check_generation_args(idx, max_new_tokens, context_size):
+    """Refuse what would silently return the prompt unchanged or crop it to nothing."""
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    kv_cache = model.new_kv_cache() if use_cache else None
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0 (how many tokens to add), got {max_new_tokens!r}")
+    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
+        raise ValueError(f"context_size must be a positive integer (the model's context_length), got {context_size!r}")
+
+
+def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
+             top_p=None, use_cache=True, generator=None):
+    """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
+
+    Decoding as in `sample_next_token`: greedy when temperature is 0, else sampling with
+    temperature, top-k and (keyword-only) top-p, from PyTorch's global random generator or
+    `generator`. With `eos_id`, a row that produces it is finished: while other rows go on, it
+    keeps that end token and is padded with `eos_id`. Once every row has finished, generation
+    stops and that last step is not appended (a single prompt ends without its end token, as in
+    the book). With `use_cache`, and a model that has `new_kv_cache()`, each step feeds only the
+    newest token; the tokens are the same as without it.
+    """
+    _check_generation_args(idx, max_new_tokens, context_size)
+    kv_cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         with torch.no_grad():
             logits = next_token_logits(model, idx, context_size, kv_cache)
         idx_next = sample_next_token(logits, temperature, top_k, top_p, generator)
         if eos_id is not None:
+            idx_next = idx_next.masked_fill(finished[:, None], eos_id)  # finished rows: padding
             finished |= idx_next.squeeze(1) == eos_id
             if finished.all():
                 break
@@ -113,25 +124,51 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 67 ----
-def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
-    """The most likely continuation of `idx` (1, tokens) found by beam search.
+# ---- ch05_pretraining.ipynb, cell 59 ----
+def _free_memory_bytes(device):
+    """Memory a new allocation can still get on `device`, or None where that cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:  # Linux: what the kernel can hand out without swapping
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
-    Keeps the `num_beams` highest-scoring partial continuations (score = sum of log-probabilities)
-    and extends each by every possible token at each step. A beam that produces `eos_id` is
-    finished (without the end token); finished and surviving beams are compared by score divided
-    by length**length_penalty, so that longer continuations are not penalised just for having
-    more (negative) log-probabilities. Deterministic; one prompt at a time (batch size 1).
-    """
-    if idx.ndim != 2 or idx.shape[0] != 1 or idx.shape[1] == 0:
+
+def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams):
+    """Refuse bad arguments, and a beam count whose per-step tensors would not fit: each beam has
+    logits over the vocabulary (three float32 copies: logits, log-probabilities, scores) and,
+    with a cache, keys and values for every layer and position."""
+    _check_generation_args(idx, max_new_tokens, context_size)
+    if idx.shape[0] != 1:
         raise ValueError(f"beam_search takes one prompt, shape (1, tokens); got {tuple(idx.shape)}")
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    prompt_len = idx.shape[1]
-    kv_cache = model.new_kv_cache()
-    beams, scores = idx, torch.zeros(1, device=idx.device)
-    finished = []  # (normalised score, sequence)
-    for step in range(max_new_tokens):
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    emb, device = getattr(model, "tok_emb", None), idx.device
+    if not isinstance(emb, torch.nn.Embedding):
+        return  # not a GPTModel-like model: its sizes are unknown
+    vocab, dim = emb.weight.shape
+    per_beam = 4 * (3 * vocab + 2 * len(getattr(model, "trf_blocks", ())) * dim * context_size)
+    free = _free_memory_bytes(device)
+    if free is not None and num_beams * per_beam > free:
+        raise ValueError(f"num_beams={num_beams} needs about {num_beams * per_beam / 2**30:,.1f} GiB per step, "
+                         f"more than the {free / 2**30:,.1f} GiB free on {device}; use fewer beams "
+                         f"(at most {max(1, free // per_beam):,} here)")
+
+
+# ---- ch05_pretraining.ipynb, cell 60 ----
+def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
+    """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
+
+    Keeps the `num_beams` best partial continuations (score: sum of log-probabilities). A beam
+    that produces `eos_id` is finished (without the end token); finished and surviving beams are
+    compared by score / length**length_penalty, so that longer continuations are not penalised
+    just for having more (negative) log-probabilities."""
+    _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
+    prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
+    beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)
+    for _ in range(max_new_tokens):
         with torch.no_grad():
             logits = next_token_logits(model, beams, context_size, kv_cache)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -142,8 +179,7 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
         for score, pos in zip(top_scores.tolist(), top_pos.tolist()):
             row, token = divmod(pos, vocab)
             if token == eos_id:
-                length = beams.shape[1] - prompt_len
-                finished.append((score / max(length, 1) ** length_penalty, beams[row:row + 1]))
+                finished.append((score / max(beams.shape[1] - prompt_len, 1) ** length_penalty, beams[row:row + 1]))
             else:
                 keep_rows.append(row), keep_tokens.append(token), keep_scores.append(score)
             if len(keep_rows) == num_beams:
@@ -151,10 +187,11 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
         if not keep_rows or len(finished) >= num_beams:  # enough finished beams: stop early
             break
         rows = torch.tensor(keep_rows, device=idx.device)
-        kv_cache.reorder(rows)
+        if kv_cache is not None:
+            kv_cache.reorder(rows)
         beams = torch.cat([beams[rows], torch.tensor(keep_tokens, device=idx.device)[:, None]], dim=1)
         scores = torch.tensor(keep_scores, device=idx.device)
     else:
-        length = beams.shape[1] - prompt_len
-        finished += [(s / max(length, 1) ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
+        length = max(beams.shape[1] - prompt_len, 1)
+        finished += [(s / length ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
     return max(finished, key=lambda f: f[0])[1]

@@ -2,20 +2,12 @@
 
 Edit the notebook cells that start with `#| export training` and run `make export`.
 """
-__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple', 'plot_losses']
+__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple']
 
 
 # ---- ch05_pretraining.ipynb, cell 23 ----
-import contextlib
-import os
-import pickle
-import signal
-import threading
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from helpers.generation import generate_text_simple, text_to_token_ids, token_ids_to_text
 
@@ -41,7 +33,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return total / num_batches
 
 
-# ---- ch05_pretraining.ipynb, cell 28 ----
+# ---- ch05_pretraining.ipynb, cell 29 ----
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
     model.eval()
@@ -53,23 +45,57 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
 
 
 def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
-    """Print (and return) a greedy continuation of `start_context`: a quick look at progress."""
+    """Print (and return) a greedy continuation of `start_context`: a quick look at progress.
+    Any model that maps token IDs to logits works; the context size is the number of rows of
+    its position embedding (or its cfg's context_length); without either, nothing is cropped."""
     model.eval()
-    context_size = model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer).to(device)
-    token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size, use_cache=True)
+    if hasattr(model, "pos_emb"):
+        context_size = model.pos_emb.weight.shape[0]
+    else:
+        context_size = getattr(model, "cfg", {}).get("context_length", encoded.shape[1] + max_new_tokens)
+    token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
     text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
     print(text)
     model.train()
     return text
 
 
-# ---- ch05_pretraining.ipynb, cell 35 ----
+# ---- ch05_pretraining.ipynb, cell 37 ----
+def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
+    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs_seen, train_losses, label="training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="validation loss")
+    ax1.set_xlabel("epochs")
+    ax1.set_ylabel("loss")
+    ax1.legend(loc="upper right")
+    ax2 = ax1.twiny()  # a second x axis sharing the y axis
+    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: only aligns the tick labels
+    ax2.set_xlabel("tokens seen")
+    fig.tight_layout()
+    return fig
+
+
+# ---- ch05_pretraining.ipynb, cell 110 ----
+import contextlib
+import os
+import pickle
+import signal
+import threading
+import zipfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
 def save_checkpoint(path, model, optimizer=None, **state):
     """Save model (and optimizer) state dicts plus extra values (numbers, lists, tensors).
 
-    Written to a temporary file first and renamed, so an interruption while saving never
-    leaves a half-written checkpoint behind.
+    Written to a temporary file first, flushed to disk and renamed, so an interruption while
+    saving never leaves a half-written checkpoint behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,22 +103,48 @@ def save_checkpoint(path, model, optimizer=None, **state):
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def _unreadable(path, err):
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return ValueError(f"{path} is not a readable PyTorch checkpoint: it is truncated or corrupted "
+                      f"({type(err).__name__}: {first}). Delete it and write it again (re-run what saved it, "
+                      f"or use an intact copy).")
+
+
+# ---- ch05_pretraining.ipynb, cell 111 ----
 def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
-    """Load a checkpoint written by `save_checkpoint` (or a bare model state dict, as the book's
-    `torch.save(model.state_dict(), ...)` writes) into `model` (and `optimizer`); returns the
-    extra values. Only tensors and plain data are read (`weights_only=True`): a file that holds
-    pickled Python objects is refused, since unpickling can run arbitrary code."""
+    """Load a checkpoint written by `save_checkpoint`, the book's {"model_state_dict",
+    "optimizer_state_dict"} file, or a bare model state dict (`torch.save(model.state_dict(), ...)`)
+    into `model` (and `optimizer`); returns the extra values. Only tensors and plain data are read
+    (`weights_only=True`): a file that holds pickled Python objects is refused, since unpickling
+    can run arbitrary code; a truncated or corrupted file is refused with its name."""
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e):  # not a forbidden class, just bytes that are no pickle
+            raise _unreadable(path, e) from None
         raise ValueError(
             f"{path} holds pickled Python objects, not just tensors; loading it could run arbitrary "
             f"code, so it is refused. Only load such a file if you trust its source, and then re-save "
             f"it with save_checkpoint. ({str(e).splitlines()[0]})") from None
+    except (EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, e) from None
+    except RuntimeError as e:
+        if "PytorchStreamReader" not in str(e):
+            raise
+        raise _unreadable(path, e) from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} holds a {type(payload).__name__}, not a checkpoint or state dict")
+    if "model_state_dict" in payload:  # the book's layout
+        payload["model"] = payload.pop("model_state_dict")
+        if "optimizer_state_dict" in payload:
+            payload["optimizer"] = payload.pop("optimizer_state_dict")
     if "model" not in payload:  # a bare state dict
         payload = {"model": payload}
     model.load_state_dict(payload.pop("model"))
@@ -104,7 +156,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 36 ----
+# ---- ch05_pretraining.ipynb, cell 112 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -164,6 +216,7 @@ class TrainingState:
         return state
 
 
+# ---- ch05_pretraining.ipynb, cell 114 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -180,7 +233,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 37 ----
+# ---- ch05_pretraining.ipynb, cell 115 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True):
@@ -226,21 +279,3 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
             if checkpoint_path is not None:
                 state.save(checkpoint_path, model, optimizer)
     return state.results()
-
-
-# ---- ch05_pretraining.ipynb, cell 45 ----
-def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
-    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(epochs_seen, train_losses, label="training loss")
-    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="validation loss")
-    ax1.set_xlabel("epochs")
-    ax1.set_ylabel("loss")
-    ax1.legend(loc="upper right")
-    ax2 = ax1.twiny()  # a second x axis sharing the y axis
-    ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: only aligns the tick labels
-    ax2.set_xlabel("tokens seen")
-    fig.tight_layout()
-    return fig

@@ -2,10 +2,25 @@
 
 Edit the notebook cells that start with `#| export weights` and run `make export`.
 """
-__all__ = ['GPT2_SIZES', 'GPT2_HF_REPOS', 'download_gpt2_safetensors', 'gpt_config_from_hf', 'GPT2_TOP_LEVEL', 'GPT2_PER_BLOCK', 'gpt2_weight_map', 'tf_name', 'hf_name', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_to_params', 'save_gpt_as_hf', 'gpt_from_hf_folder', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_pretrained_gpt2']
+__all__ = ['assign', 'GPT2_SIZES', 'GPT2_HF_REPOS', 'download_gpt2_safetensors', 'gpt_config_from_hf', 'GPT2_TOP_LEVEL', 'GPT2_PER_BLOCK', 'gpt2_weight_map', 'tf_name', 'hf_name', 'load_weights_into_gpt', 'load_hf_gpt2_safetensors', 'gpt_from_hf_folder', 'gpt_to_params', 'save_gpt_as_hf', 'GPT2_FILES', 'GPT2_BASE_URLS', 'download_and_load_gpt2', 'load_gpt2_params_from_tf_ckpt', 'gpt_config_from_hparams', 'load_pretrained_gpt2']
 
 
-# ---- ch05_pretraining.ipynb, cell 81 ----
+# ---- ch05_pretraining.ipynb, cell 70 ----
+import numpy as np
+import torch
+
+
+def assign(left, right):
+    """`right` (a NumPy array or tensor) as a new Parameter to put in place of `left`, once its
+    shape is checked; in `left`'s dtype and on its device (the book's `assign`)."""
+    right = right if torch.is_tensor(right) else torch.as_tensor(np.asarray(right))
+    if tuple(left.shape) != tuple(right.shape):
+        raise ValueError(f"shape mismatch: the model's tensor is {tuple(left.shape)}, the checkpoint's "
+                         f"{tuple(right.shape)}; build the model with the checkpoint's config")
+    return torch.nn.Parameter(right.detach().to(device=left.device, dtype=left.dtype).clone())
+
+
+# ---- ch05_pretraining.ipynb, cell 124 ----
 import json
 import os
 import socket
@@ -54,7 +69,7 @@ def gpt_config_from_hf(config):
             "drop_rate": 0.0, "qkv_bias": True}
 
 
-# ---- ch05_pretraining.ipynb, cell 83 ----
+# ---- ch05_pretraining.ipynb, cell 126 ----
 # One row per GPT-2 tensor: its path in the book's `params` dict (OpenAI's layout: per block
 # "blocks/<i>/...", the final LayerNorm as "g" and "b"), the parameter(s) of our GPTModel it
 # fills, and whether GPT-2 stores it as (in, out), the transpose of nn.Linear's (out, in).
@@ -91,6 +106,7 @@ def gpt2_weight_map(n_layers):
     return rows
 
 
+# ---- ch05_pretraining.ipynb, cell 127 ----
 def tf_name(path):
     """OpenAI's TensorFlow variable name: "blocks/3/attn/c_attn/w" -> "model/h3/attn/c_attn/w"."""
     if path in ("g", "b"):
@@ -127,8 +143,8 @@ def _store(params, path, value):
     params[last] = value
 
 
-# ---- ch05_pretraining.ipynb, cell 87 ----
-def _assign(target, value, name):
+# ---- ch05_pretraining.ipynb, cell 131 ----
+def _copy_checked(target, value, name):
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
                          f"expects {tuple(target.shape)}. Build the model with the checkpoint's config "
@@ -137,11 +153,25 @@ def _assign(target, value, name):
         target.copy_(value.to(dtype=target.dtype, device=target.device))
 
 
+def _check_params(params):
+    """Name what a GPT-2 params dict lacks, instead of a bare KeyError deep in the loader."""
+    source = "load_hf_gpt2_safetensors, load_gpt2_params_from_tf_ckpt or download_and_load_gpt2"
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the GPT-2 params dict (from {source}), got {type(params).__name__}")
+    missing = [k for k in ("wte", "wpe", "blocks", "g", "b") if k not in params]
+    if missing:
+        hint = ("; it looks like a PyTorch state dict, which model.load_state_dict reads"
+                if any("." in str(k) for k in params) else "")
+        raise ValueError(f"params lacks {', '.join(map(repr, missing))}: load_weights_into_gpt takes the GPT-2 "
+                         f"params dict (from {source}){hint}")
+
+
 def load_weights_into_gpt(gpt, params):
-    """Copy GPT-2 weights (the dict of `load_gpt2_params_from_tf_ckpt` or
-    `load_hf_gpt2_safetensors`) into our GPTModel, row by row of `gpt2_weight_map`, checking
-    every shape. GPT-2 ties the output head to the token embedding, so `out_head` gets a copy
-    of `wte` (unless the dict holds a separate "out_head", as a model trained here has)."""
+    """Copy GPT-2 weights (the params dict of `load_hf_gpt2_safetensors`,
+    `load_gpt2_params_from_tf_ckpt` or `download_and_load_gpt2`) into our GPTModel, row by row of
+    `gpt2_weight_map`, checking every shape. `out_head` gets a copy of `wte`, as GPT-2 ties the
+    two (unless the dict holds a separate "out_head", as a model trained here has)."""
+    _check_params(params)
     if len(params["blocks"]) != len(gpt.trf_blocks):
         raise ValueError(f"the checkpoint has {len(params['blocks'])} transformer blocks, the model "
                          f"{len(gpt.trf_blocks)}: build the model with the checkpoint's n_layers")
@@ -150,28 +180,35 @@ def load_weights_into_gpt(gpt, params):
         value = _lookup(params, path)
         value = value.T if transposed else value
         if isinstance(names, str):
-            _assign(ours[names], value, path)
+            _copy_checked(ours[names], value, path)
         elif names[0] in ours:  # query, key, value: split c_attn in three
             for name, part in zip(names, torch.chunk(value, 3, dim=0)):
-                _assign(ours[name], part, f"{path} ({name.rsplit('.', 2)[-2]})")
+                _copy_checked(ours[name], part, f"{path} ({name.rsplit('.', 2)[-2]})")
         elif value.abs().max() > 0:
             raise ValueError("the checkpoint has query/key/value biases, but the model was built with "
                              "qkv_bias=False; build it with qkv_bias=True (as OpenAI's GPT-2 uses)")
     head = "out_head" if "out_head" in params else "wte"
-    _assign(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
+    _copy_checked(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
 
 
-# ---- ch05_pretraining.ipynb, cell 89 ----
+# ---- ch05_pretraining.ipynb, cell 135 ----
 def load_hf_gpt2_safetensors(path):
     """Read GPT-2 weights in Hugging Face's layout (`model.safetensors` of openai-community/gpt2,
     gpt2-medium, gpt2-large, gpt2-xl, or of `save_pretrained`) into the same dict as
     `load_gpt2_params_from_tf_ckpt`, so `load_weights_into_gpt` serves both. No TensorFlow needed;
     safetensors holds raw tensors only, so nothing is unpickled."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     # The hub's own files name tensors without the "transformer." prefix that save_pretrained adds.
-    tensors = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v
-               for k, v in load_file(str(path)).items()}
+    try:
+        raw = load_file(str(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): it was probably cut short by an "
+                         f"interrupted download or copy. Delete it and fetch it again (for Hugging Face's copy: remove "
+                         f"the model from huggingface_hub's cache, `hf cache delete`, then download_gpt2_safetensors)."
+                         ) from None
+    tensors = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v for k, v in raw.items()}
     n_layers = len({k.split(".")[2] for k in tensors if k.startswith("transformer.h.")})
     params = {"blocks": [{} for _ in range(n_layers)]}
     for path, _, _ in gpt2_weight_map(n_layers):
@@ -183,6 +220,16 @@ def load_hf_gpt2_safetensors(path):
     return params
 
 
+def gpt_from_hf_folder(folder, drop_rate=0.0):
+    """A GPTModel built from a Hugging Face GPT-2 folder's config.json and filled with its
+    model.safetensors (the hub's download, or what `save_gpt_as_hf` wrote)."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
+    return gpt
+
+
+# ---- ch05_pretraining.ipynb, cell 136 ----
 def gpt_to_params(gpt):
     """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
     float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
@@ -221,16 +268,7 @@ def save_gpt_as_hf(gpt, out_dir):
     return out_dir
 
 
-def gpt_from_hf_folder(folder, drop_rate=0.0):
-    """A GPTModel built from a Hugging Face GPT-2 folder's config.json and filled with its
-    model.safetensors (the hub's download, or what `save_gpt_as_hf` wrote)."""
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
-    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
-    return gpt
-
-
-# ---- ch05_pretraining.ipynb, cell 91 ----
+# ---- ch05_pretraining.ipynb, cell 138 ----
 GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 # OpenAI's storage first, then a mirror of the same files kept for the book's readers.
@@ -272,6 +310,7 @@ def _import_tensorflow():
     return tf
 
 
+# ---- ch05_pretraining.ipynb, cell 139 ----
 def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
     """Read a GPT-2 TensorFlow checkpoint (a folder with a `checkpoint` file, or a checkpoint
     prefix such as .../model.ckpt) into nested dicts of NumPy arrays, one per row of

@@ -146,3 +146,105 @@ def test_empty_prompt(model):
         generate(model, torch.zeros((1, 0), dtype=torch.long), 3, 12)
     with pytest.raises(ValueError, match="one prompt"):
         beam_search(model, torch.zeros((2, 3), dtype=torch.long), 3, 12)
+
+
+# ---- the book's signature, eos in a batch, input checks (issues 18 and 19) ----
+
+def test_generate_takes_the_books_positional_arguments(model, prompt):
+    import inspect
+
+    params = inspect.signature(generate).parameters
+    # llms_from_scratch.ch05.generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None)
+    assert list(params)[:7] == ["model", "idx", "max_new_tokens", "context_size", "temperature", "top_k", "eos_id"]
+    assert [params[n].default for n in ("temperature", "top_k", "eos_id")] == [0.0, None, None]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[7:])
+    greedy = generate(model, prompt, 10, 12)
+    eos = greedy[0, prompt.shape[1] + 3].item()
+    # a book call: the fifth positional argument after top_k is eos_id, so generation stops
+    assert torch.equal(generate(model, prompt, 10, 12, 0.0, None, eos), generate(model, prompt, 10, 12, eos_id=eos))
+    assert generate(model, prompt, 10, 12, 0.0, None, eos).shape[1] < greedy.shape[1]
+
+
+def test_eos_in_a_batch_pads_the_finished_row(model):
+    """A finished row keeps its end token and is padded with it while the other row goes on."""
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(200):  # find two prompts and a token that only the first one generates
+        prompts = torch.randint(0, CFG["vocab_size"], (2, 4), generator=gen)
+        greedy = generate(model, prompts, 8, 12)
+        new0, new1 = greedy[0, 4:].tolist(), greedy[1, 4:].tolist()
+        choices = [t for t in new0[1:-1] if t not in new1]
+        if choices:
+            break
+    eos = choices[0]
+    first = new0.index(eos)
+    out = generate(model, prompts, 8, 12, eos_id=eos)
+    assert out.shape == greedy.shape  # the second row never finishes: all 8 steps run
+    assert torch.equal(out[1], greedy[1])
+    assert torch.equal(out[0, :4 + first + 1], greedy[0, :4 + first + 1])  # up to and with its end token
+    assert (out[0, 4 + first + 1:] == eos).all()  # then padding
+    # when every row has finished, the last step is not appended (the book's single-prompt rule)
+    both = generate(model, prompts[:1].repeat(2, 1), 8, 12, eos_id=eos)
+    assert torch.equal(both, greedy[:1, :4 + first].repeat(2, 1))
+
+
+@pytest.mark.parametrize("args, message", [
+    ((-1, 12), "max_new_tokens"), ((2.5, 12), "max_new_tokens"), ((3, 0), "context_size"), ((3, -4), "context_size"),
+])
+def test_negative_or_zero_sizes_are_refused(model, prompt, args, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompt, *args)
+    with pytest.raises(ValueError, match=message):
+        beam_search(model, prompt, *args)
+
+
+def test_zero_new_tokens_returns_the_prompt(model, prompt):
+    assert torch.equal(generate(model, prompt, 0, 12), prompt)
+    assert torch.equal(beam_search(model, prompt, 0, 12), prompt)
+
+
+def test_beam_search_refuses_more_beams_than_memory_holds(model, prompt, monkeypatch):
+    import helpers.generation as generation
+
+    monkeypatch.setattr(generation, "_free_memory_bytes", lambda device: 100_000)
+    with pytest.raises(ValueError, match="num_beams=1000 needs about"):
+        beam_search(model, prompt, 3, 12, num_beams=1000)
+    beam_search(model, prompt, 3, 12, num_beams=2)  # small enough: runs
+
+
+def test_a_million_beams_are_refused_before_any_allocation():
+    torch.manual_seed(0)
+    gpt2_vocab = GPTModel({**CFG, "vocab_size": 50257, "emb_dim": 16, "n_layers": 1}).eval()
+    # 10**6 beams x 50,257 logits x 3 float32 copies: about 560 GiB, more than any machine here
+    with pytest.raises(ValueError, match="num_beams=1000000"):
+        beam_search(gpt2_vocab, torch.tensor([[1, 2, 3]]), 5, 12, num_beams=10**6)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(gpt2_vocab, torch.tensor([[1, 2, 3]]), 5, 12, num_beams=0)
+
+
+class PlainModel(torch.nn.Module):
+    """Only idx -> logits, like the book's GPTModel: no KV cache, no extra methods."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, idx):
+        return self.inner(idx)
+
+
+def test_generate_and_beam_search_work_on_a_model_without_a_cache(model, prompt):
+    plain = PlainModel(model).eval()
+    torch.manual_seed(3)
+    sampled = generate(plain, prompt, 15, 12, temperature=1.2, top_k=10)
+    torch.manual_seed(3)
+    assert torch.equal(sampled, generate(model, prompt, 15, 12, temperature=1.2, top_k=10))
+    assert torch.equal(beam_search(plain, prompt, 14, 12, num_beams=3), beam_search(model, prompt, 14, 12, num_beams=3))
+
+
+def test_sampling_the_books_toy_logits_gives_the_books_counts():
+    """Section 5.3.1 of the book draws 1,000 words from these logits after torch.manual_seed(123)
+    and prints 73 x closer, 582 x forward, 2 x inches, 343 x toward (0 for the other five)."""
+    logits = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
+    torch.manual_seed(123)
+    drawn = sample_next_token(logits.expand(1000, -1), temperature=1.0).flatten()
+    assert torch.bincount(drawn, minlength=9).tolist() == [73, 0, 0, 582, 2, 0, 0, 343, 0]

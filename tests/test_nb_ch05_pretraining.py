@@ -26,9 +26,9 @@ def test_ch05_smoke_run(smoke_run):
     assert m["standin_max_abs_diff"] <= 1e-5  # Hugging Face's format round-trips the trained model
     # 5.6: one helpers.pretrain run per option, each adding one option to the row above.
     table = m["options_table"]
-    assert list(table) == ["book loop (5.2)", "+ fused AdamW", "+ FastGPTModel", "+ tied weights", "+ bf16 autocast",
+    assert list(table) == ["script, book setup", "+ fused AdamW", "+ FastGPTModel", "+ tied weights", "+ bf16 autocast",
                            "+ gradient checkpointing", "+ 4 accumulated micro-batches", "+ clipping, warm-up, cosine"]
-    first = table["book loop (5.2)"]
+    first = table["script, book setup"]
     for name in ("+ fused AdamW", "+ FastGPTModel"):  # the same arithmetic from the same weights
         assert abs(table[name]["val_loss"] - first["val_loss"]) < 1e-4, name
         assert table[name]["parameters"] == first["parameters"]
@@ -36,3 +36,7 @@ def test_ch05_smoke_run(smoke_run):
     # checkpointing recomputes the same forward pass (same dropout masks): the same numbers
     assert table["+ gradient checkpointing"]["val_loss"] == table["+ bf16 autocast"]["val_loss"]
     assert all(r["tok_s"] > 0 and r["peak_memory_mib"] > 0 and math.isfinite(r["val_loss"]) for r in table.values())
+    # the headline for the run report: the last losses; the book's figures only beside a full 10-epoch run
+    assert m["headline"] == {"train loss": round(m["train_losses"][-1], 3), "val loss": round(m["val_losses"][-1], 3),
+                             "weights (5.5)": "standin"}
+    assert m["book"] == {}

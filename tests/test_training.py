@@ -195,3 +195,125 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pickled Python objects"):
         load_checkpoint(path, new_model())
     assert path.read_bytes() == before  # refused, not deleted or rewritten: nothing is lost
+
+
+# ---- the book's package as a drop-in (issue 18), damaged checkpoints (issue 19) ----
+
+# Parameter names of llms_from_scratch.ch05 (version 1.0.19), the book's package: code written
+# against it passes these positionally or by name, so ours must start with the same names.
+BOOK_CH05 = {
+    "generate": ["model", "idx", "max_new_tokens", "context_size", "temperature", "top_k", "eos_id"],
+    "train_model_simple": ["model", "train_loader", "val_loader", "optimizer", "device", "num_epochs",
+                           "eval_freq", "eval_iter", "start_context", "tokenizer"],
+    "evaluate_model": ["model", "train_loader", "val_loader", "device", "eval_iter"],
+    "generate_and_print_sample": ["model", "tokenizer", "device", "start_context"],
+    "assign": ["left", "right"],
+    "load_weights_into_gpt": ["gpt", "params"],
+    "text_to_token_ids": ["text", "tokenizer"],
+    "token_ids_to_text": ["token_ids", "tokenizer"],
+    "calc_loss_batch": ["input_batch", "target_batch", "model", "device"],
+    "calc_loss_loader": ["data_loader", "model", "device", "num_batches"],
+    "plot_losses": ["epochs_seen", "tokens_seen", "train_losses", "val_losses"],
+    "download_and_load_gpt2": ["model_size", "models_dir"],
+    "download_file": ["url", "destination", "backup_url"],
+    "load_gpt2_params_from_tf_ckpt": ["ckpt_path", "settings"],
+    "generate_text_simple": ["model", "idx", "max_new_tokens", "context_size"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOOK_CH05))
+def test_every_name_of_the_books_chapter_5_exists_with_a_compatible_signature(name):
+    import inspect
+
+    import helpers
+
+    ours = list(inspect.signature(getattr(helpers, name)).parameters.values())
+    book = BOOK_CH05[name]
+    positional = [p for p in ours if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) >= len(book), f"{name}: the book passes {len(book)} arguments positionally"
+    if name == "download_file":  # ours calls them urls and dest (a list of URLs works too)
+        assert [p.name for p in positional[:3]] == ["urls", "dest", "backup_url"]
+    else:
+        assert [p.name for p in positional[:len(book)]] == book
+    assert all(p.default is not p.empty for p in positional[len(book):]), f"{name}: extra parameters need defaults"
+
+
+class PlainModel(torch.nn.Module):
+    """What train_model_simple must accept: any module mapping token IDs to logits. The book's own
+    GPTModel has a position embedding and no KV cache; other models tell their context size by a
+    cfg dict only."""
+
+    def __init__(self, inner, with_pos_emb):
+        super().__init__()
+        self.inner = inner
+        if with_pos_emb:
+            self.pos_emb = inner.pos_emb
+        else:
+            self.cfg = {"context_length": inner.cfg["context_length"]}
+
+    def forward(self, idx):
+        return self.inner(idx)
+
+
+@pytest.mark.parametrize("with_pos_emb", [True, False])
+def test_train_model_simple_trains_a_plain_module(loaders, tokenizer, with_pos_emb, capsys):
+    train, val = loaders
+    reference_model, _, reference = run(loaders, tokenizer)
+    model = new_model()
+    plain = PlainModel(model, with_pos_emb)
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)  # as run() does
+    result = train_model_simple(plain, train, val, optimizer, "cpu", num_epochs=2, eval_freq=3, eval_iter=2,
+                                start_context="Every effort moves you", tokenizer=tokenizer, progress=False)
+    assert result == reference  # the same numbers as training the GPTModel itself
+    assert capsys.readouterr().out.count("Every effort moves you") >= 4  # reference run too  # a sample after each epoch
+
+
+def test_generate_and_print_sample_prints_a_greedy_continuation(tokenizer, capsys):
+    from helpers.generation import generate_text_simple, text_to_token_ids, token_ids_to_text
+    from helpers.training import generate_and_print_sample
+
+    model = new_model().eval()
+    expected = token_ids_to_text(generate_text_simple(model, text_to_token_ids("Every effort moves you", tokenizer), 20,
+                                                      CFG["context_length"]), tokenizer)
+    text = generate_and_print_sample(model, tokenizer, "cpu", "Every effort moves you", max_new_tokens=20)
+    assert model.training  # left in training mode, as the loop expects
+    assert text == expected.replace("\n", " ")
+    assert capsys.readouterr().out == text + "\n"
+
+
+def flip_bytes(data, start, stop):
+    data = bytearray(data)
+    for i in range(start, stop):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "garbage", "empty"])
+def test_a_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, damage):
+    import os
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, new_model(), step=3)
+    data = path.read_bytes()
+    path.write_bytes({"flipped": flip_bytes(data, 100, 200), "truncated": data[: len(data) // 2],
+                      "garbage": os.urandom(5000), "empty": b""}[damage])
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(path, new_model())
+    message = str(err.value)
+    assert str(path) in message and "truncated or corrupted" in message and "Delete it" in message
+    assert "pickled" not in message  # damage is not the same as an unsafe file
+
+
+def test_the_books_model_and_optimizer_file_loads(tmp_path):
+    model = new_model(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 100, (1, 5))).sum().backward()
+    optimizer.step()
+    torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()},
+               tmp_path / "model_and_optimizer.pth")
+    other = new_model(2)
+    other_opt = torch.optim.AdamW(other.parameters(), lr=5e-4)
+    assert load_checkpoint(tmp_path / "model_and_optimizer.pth", other, other_opt) == {}
+    assert torch.equal(other.tok_emb.weight, model.tok_emb.weight)
+    assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])

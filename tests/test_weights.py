@@ -333,3 +333,81 @@ def test_load_weights_works_without_tensorflow(hf_model, tokens, tmp_path, monke
     with pytest.raises(ImportError, match="needs TensorFlow"):
         load_gpt2_params_from_tf_ckpt(tmp_path, {"n_layer": 2})
 
+
+
+# ---- the book's assign and download_file, clear errors for bad input (issues 18 and 19) ----
+
+def test_assign_checks_the_shape_and_returns_a_parameter_like_left():
+    import numpy as np
+
+    from helpers.weights import assign
+
+    left = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    new = assign(left, np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert isinstance(new, torch.nn.Parameter) and new.dtype == torch.float64
+    assert torch.equal(new, torch.arange(6, dtype=torch.float64).reshape(2, 3))
+    source = torch.ones(2, 3)
+    copied = assign(left, source)
+    source.add_(1)  # a copy, not a view of the checkpoint's tensor
+    assert torch.equal(copied, torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"shape mismatch: the model's tensor is \(2, 3\), the checkpoint's \(3, 2\)"):
+        assign(left, np.zeros((3, 2)))
+
+
+def test_assign_used_as_the_book_uses_it_loads_gpt2(storage, hf_model, tokens):
+    """Replacing each parameter with assign(...), tensor by tensor from OpenAI's params dict (the
+    book's way), gives transformers' logits."""
+    import numpy as np
+
+    from helpers.weights import assign
+
+    settings = json.loads((storage.root / "124M" / "hparams.json").read_text())
+    params = load_gpt2_params_from_tf_ckpt(storage.root / "124M", settings)
+    gpt = GPTModel(gpt_config_from_hparams(settings)).eval()
+    gpt.pos_emb.weight = assign(gpt.pos_emb.weight, params["wpe"])
+    gpt.tok_emb.weight = assign(gpt.tok_emb.weight, params["wte"])
+    for block, p in zip(gpt.trf_blocks, params["blocks"]):
+        for name, w, b in zip(("W_query", "W_key", "W_value"), np.split(p["attn"]["c_attn"]["w"], 3, axis=-1),
+                              np.split(p["attn"]["c_attn"]["b"], 3, axis=-1)):
+            setattr(getattr(block.att, name), "weight", assign(getattr(block.att, name).weight, w.T))
+            setattr(getattr(block.att, name), "bias", assign(getattr(block.att, name).bias, b))
+        for layer, source in ((block.att.out_proj, p["attn"]["c_proj"]), (block.ff.layers[0], p["mlp"]["c_fc"]),
+                              (block.ff.layers[2], p["mlp"]["c_proj"])):
+            layer.weight, layer.bias = assign(layer.weight, source["w"].T), assign(layer.bias, source["b"])
+        for norm, key in ((block.norm1, "ln_1"), (block.norm2, "ln_2")):
+            norm.scale, norm.shift = assign(norm.scale, p[key]["g"]), assign(norm.shift, p[key]["b"])
+    gpt.final_norm.scale, gpt.final_norm.shift = assign(gpt.final_norm.scale, params["g"]), assign(gpt.final_norm.shift, params["b"])
+    gpt.out_head.weight = assign(gpt.out_head.weight, params["wte"])
+    assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+
+
+def test_an_empty_or_wrong_params_dict_names_what_is_missing():
+    gpt = GPTModel(CFG)
+    with pytest.raises(ValueError, match="params lacks 'wte', 'wpe', 'blocks', 'g', 'b'"):
+        load_weights_into_gpt(gpt, {})
+    with pytest.raises(ValueError, match="looks like a PyTorch state dict"):
+        load_weights_into_gpt(gpt, gpt.state_dict())
+    with pytest.raises(TypeError, match="params must be the GPT-2 params dict"):
+        load_weights_into_gpt(gpt, [1, 2])
+
+
+def test_a_truncated_safetensors_file_names_the_file_and_the_fix(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    for cut in (len(data) // 2, 20):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError) as err:
+            load_hf_gpt2_safetensors(path)
+        assert str(path) in str(err.value) and "Delete it" in str(err.value)
+
+
+def test_download_file_takes_the_books_backup_url(storage, tmp_path):
+    from helpers.support.download import download_file
+
+    storage.missing.add(("book-primary", "124M/hparams.json"))
+    # the book's call: download_file(url, destination, backup_url)
+    download_file(storage.base("book-primary") + "/124M/hparams.json", tmp_path / "hparams.json",
+                  storage.base("book-backup") + "/124M/hparams.json")
+    assert (tmp_path / "hparams.json").read_bytes() == (storage.root / "124M" / "hparams.json").read_bytes()
+    assert ("book-backup", "124M/hparams.json", None) in storage.requests
