@@ -21,7 +21,7 @@ def test_ch05_smoke_run(smoke_run):
     assert abs(m["final_train_perplexity"] - math.exp(m["train_losses"][-1])) < 1e-6 * m["final_train_perplexity"]
     assert m["training_s"] > 0
     assert m["resume_identical"] is True
-    assert m["gpt2_weights"] == "standin"  # smoke mode never downloads
+    assert m["weights"] == "standin"  # smoke mode never downloads
     assert m["tf_route"] == "not run"  # the book's TensorFlow route needs the download
     assert m["standin_max_abs_diff"] <= 1e-5  # Hugging Face's format round-trips the trained model
     # 5.6: one helpers.pretrain run per option, each adding one option to the row above.
