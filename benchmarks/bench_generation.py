@@ -64,8 +64,8 @@ def main(argv=None):
     n, ctx = args.new_tokens, cfg["context_length"]
 
     runs = {
-        "reference-style (naive attention, no cache)": lambda: generate_text_simple(naive, prompt, n, ctx),
-        "course, no cache (SDPA)": lambda: generate_text_simple(fused, prompt, n, ctx),
+        "reference-style (naive attention, no cache)": lambda: generate_text_simple(naive, prompt, n, ctx, use_cache=False),
+        "course, no cache (SDPA)": lambda: generate_text_simple(fused, prompt, n, ctx, use_cache=False),
         "course, KV cache (SDPA)": lambda: generate_text_simple(fused, prompt, n, ctx, use_cache=True),
     }
     print(f"\ngreedy generation, batch {args.batch}, prompt {args.prompt_tokens} tokens, {n} new tokens:")

@@ -2,10 +2,82 @@
 
 Edit the notebook cells that start with `#| export attention` and run `make export`.
 """
-__all__ = ['MultiHeadAttention', 'MultiHeadAttentionSDPA', 'KVCache']
+__all__ = ['SelfAttention_v1', 'SelfAttention_v2', 'CausalAttention', 'MultiHeadAttentionWrapper', 'MultiHeadAttention', 'MultiHeadAttentionSDPA', 'PyTorchMultiHeadAttention', 'KVCache']
 
 
-# ---- ch03_attention.ipynb, cell 64 ----
+# ---- ch03_attention.ipynb, cell 34 ----
+import torch
+import torch.nn as nn
+
+
+class SelfAttention_v1(nn.Module):
+    """Scaled dot-product self-attention with raw weight matrices (teaching version)."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.W_query = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_key = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_value = nn.Parameter(torch.rand(d_in, d_out))
+
+    def forward(self, x):
+        queries, keys, values = x @ self.W_query, x @ self.W_key, x @ self.W_value
+        scores = queries @ keys.T
+        weights = torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1)
+        return weights @ values
+
+
+# ---- ch03_attention.ipynb, cell 38 ----
+class SelfAttention_v2(nn.Module):
+    """Scaled dot-product self-attention with nn.Linear projections (teaching version)."""
+
+    def __init__(self, d_in, d_out, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x):
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = queries @ keys.T
+        weights = torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1)
+        return weights @ values
+
+
+# ---- ch03_attention.ipynb, cell 55 ----
+class CausalAttention(nn.Module):
+    """Single-head causal self-attention with dropout, for batches (teaching version)."""
+
+    def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = queries @ keys.transpose(1, 2)                      # (b, tokens, tokens)
+        scores = scores.masked_fill(self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)
+        weights = self.dropout(torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1))
+        return weights @ values
+
+
+# ---- ch03_attention.ipynb, cell 62 ----
+class MultiHeadAttentionWrapper(nn.Module):
+    """Several independent causal attention heads, outputs concatenated (teaching version)."""
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)])
+
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], dim=-1)
+
+
+# ---- ch03_attention.ipynb, cell 72 ----
 import torch
 import torch.nn as nn
 
@@ -21,7 +93,8 @@ class MultiHeadAttention(nn.Module):
     Args:
         d_in: size of each input vector.
         d_out: size of each output vector; must be divisible by `num_heads`.
-        context_length: the longest sequence accepted (the size of the causal mask).
+        context_length: the longest sequence accepted (the size of the causal mask); None: no
+            limit, the mask is built for each call instead of stored.
         dropout: probability of dropping an attention weight in training mode.
         num_heads: number of attention heads.
         qkv_bias: whether the query/key/value projections have a bias (GPT-2's do).
@@ -50,7 +123,14 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         # 1 above the diagonal marks a future position. A buffer rather than a parameter: it is
         # never trained, but it follows .to(device) and is saved in the state dict.
-        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+        if context_length is not None:
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def _future(self, past, num_all, device):
+        """True where a query (rows: positions past .. num_all - 1) must not see a key (columns)."""
+        if self.context_length is None:
+            return torch.ones(num_all - past, num_all, dtype=torch.bool, device=device).triu(past + 1)
+        return self.mask[past:num_all, :num_all].bool()
 
     def _split_heads(self, t):
         """(batch, tokens, d_out) -> (batch, heads, tokens, head_dim)."""
@@ -69,7 +149,7 @@ class MultiHeadAttention(nn.Module):
                              f"got {tuple(x.shape)}")
         past = 0 if kv_cache is None else kv_cache.seq_len(layer)
         total = past + x.shape[1]
-        if total > self.context_length:  # checked before the cache is touched, so it stays valid
+        if self.context_length is not None and total > self.context_length:  # checked before the cache is touched, so it stays valid
             raise ValueError(f"{total} tokens ({past} cached + {x.shape[1]} new) exceed the context "
                              f"length of {self.context_length}; crop the input to its last "
                              f"{self.context_length} tokens (and clear the cache)")
@@ -85,14 +165,14 @@ class MultiHeadAttention(nn.Module):
         num_all = keys.shape[2]
         attn_scores = queries @ keys.transpose(2, 3)  # (batch, heads, new tokens, all tokens)
         # Row i is the query at position past + i: it may see keys 0 .. past + i.
-        future = self.mask[past:num_all, :num_all].bool()
+        future = self._future(past, num_all, x.device)
         attn_scores = attn_scores.masked_fill(future, -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
         return self._merge_heads(attn_weights @ values)
 
 
-# ---- ch03_attention.ipynb, cell 75 ----
+# ---- ch03_attention.ipynb, cell 83 ----
 import torch.nn.functional as F
 
 
@@ -113,13 +193,24 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         else:
             # is_causal=True would align the mask to the top-left corner, wrong when the queries
             # are the last rows; pass the matching slice of our mask (True = may attend) instead.
-            allowed = ~self.mask[past:num_all, :num_all].bool()
+            allowed = ~self._future(past, num_all, x.device)
             context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed,
                                                      dropout_p=dropout_p)
         return self._merge_heads(context)
 
 
-# ---- ch03_attention.ipynb, cell 82 ----
+# ---- ch03_attention.ipynb, cell 87 ----
+class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
+    """`MultiHeadAttentionSDPA` under the book's name and signature: no `context_length`, so any
+    sequence length; `context_length` may still be given (keyword) to get the stored mask and
+    the length check. Same parameters and state dict keys as `MultiHeadAttention` (no `mask`
+    entry without a context length)."""
+
+    def __init__(self, d_in, d_out, num_heads, dropout=0.0, qkv_bias=False, context_length=None):
+        super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
+
+
+# ---- ch03_attention.ipynb, cell 94 ----
 import torch
 
 
@@ -129,6 +220,10 @@ class KVCache:
     During generation each new query must attend to the keys and values of all earlier tokens.
     Those do not change, so each layer appends the new ones here instead of recomputing the
     whole prefix at every step. Tensors are stored as (batch, heads, tokens, head_dim).
+
+    It also answers the calls of the book package's `KVCache(n_layers)`: `get(layer)` and
+    `get_all()` give (keys, values) pairs (None for an empty slot), `update(layer, (keys,
+    values))` with one pair replaces a slot, `reset()` is `clear()`.
     """
 
     def __init__(self, n_layers: int = 1):
@@ -145,8 +240,11 @@ class KVCache:
         """How many positions are cached (layer 0 is updated first, so it is never behind)."""
         return self.seq_len(0)
 
-    def update(self, layer: int, keys, values):
+    def update(self, layer: int, keys, values=None):
         """Append this step's keys/values (batch, heads, new, head_dim); return all of them."""
+        if values is None:  # the book's update(layer, (keys, values) or None): replace the slot
+            self.keys[layer], self.values[layer] = (None, None) if keys is None else keys
+            return keys
         if self.keys[layer] is not None:
             keys = torch.cat([self.keys[layer], keys], dim=-2)
             values = torch.cat([self.values[layer], values], dim=-2)
@@ -159,6 +257,15 @@ class KVCache:
             if k is not None:
                 idx = torch.as_tensor(index, device=k.device)
                 self.keys[i], self.values[i] = k.index_select(0, idx), v.index_select(0, idx)
+
+    def get(self, layer: int):
+        return None if self.keys[layer] is None else (self.keys[layer], self.values[layer])
+
+    def get_all(self):
+        return [self.get(layer) for layer in range(len(self.keys))]
+
+    def reset(self) -> None:
+        self.clear()
 
     def clear(self) -> None:
         """Forget everything (e.g. before a new prompt)."""

@@ -2,17 +2,17 @@
 
 Edit the notebook cells that start with `#| export fast` and run `make export`.
 """
-__all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'pad_prompts', 'generate_fast', 'compile_model']
+__all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'GPTModelFast', 'TransformerBlockFast', 'FeedForwardFast', 'pad_prompts', 'generate_fast', 'compile_model']
 
 
-# ---- ch04_gpt_model.ipynb, cell 81 ----
+# ---- ch04_gpt_model.ipynb, cell 86 ----
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from helpers.generation import sample_next_token
-from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock
+from helpers.generation import _check_generation_args, sample_next_token
+from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids
 
 
 class FusedLayerNorm(LayerNorm):
@@ -31,7 +31,7 @@ class FusedFeedForward(FeedForward):
         self.layers[1] = nn.GELU(approximate="tanh")
 
 
-# ---- ch04_gpt_model.ipynb, cell 84 ----
+# ---- ch04_gpt_model.ipynb, cell 89 ----
 class FusedQKVAttention(nn.Module):
     """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
     (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
@@ -50,7 +50,13 @@ class FusedQKVAttention(nn.Module):
         self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
         self.context_length = context_length
         self.dropout = dropout
-        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+        # Drawn as three layers, in MultiHeadAttention's order, then stacked: the same seed gives
+        # the same weights as chapter 3's layer (one 3 x d_out layer would draw its biases last).
+        parts = [nn.Linear(d_in, d_out, bias=qkv_bias) for _ in range(3)]
+        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias, device="meta")
+        self.qkv.weight = nn.Parameter(torch.cat([p.weight for p in parts]).detach())
+        if qkv_bias:
+            self.qkv.bias = nn.Parameter(torch.cat([p.bias for p in parts]).detach())
         self.out_proj = nn.Linear(d_out, d_out)
         self.register_load_state_dict_pre_hook(_stack_book_qkv)
         self.register_state_dict_post_hook(_split_into_book_qkv)
@@ -94,7 +100,7 @@ def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
             state_dict[prefix + key] = value
 
 
-# ---- ch04_gpt_model.ipynb, cell 88 ----
+# ---- ch04_gpt_model.ipynb, cell 93 ----
 class StaticKVCache:
     """Preallocated keys and values: per layer a (batch, heads, max_len, head_dim) tensor,
     filled in place. `pos` counts the positions every layer holds; the model advances it once
@@ -133,43 +139,51 @@ class StaticKVCache:
         self.pos = 0
 
 
-# ---- ch04_gpt_model.ipynb, cell 90 ----
+# ---- ch04_gpt_model.ipynb, cell 95 ----
 class FastTransformerBlock(TransformerBlock):
     """`TransformerBlock` with fused QKV attention and fused LayerNorm/GELU; same state dict."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)  # then swap in the fast parts (each has the same parameters)
+        # Not TransformerBlock.__init__: its parts would use up random numbers before the fast
+        # ones are drawn. The same parts in the same order: the same seed gives the same weights.
+        nn.Module.__init__(self)
         self.att = FusedQKVAttention(
             d_in=cfg["emb_dim"], d_out=cfg["emb_dim"], context_length=cfg["context_length"],
             num_heads=cfg["n_heads"], dropout=cfg["drop_rate"], qkv_bias=cfg["qkv_bias"])
         self.ff = FusedFeedForward(cfg)
         self.norm1, self.norm2 = FusedLayerNorm(cfg["emb_dim"]), FusedLayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
 
     def forward(self, x, kv_cache=None, layer=0, attn_mask=None):
         x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer, attn_mask))
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
-# ---- ch04_gpt_model.ipynb, cell 91 ----
+# ---- ch04_gpt_model.ipynb, cell 96 ----
 class FastGPTModel(GPTModel):
     """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts.
 
     cfg: `GPTModel`'s keys, plus optional "tie_weights" (share `out_head.weight` with
     `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).
 
-    forward(in_idx, kv_cache=None, attention_mask=None, position_ids=None) -> logits
-    (batch, tokens, vocab_size). With a `StaticKVCache` (`new_kv_cache()`), in_idx holds only
-    tokens the cache has not seen. `attention_mask` (batch, cached + new tokens), 1 for real
+    forward(in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None,
+    position_ids=None) -> logits (batch, tokens, vocab_size). With a `StaticKVCache`
+    (`new_kv_cache()`) or a `KVCache`, in_idx holds only tokens the cache has not seen; the
+    cache arguments are `GPTModel`'s. `attention_mask` (batch, cached + new tokens), 1 for real
     tokens and 0 for padding, and `position_ids` (batch, new tokens) serve left-padded batches.
     """
 
     def __init__(self, cfg):
-        # GPTModel checks the config and builds the embeddings and the output head; with
-        # n_layers=0 it builds no block, since the fast blocks and norm replace its own here.
-        super().__init__(dict(cfg, n_layers=0))
-        self.cfg = dict(cfg)
+        # GPTModel's layers in GPTModel's order (so the same seed gives the same weights), with
+        # the fast blocks and norm; GPTModel.__init__ would draw its own blocks first.
+        nn.Module.__init__(self)
+        self.cfg = _check_gpt_config(cfg)
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
         self.trf_blocks = nn.Sequential(*[FastTransformerBlock(cfg) for _ in range(cfg["n_layers"])])
         self.final_norm = FusedLayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if cfg.get("tie_weights", False):
             # nn.Embedding draws N(0, 1) weights; as an output head they give logits with a spread
             # of about 28 and a saturated softmax, whose tiny (denormal) floats make a CPU crawl
@@ -188,11 +202,12 @@ class FastGPTModel(GPTModel):
     def new_kv_cache(self) -> StaticKVCache:
         return StaticKVCache(len(self.trf_blocks), self.cfg["context_length"])
 
-    def forward(self, in_idx, kv_cache=None, attention_mask=None, position_ids=None):
-        batch_size, seq_len = in_idx.shape
+    def forward(self, in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None, position_ids=None):
+        kv_cache = self._pick_cache(use_cache, cache, kv_cache)
         past = len(kv_cache) if kv_cache is not None else 0
         if not torch.compiler.is_compiling():  # the checks would split a compiled graph
-            self._check_input(in_idx, past)
+            _check_token_ids(in_idx, past, self.cfg)
+        seq_len = in_idx.shape[1]
         if position_ids is None:
             position_ids = torch.arange(past, past + seq_len, device=in_idx.device)
         x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(position_ids))
@@ -203,7 +218,7 @@ class FastGPTModel(GPTModel):
                 x = checkpoint(block, x, kv_cache, layer, attn_mask, use_reentrant=False)
             else:
                 x = block(x, kv_cache, layer, attn_mask)
-        if kv_cache is not None:
+        if isinstance(kv_cache, StaticKVCache):  # a KVCache counts its own length
             kv_cache.advance(seq_len)
         return self.out_head(self.final_norm(x))
 
@@ -233,7 +248,14 @@ def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_k
                           "state_dict['out_head.weight'] = state_dict['tok_emb.weight'] to tie them on purpose")
 
 
-# ---- ch04_gpt_model.ipynb, cell 99 ----
+# ---- ch04_gpt_model.ipynb, cell 100 ----
+# The book package's names for the fast model (llms_from_scratch.ch04), so its code runs here.
+GPTModelFast = FastGPTModel
+TransformerBlockFast = FastTransformerBlock
+FeedForwardFast = FusedFeedForward
+
+
+# ---- ch04_gpt_model.ipynb, cell 107 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -257,9 +279,7 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
     `new_kv_cache`, e.g. FastGPTModel) each step feeds only the newest token. Returns
     (batch, tokens + generated); fewer tokens are generated only when every row has hit `eos_id`.
     """
-    if idx.ndim != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    context = model.cfg["context_length"]
+    context = _check_generation_args(model, idx, max_new_tokens, None)  # None: the model's
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.to(idx.device, torch.long) if padded else None
     cache = model.new_kv_cache() if use_cache else None

@@ -2,10 +2,10 @@
 
 Edit the notebook cells that start with `#| export generation` and run `make export`.
 """
-__all__ = ['next_token_logits', 'generate_text_simple', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
+__all__ = ['next_token_logits', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 60 ----
+# ---- ch04_gpt_model.ipynb, cell 61 ----
 import torch
 
 
@@ -25,22 +25,76 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 61 ----
-def generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=False):
+# ---- ch04_gpt_model.ipynb, cell 62 ----
+def _check_generation_args(model, idx, max_new_tokens, context_size):
+    """The context size to use (None: the model's), once the arguments make sense."""
+    if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
+        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {shape}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if context_size is None:
+        if not hasattr(model, "cfg"):
+            raise ValueError("this model has no cfg to read its context length from: pass context_size")
+        context_size = model.cfg["context_length"]
+    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
+        raise ValueError(f"context_size must be a positive integer (the model's context length), got {context_size!r}")
+    return context_size
+
+
+def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cache=True):
     """Greedy decoding: append the most likely next token `max_new_tokens` times.
 
     idx: (batch, tokens) token IDs of the prompt. Returns (batch, tokens + max_new_tokens).
-    `use_cache=True` feeds only the newest token each step (a KV cache); the output is the same.
+    `context_size` (default: the model's) is how many of the last tokens the model reads.
+    `use_cache` feeds only the newest token each step (a KV cache); the output is the same.
+    The model runs in eval mode (dropout off); its mode is restored afterwards.
     """
-    if idx.ndim != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    kv_cache = model.new_kv_cache() if use_cache else None
-    for _ in range(max_new_tokens):
-        with torch.no_grad():
-            logits = next_token_logits(model, idx, context_size, kv_cache)
-        idx_next = torch.argmax(logits, dim=-1, keepdim=True)
-        idx = torch.cat((idx, idx_next), dim=1)
+    context_size = _check_generation_args(model, idx, max_new_tokens, context_size)
+    kv_cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                logits = next_token_logits(model, idx, context_size, kv_cache)
+            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
+            idx = torch.cat((idx, idx_next), dim=1)
+    finally:
+        model.train(was_training)
     return idx
+
+
+# ---- ch04_gpt_model.ipynb, cell 68 ----
+def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=None, context_size=None):
+    """`generate_text_simple` as a generator: yields each new token, (batch, 1), as it is chosen.
+
+    Stops after `max_new_tokens`, or once every row's next token is `eos_token_id` (not yielded).
+    """
+    context_size = _check_generation_args(model, token_ids, max_new_tokens, context_size)
+    kv_cache = model.new_kv_cache() if hasattr(model, "new_kv_cache") else None
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            with torch.no_grad():  # per step: a generator must not leave no_grad on in the caller
+                logits = next_token_logits(model, token_ids, context_size, kv_cache)
+            next_token = torch.argmax(logits, dim=-1, keepdim=True)
+            if eos_token_id is not None and bool((next_token == eos_token_id).all()):
+                break
+            yield next_token
+            token_ids = torch.cat([token_ids, next_token], dim=1)
+    finally:
+        model.train(was_training)
+
+
+def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
+    """The last `context_len - max_new_tokens` tokens of a (batch, tokens) prompt (all of it
+    when shorter), so that the prompt and the new tokens fit the context together."""
+    if not 0 <= max_new_tokens < context_len:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) must be >= 0 and below context_len "
+                         f"({context_len}), so that at least one prompt token fits")
+    return input_ids_tensor[:, -(context_len - max_new_tokens):]
 
 
 # ---- ch05_pretraining.ipynb, cell 8 ----

@@ -96,21 +96,63 @@ class TransformerBlock(nn.Module):
 
 
 # ---- ch04_gpt_model.ipynb, cell 40 ----
+import numbers
+
+
+def _check_gpt_config(cfg):
+    """A copy of `cfg` once every value makes sense, else an error that names the key."""
+    missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
+    if missing:
+        raise KeyError(f"GPTModel config lacks {sorted(missing)}")
+    for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], numbers.Integral) or cfg[key] < 1:
+            raise ValueError(f"cfg[{key!r}] must be a positive integer, got {cfg[key]!r}")
+    if cfg["emb_dim"] % cfg["n_heads"]:
+        raise ValueError(f"cfg['emb_dim'] ({cfg['emb_dim']}) must be divisible by cfg['n_heads'] "
+                         f"({cfg['n_heads']}): each head gets emb_dim // n_heads dimensions")
+    if not 0 <= cfg["drop_rate"] < 1:  # also refuses NaN
+        raise ValueError(f"cfg['drop_rate'] must be in [0, 1), got {cfg['drop_rate']!r}")
+    return dict(cfg)
+
+
+def _check_token_ids(in_idx, past, cfg):
+    """A clear error for input the model cannot take, instead of an index error deep inside."""
+    if not isinstance(in_idx, torch.Tensor) or in_idx.ndim != 2:
+        shape = tuple(in_idx.shape) if isinstance(in_idx, torch.Tensor) else type(in_idx).__name__
+        raise ValueError(f"in_idx must be a (batch, tokens) tensor of token IDs; got {shape}: "
+                         f"for one text use idx.unsqueeze(0); pass token IDs, not embeddings")
+    if in_idx.shape[1] == 0:
+        raise ValueError("empty input: pass at least one token ID")
+    if past + in_idx.shape[1] > cfg["context_length"]:
+        raise ValueError(f"{past + in_idx.shape[1]} tokens exceed the context length of {cfg['context_length']}; "
+                         f"crop the input, e.g. idx[:, -{cfg['context_length']}:] (and clear the cache)")
+    if in_idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"token IDs must be integers in [0, {cfg['vocab_size']}); got dtype {in_idx.dtype}")
+    in_range = (in_idx.min() >= 0) & (in_idx.max() < cfg["vocab_size"])
+    if in_idx.device.type == "cpu":
+        if not in_range:
+            raise ValueError(f"token IDs must be integers in [0, {cfg['vocab_size']}); "
+                             f"got range [{in_idx.min()}, {in_idx.max()}]")
+    else:  # reading the result back would make the CPU wait for the GPU at every step
+        torch._assert_async(in_range, f"token IDs must be integers in [0, {cfg['vocab_size']})")
+
+
+# ---- ch04_gpt_model.ipynb, cell 41 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
 
     forward(in_idx (batch, tokens) of token IDs) -> logits (batch, tokens, vocab_size).
-    With a `KVCache`, only tokens not seen before are passed in; their positions continue
-    after the cached ones.
+    With a KV cache, only tokens not seen before are passed in; their positions continue
+    after the cached ones. The cache: `kv_cache=` (a `KVCache`, e.g. `new_kv_cache()`), the
+    book package's `cache=` (the same), or `use_cache=True` alone: the model's own cache,
+    kept across calls until `reset_kv_cache()`.
     """
+    _own_cache = None  # the cache of use_cache=True calls
 
     def __init__(self, cfg):
         super().__init__()
-        missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
-        if missing:
-            raise KeyError(f"GPTModel config lacks {sorted(missing)}")
-        self.cfg = dict(cfg)
+        self.cfg = _check_gpt_config(cfg)
         self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
         self.drop_emb = nn.Dropout(cfg["drop_rate"])
@@ -121,9 +163,29 @@ class GPTModel(nn.Module):
     def new_kv_cache(self) -> KVCache:
         return KVCache(len(self.trf_blocks))
 
-    def forward(self, in_idx, kv_cache=None):
+    def reset_kv_cache(self):
+        """Forget what earlier use_cache=True calls cached (before a new prompt)."""
+        self._own_cache = None
+
+    @property
+    def current_pos(self):
+        """Positions held by the use_cache=True cache: where the next token's position starts."""
+        return 0 if self._own_cache is None else len(self._own_cache)
+
+    def _pick_cache(self, use_cache, cache, kv_cache):
+        if cache is not None and kv_cache is not None:
+            raise ValueError("pass the cache once: kv_cache= or cache=, not both")
+        kv_cache = cache if kv_cache is None else kv_cache
+        if kv_cache is None and use_cache:
+            if self._own_cache is None:
+                self._own_cache = self.new_kv_cache()
+            kv_cache = self._own_cache
+        return kv_cache
+
+    def forward(self, in_idx, use_cache=False, cache=None, *, kv_cache=None):
+        kv_cache = self._pick_cache(use_cache, cache, kv_cache)
         past = len(kv_cache) if kv_cache is not None else 0
-        self._check_input(in_idx, past)
+        _check_token_ids(in_idx, past, self.cfg)
         tok_embeds = self.tok_emb(in_idx)
         pos_embeds = self.pos_emb(torch.arange(past, past + in_idx.shape[1], device=in_idx.device))
         x = self.drop_emb(tok_embeds + pos_embeds)
@@ -132,26 +194,8 @@ class GPTModel(nn.Module):
         x = self.final_norm(x)
         return self.out_head(x)
 
-    def _check_input(self, in_idx, past):
-        """A clear error for input the model cannot take, instead of an index error deep inside."""
-        batch_size, seq_len = in_idx.shape
-        if seq_len == 0:
-            raise ValueError("empty input: pass at least one token ID")
-        if past + seq_len > self.cfg["context_length"]:
-            raise ValueError(f"{past + seq_len} tokens exceed the context length of {self.cfg['context_length']}; "
-                             f"crop the input, e.g. idx[:, -{self.cfg['context_length']}:]")
-        if in_idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); got dtype {in_idx.dtype}")
-        in_range = (in_idx.min() >= 0) & (in_idx.max() < self.cfg["vocab_size"])
-        if in_idx.device.type == "cpu":
-            if not in_range:
-                raise ValueError(f"token IDs must be integers in [0, {self.cfg['vocab_size']}); "
-                                 f"got range [{in_idx.min()}, {in_idx.max()}]")
-        else:  # reading the result back would make the CPU wait for the GPU at every step
-            torch._assert_async(in_range, f"token IDs must be integers in [0, {self.cfg['vocab_size']})")
 
-
-# ---- ch04_gpt_model.ipynb, cell 46 ----
+# ---- ch04_gpt_model.ipynb, cell 47 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
     (as OpenAI's GPT-2 does), so it is left out."""

@@ -205,3 +205,43 @@ def test_state_dicts_are_interchangeable(src_cls, dst_cls, tmp_path):
     x = rand_input()
     with torch.no_grad():
         torch.testing.assert_close(dst(x), src(x), rtol=0, atol=1e-5)
+
+
+# ---- no context length (the book's PyTorchMultiHeadAttention) -------------------------------
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("chunks", [[1] * 20, [7, 6, 7]], ids=["tokens", "chunks"])
+def test_without_context_length_the_mask_built_per_call_matches_the_stored_one(cls, chunks):
+    """context_length=None: any length, and the cached case needs the offset mask built on the fly."""
+    torch.manual_seed(0)
+    free = cls(D_IN, D_OUT, None, 0.0, HEADS, qkv_bias=True).eval()
+    stored = cls(D_IN, D_OUT, 20, 0.0, HEADS, qkv_bias=True).eval()
+    stored.load_state_dict(free.state_dict(), strict=False)
+    x = rand_input(tokens=20)
+    cache, outs, start = KVCache(), [], 0
+    with torch.no_grad():
+        full = stored(x)
+        torch.testing.assert_close(free(x), full, rtol=0, atol=1e-5)
+        for size in chunks:
+            outs.append(free(x[:, start:start + size], kv_cache=cache))
+            start += size
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_kv_cache_answers_the_book_packages_calls():
+    """KVCache(n_layers) with get / update(layer, (keys, values)) / get_all / reset, as the
+    book's kv_cache.gpt2 model drives it, alongside our appending update."""
+    cache = KVCache(n_layers=2)
+    assert cache.get(0) is None and cache.get_all() == [None, None]
+    k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    assert cache.update(1, (k, v)) == (k, v)           # the book's form replaces the slot
+    assert cache.get(1)[0] is k and cache.seq_len(1) == 3
+    cache.update(1, (k[:, :, :1], v[:, :, :1]))
+    assert cache.seq_len(1) == 1
+    keys, _ = cache.update(1, k, v)                     # ours appends
+    assert keys.shape[2] == 4
+    cache.update(1, None)
+    assert cache.get(1) is None
+    cache.update(0, k, v)
+    cache.reset()
+    assert cache.get_all() == [None, None] and len(cache) == 0

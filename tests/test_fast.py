@@ -117,7 +117,7 @@ def test_static_cache_generation_equals_uncached_greedy():
     fast = FastGPTModel.from_model(book).eval()
     prompt = torch.randint(0, CFG["vocab_size"], (2, 5))
     # 30 new tokens overrun the 24-token context: the window slides and the cache is refilled
-    expected = generate_text_simple(book, prompt, 30, CFG["context_length"])
+    expected = generate_text_simple(book, prompt, 30, CFG["context_length"], use_cache=False)
     assert torch.equal(generate_fast(fast, prompt, 30), expected)
     assert torch.equal(generate_fast(fast, prompt, 30, use_cache=False), expected)
     # the static cache also serves chapter 4's generate_text_simple(use_cache=True)
@@ -201,6 +201,41 @@ def test_fast_gradients_match_gptmodel_without_dropout():
     d = CFG["emb_dim"]
     assert torch.allclose(fast.trf_blocks[0].att.qkv.weight.grad[d:2 * d], q, atol=1e-5)
     assert torch.allclose(fast.tok_emb.weight.grad, book.tok_emb.weight.grad, atol=1e-5)
+
+
+def test_same_seed_gives_gptmodels_weights_and_tokens():
+    """Parameters are created in GPTModel's order (FastGPTModel used to draw its head first)."""
+    for cfg in (CFG, {**CFG, "qkv_bias": True}):
+        torch.manual_seed(123)
+        book = GPTModel(cfg)
+        torch.manual_seed(123)
+        fast = FastGPTModel(cfg)
+        ours, theirs = fast.state_dict(), book.state_dict()
+        assert list(ours) == list(theirs)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_book_cache_calls_on_the_fast_model():
+    from helpers.attention import KVCache
+    torch.manual_seed(0)
+    fast = FastGPTModel(CFG).eval()
+    ids = torch.randint(0, CFG["vocab_size"], (2, 9))
+    with torch.no_grad():
+        full = fast(ids)
+        fast.reset_kv_cache()
+        got = torch.cat([fast(ids[:, :6], use_cache=True), fast(ids[:, 6:], use_cache=True)], dim=1)
+        assert (got - full).abs().max() <= 1e-5 and fast.current_pos == 9
+        cache = KVCache(CFG["n_layers"])
+        got = torch.cat([fast(ids[:, :4], cache=cache), fast(ids[:, 4:], cache=cache)], dim=1)
+        assert (got - full).abs().max() <= 1e-5 and len(cache) == 9
+
+
+@pytest.mark.parametrize("max_new_tokens", [-1, 1.5])
+def test_generate_fast_refuses_a_negative_count(max_new_tokens):
+    """A negative max_new_tokens used to return the prompt silently."""
+    fast = FastGPTModel(CFG).eval()
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
+        generate_fast(fast, torch.zeros((1, 3), dtype=torch.long), max_new_tokens)
 
 
 def test_input_errors():

@@ -21,7 +21,7 @@ def model_for(attention, seed=0):
 def test_cached_equals_uncached_across_the_context_boundary(attention, context_size):
     model = model_for(attention)
     prompt = torch.randint(0, CFG["vocab_size"], (3, 5), generator=torch.Generator().manual_seed(1))
-    plain = generate_text_simple(model, prompt, max_new_tokens=60, context_size=context_size)
+    plain = generate_text_simple(model, prompt, max_new_tokens=60, context_size=context_size, use_cache=False)
     cached = generate_text_simple(model, prompt, max_new_tokens=60, context_size=context_size, use_cache=True)
     assert plain.shape == (3, 65)
     assert torch.equal(plain, cached)
@@ -36,7 +36,7 @@ def test_greedy_crops_to_context_size():
         for _ in range(8):
             logits = model(expected[:, -CFG["context_length"]:])[:, -1, :]
             expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(generate_text_simple(model, idx, 8, CFG["context_length"]), expected)
+    assert torch.equal(generate_text_simple(model, idx, 8, CFG["context_length"], use_cache=False), expected)
     assert torch.equal(generate_text_simple(model, idx, 8, CFG["context_length"], use_cache=True), expected)
 
 
@@ -67,3 +67,93 @@ def test_next_token_logits_with_cache_matches_full_forward():
 def test_empty_or_unbatched_prompt_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="idx must be"):
         generate_text_simple(model_for("sdpa"), bad, 3, 16)
+
+
+@pytest.mark.parametrize("max_new_tokens", [-1, -5, 2.0, True])
+def test_max_new_tokens_must_be_a_count(max_new_tokens):
+    """A negative count used to return the prompt silently."""
+    from helpers.generation import generate_text_simple_stream
+    model, prompt = model_for("sdpa"), torch.zeros((1, 3), dtype=torch.long)
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 0"):
+        generate_text_simple(model, prompt, max_new_tokens, 16)
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 0"):
+        next(generate_text_simple_stream(model, prompt, max_new_tokens))
+
+
+def test_zero_new_tokens_returns_the_prompt():
+    prompt = torch.tensor([[3, 1, 4]])
+    assert torch.equal(generate_text_simple(model_for("sdpa"), prompt, 0, 16), prompt)
+
+
+@pytest.mark.parametrize("context_size", [0, -3, 2.5])
+def test_context_size_must_be_positive(context_size):
+    """context_size 0 used to feed the whole text (idx[:, -0:]), a negative one a cropped prefix."""
+    with pytest.raises(ValueError, match=r"context_size must be a positive integer"):
+        generate_text_simple(model_for("sdpa"), torch.zeros((1, 3), dtype=torch.long), 2, context_size)
+
+
+def test_context_size_defaults_to_the_models_and_needs_one_without_cfg():
+    model = model_for("sdpa")
+    idx = torch.randint(0, CFG["vocab_size"], (1, 20))  # longer than the 16-token context
+    assert torch.equal(generate_text_simple(model, idx, 3), generate_text_simple(model, idx, 3, 16))
+    plain = torch.nn.Sequential(torch.nn.Embedding(CFG["vocab_size"], 8), torch.nn.Linear(8, CFG["vocab_size"]))
+    with pytest.raises(ValueError, match="pass context_size"):
+        generate_text_simple(plain, idx, 3)
+    # a model without new_kv_cache runs uncached: the plain loop's tokens
+    assert generate_text_simple(plain, idx, 3, 16).shape == (1, 23)
+
+
+def test_generation_runs_in_eval_mode_and_restores_the_mode():
+    model = GPTModel({**CFG, "drop_rate": 0.5}).train()
+    prompt = torch.randint(0, CFG["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(5))
+    first = generate_text_simple(model, prompt, 6)
+    assert model.training, "the caller's mode is restored"
+    assert torch.equal(first, generate_text_simple(model.eval(), prompt, 6, use_cache=False))
+
+
+def test_stream_yields_the_loops_tokens_and_stops_at_eos():
+    from helpers.generation import generate_text_simple_stream
+    model = model_for("sdpa")
+    prompt = torch.randint(0, CFG["vocab_size"], (1, 5), generator=torch.Generator().manual_seed(6))
+    full = generate_text_simple(model, prompt, 20, use_cache=False)  # crosses the 16-token context
+    steps = list(generate_text_simple_stream(model, prompt, 20))
+    assert all(s.shape == (1, 1) for s in steps)
+    assert torch.equal(torch.cat(steps, dim=1), full[:, 5:])
+    eos = int(full[0, 9])  # the 5th new token
+    first_eos = full[0, 5:].tolist().index(eos)
+    assert len(list(generate_text_simple_stream(model, prompt, 20, eos_token_id=eos))) == first_eos
+    assert torch.is_grad_enabled(), "the generator must not leave no_grad switched on"
+
+
+def test_trim_input_tensor():
+    from helpers.generation import trim_input_tensor
+    ids = torch.arange(10)[None]
+    assert torch.equal(trim_input_tensor(ids, 8, 3), ids[:, -5:])   # 5 + 3 new tokens fit 8
+    assert torch.equal(trim_input_tensor(ids, 32, 3), ids)          # short prompts stay whole
+    for bad in (8, 9, -1):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            trim_input_tensor(ids, 8, bad)
+
+
+def test_the_books_cache_calls_give_the_uncached_logits():
+    """model(idx, use_cache=True) + reset_kv_cache(), and model(idx, cache=KVCache(n_layers))."""
+    from helpers.attention import KVCache
+    model = model_for("sdpa")
+    idx = torch.randint(0, CFG["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        full = model(idx)
+        model.reset_kv_cache()
+        parts = [model(idx[:, :5], use_cache=True), model(idx[:, 5:6], use_cache=True),
+                 model(idx[:, 6:], use_cache=True)]
+        assert model.current_pos == 9
+        assert (torch.cat(parts, dim=1) - full).abs().max() <= 1e-5
+        model.reset_kv_cache()
+        assert model.current_pos == 0
+        assert (model(idx[:, :4], use_cache=True) - full[:, :4]).abs().max() <= 1e-5  # starts at position 0 again
+        cache = KVCache(n_layers=CFG["n_layers"])
+        parts = [model(idx[:, :7], cache=cache), model(idx[:, 7:], cache=cache)]
+        assert (torch.cat(parts, dim=1) - full).abs().max() <= 1e-5
+        assert all(kv[0].shape[2] == 9 for kv in cache.get_all())
+        assert model(idx).shape == full.shape  # a plain call ignores the model's own cache
+        with pytest.raises(ValueError, match="not both"):
+            model(idx, cache=cache, kv_cache=cache)

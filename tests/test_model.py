@@ -70,8 +70,25 @@ def test_gelu_matches_torch_tanh_approximation():
 
 
 def test_emb_dim_not_divisible_by_heads():
-    with pytest.raises(ValueError, match="divisible by num_heads"):
+    with pytest.raises(ValueError, match=r"cfg\['emb_dim'\] \(50\) must be divisible by cfg\['n_heads'\] \(4\)"):
         GPTModel({**SMALL, "emb_dim": 50, "n_heads": 4})
+
+
+@pytest.mark.parametrize("cls", ["GPTModel", "FastGPTModel"])
+@pytest.mark.parametrize("key, value", [
+    ("n_layers", 0), ("n_layers", -2), ("context_length", 0), ("context_length", -1), ("emb_dim", 0),
+    ("emb_dim", -48), ("n_heads", 0), ("vocab_size", 0), ("n_layers", 2.5), ("n_layers", True),
+])
+def test_config_sizes_that_make_no_sense_are_refused(cls, key, value):
+    import helpers
+    with pytest.raises(ValueError, match=rf"cfg\['{key}'\] must be a positive integer"):
+        getattr(helpers, cls)({**SMALL, key: value})
+
+
+@pytest.mark.parametrize("drop_rate", [-0.1, 1.0, 1.5, float("nan")])
+def test_drop_rate_outside_zero_one_is_refused(drop_rate):
+    with pytest.raises(ValueError, match=r"cfg\['drop_rate'\] must be in \[0, 1\)"):
+        GPTModel({**SMALL, "drop_rate": drop_rate})
 
 
 def test_missing_config_key():
@@ -93,6 +110,9 @@ def small_model():
     (torch.tensor([[0.0, 1.0]]), "token IDs must be integers"),
     (torch.zeros((1, 0), dtype=torch.long), "empty input"),
     (torch.zeros((1, 25), dtype=torch.long), "exceed the context length of 24"),
+    (torch.tensor([1, 2, 3]), r"\(batch, tokens\) tensor of token IDs; got \(3,\): for one text use idx.unsqueeze\(0\)"),
+    (torch.zeros((1, 3, 48)), r"\(batch, tokens\) tensor of token IDs; got \(1, 3, 48\).*not embeddings"),
+    ([[1, 2, 3]], r"\(batch, tokens\) tensor of token IDs; got list"),
 ])
 def test_bad_input_is_a_clear_error(small_model, bad, message):
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,375 @@
+"""The book's package API on `helpers`: every public name of `llms_from_scratch` 1.0.19's
+chapter modules (ch02-ch07) and GPT-2 KV-cache modules exists in `helpers`, with a compatible
+signature, and the seeded results the book prints come out the same.
+
+BOOK_API below is a list of facts read from the book's package (names, parameter names and
+defaults), not its code. "Compatible" means: the book's positional parameters come first, in
+the same order, under the same names (RENAMED lists the few deliberate exceptions); every
+default the book has is ours too; anything we add comes after, with a default or keyword-only.
+
+The names of chapters 5-7 are being added in parallel by other changes: PENDING_CHAPTERS marks
+them xfail (not strict), so this file reports which are still missing without failing. Empty
+that set once they are merged.
+
+The last test compares with the book's package itself when it is installed
+(`pip install llms-from-scratch==1.0.19 --no-deps`); it is not a course dependency, so the
+test skips without it.
+"""
+import ast
+import importlib
+import inspect
+
+import pytest
+import torch
+
+import helpers
+
+# book module -> {name or Class.method: the book's parameters (without self)}
+BOOK_API = {
+    "ch02": {
+        "GPTDatasetV1": "txt, tokenizer, max_length, stride",
+        "create_dataloader_v1": "txt, batch_size=4, max_length=256, stride=128, shuffle=True, drop_last=True, num_workers=0",
+    },
+    "ch03": {
+        "SelfAttention_v1": "d_in, d_out",
+        "SelfAttention_v1.forward": "x",
+        "SelfAttention_v2": "d_in, d_out, qkv_bias=False",
+        "SelfAttention_v2.forward": "x",
+        "CausalAttention": "d_in, d_out, context_length, dropout, qkv_bias=False",
+        "CausalAttention.forward": "x",
+        "MultiHeadAttentionWrapper": "d_in, d_out, context_length, dropout, num_heads, qkv_bias=False",
+        "MultiHeadAttentionWrapper.forward": "x",
+        "MultiHeadAttention": "d_in, d_out, context_length, dropout, num_heads, qkv_bias=False",
+        "MultiHeadAttention.forward": "x",
+        "PyTorchMultiHeadAttention": "d_in, d_out, num_heads, dropout=0.0, qkv_bias=False",
+        "PyTorchMultiHeadAttention.forward": "x",
+    },
+    "ch04": {
+        "LayerNorm": "emb_dim",
+        "GELU": "",
+        "FeedForward": "cfg",
+        "TransformerBlock": "cfg",
+        "TransformerBlock.forward": "x",
+        "GPTModel": "cfg",
+        "GPTModel.forward": "in_idx",
+        "generate_text_simple": "model, idx, max_new_tokens, context_size",
+        "FeedForwardFast": "cfg",
+        "TransformerBlockFast": "cfg",
+        "TransformerBlockFast.forward": "x",
+        "GPTModelFast": "cfg",
+        "GPTModelFast.forward": "in_idx",
+    },
+    "ch05": {
+        "generate": "model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None",
+        "train_model_simple": "model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, start_context, tokenizer",
+        "evaluate_model": "model, train_loader, val_loader, device, eval_iter",
+        "generate_and_print_sample": "model, tokenizer, device, start_context",
+        "assign": "left, right",
+        "load_weights_into_gpt": "gpt, params",
+        "text_to_token_ids": "text, tokenizer",
+        "token_ids_to_text": "token_ids, tokenizer",
+        "calc_loss_batch": "input_batch, target_batch, model, device",
+        "calc_loss_loader": "data_loader, model, device, num_batches=None",
+        "plot_losses": "epochs_seen, tokens_seen, train_losses, val_losses",
+        "download_and_load_gpt2": "model_size, models_dir",
+        "download_file": "url, destination, backup_url=None",
+        "load_gpt2_params_from_tf_ckpt": "ckpt_path, settings",
+    },
+    "ch06": {
+        "download_and_unzip_spam_data": "url, zip_path, extracted_path, data_file_path",
+        "create_balanced_dataset": "df",
+        "random_split": "df, train_frac, validation_frac",
+        "SpamDataset": "csv_file, tokenizer, max_length=None, pad_token_id=50256",
+        "calc_accuracy_loader": "data_loader, model, device, num_batches=None",
+        "calc_loss_batch": "input_batch, target_batch, model, device",
+        "calc_loss_loader": "data_loader, model, device, num_batches=None",
+        "evaluate_model": "model, train_loader, val_loader, device, eval_iter",
+        "train_classifier_simple": "model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter",
+        "plot_values": "epochs_seen, examples_seen, train_values, val_values, label='loss'",
+        "classify_review": "text, model, tokenizer, device, max_length=None, pad_token_id=50256",
+    },
+    "ch07": {
+        "download_and_load_file": "file_path, url",
+        "format_input": "entry",
+        "InstructionDataset": "data, tokenizer",
+        "custom_collate_draft_1": "batch, pad_token_id=50256, device='cpu'",
+        "custom_collate_draft_2": "batch, pad_token_id=50256, device='cpu'",
+        "custom_collate_fn": "batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device='cpu'",
+        "check_if_running": "process_name",
+        "query_model": "prompt, model='llama3', url='http://localhost:11434/api/chat'",
+        "generate_model_scores": "json_data, json_key, model='llama3'",
+    },
+    # llms_from_scratch.kv_cache.gpt2 (it re-exports kv_cache.utils.KVCache)
+    "kv_cache.gpt2": {
+        "MultiHeadAttention": "d_in, d_out, context_length, dropout, num_heads, qkv_bias=False",
+        "LayerNorm": "emb_dim",
+        "GELU": "",
+        "FeedForward": "cfg",
+        "TransformerBlock": "cfg",
+        "GPTModel": "cfg",
+        "GPTModel.forward": "in_idx, use_cache=False, cache=None",
+        "GPTModel.reset_kv_cache": "",  # called by kv_cache.generate on the model it is given
+        "KVCache": "n_layers",
+        "KVCache.get": "layer_idx",
+        "KVCache.update": "layer_idx, value",
+        "KVCache.get_all": "",
+        "KVCache.reset": "",
+    },
+    # llms_from_scratch.kv_cache.generate (it re-exports generate.trim_input_tensor and KVCache)
+    "kv_cache.generate": {
+        "generate_text_simple": "model, idx, max_new_tokens, context_size=None, use_cache=True",
+        "generate_text_simple_stream": "model, token_ids, max_new_tokens, eos_token_id=None, context_size=None",
+        "trim_input_tensor": "input_ids_tensor, context_len, max_new_tokens",
+        "KVCache": "n_layers",
+    },
+}
+
+# Where a book name is not simply `helpers.NAME`: chapter 6's loss and evaluation functions
+# share their names with chapter 5's (the package keeps them in two modules, and so do we).
+HELPERS_HOME = {
+    ("ch06", "calc_loss_batch"): "helpers.classification",
+    ("ch06", "calc_loss_loader"): "helpers.classification",
+    ("ch06", "evaluate_model"): "helpers.classification",
+}
+
+# Deliberate parameter renames (positional calls work as in the book; keyword calls need ours).
+RENAMED = {
+    ("kv_cache.gpt2", "KVCache.get"): {"layer_idx": "layer"},
+    ("kv_cache.gpt2", "KVCache.update"): {"layer_idx": "layer", "value": "keys"},
+}
+
+PENDING_CHAPTERS = {"ch05", "ch06", "ch07"}  # being added by other changes; see the docstring
+
+
+def book_params(spec):
+    """[(name, has_default, default)] from 'a, b=1, c=None'."""
+    args = ast.parse(f"def f({spec}): pass").body[0].args
+    defaults = [None] * (len(args.args) - len(args.defaults)) + args.defaults
+    return [(a.arg, d is not None, ast.literal_eval(d) if d is not None else None)
+            for a, d in zip(args.args, defaults)]
+
+
+def resolve(module, name):
+    home = importlib.import_module(HELPERS_HOME.get((module, name.split(".")[0]), "helpers"))
+    obj = home
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def signature_problems(module, name, spec):
+    obj = resolve(module, name)
+    if obj is None:
+        return [f"{name} is missing"]
+    ours = list(inspect.signature(obj).parameters.values())
+    if "." in name or inspect.isclass(obj):
+        ours = [p for p in ours if p.name != "self"]
+    renamed = RENAMED.get((module, name), {})
+    problems = []
+    book = book_params(spec)
+    for i, (bname, has_default, default) in enumerate(book):
+        if i < len(ours) and ours[i].kind is inspect.Parameter.VAR_POSITIONAL:
+            break  # *args takes the rest positionally
+        if i >= len(ours) or ours[i].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            problems.append(f"book parameter {i} {bname!r} has no positional counterpart")
+            break
+        p = ours[i]
+        if p.name != renamed.get(bname, bname):
+            problems.append(f"parameter {i} is {p.name!r}, the book's is {bname!r}")
+        if has_default and (p.default is inspect.Parameter.empty or p.default != default):
+            problems.append(f"{bname}: default {p.default!r}, the book's is {default!r}")
+    for p in ours[len(book):]:
+        if p.default is inspect.Parameter.empty and p.kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                                   inspect.Parameter.VAR_KEYWORD):
+            problems.append(f"extra parameter {p.name!r} has no default")
+    return problems
+
+
+def entries(pending):
+    for module, names in BOOK_API.items():
+        if (module in PENDING_CHAPTERS) != pending:
+            continue
+        for name, spec in names.items():
+            marks = [pytest.mark.xfail(strict=False, reason=f"{module}: added by another change")] if pending else []
+            yield pytest.param(module, name, spec, marks=marks, id=f"{module}.{name}")
+
+
+@pytest.mark.parametrize("module, name, spec", list(entries(pending=False)))
+def test_book_name_exists_with_a_compatible_signature(module, name, spec):
+    assert signature_problems(module, name, spec) == []
+
+
+@pytest.mark.parametrize("module, name, spec", list(entries(pending=True)))
+def test_book_name_of_a_later_chapter(module, name, spec):
+    assert signature_problems(module, name, spec) == []
+
+
+def test_the_checker_catches_what_it_should():
+    """The signature check itself: each kind of incompatibility is reported."""
+    def ours(a, b, c=2, *, extra=None):
+        pass
+    helpers._book_api_probe = ours
+    try:
+        assert signature_problems("x", "_book_api_probe", "a, b, c=2") == []
+        assert signature_problems("x", "_book_api_probe", "a, b") == []
+        assert signature_problems("x", "_book_api_probe", "a, c, b") != []      # order
+        assert signature_problems("x", "_book_api_probe", "a, b, c=3") != []    # default
+        assert signature_problems("x", "_book_api_probe", "a, b, c, d") != []   # missing
+        assert signature_problems("x", "_book_api_probe", "a, b, extra=None") != []  # keyword-only
+
+        def required_extra(a, b, c):
+            pass
+        helpers._book_api_probe = required_extra
+        assert signature_problems("x", "_book_api_probe", "a, b") != []
+    finally:
+        del helpers._book_api_probe
+    assert signature_problems("x", "NoSuchName", "") == ["NoSuchName is missing"]
+
+
+@pytest.mark.parametrize("module", [m for m in BOOK_API if m not in PENDING_CHAPTERS])
+def test_top_level_names_are_the_chapter_modules_objects(module):
+    """`from helpers import NAME` gives the object the chapter exports (no other module's
+    same-named object shadows it), except the documented HELPERS_HOME cases."""
+    homes = {"ch02": ["text"], "ch03": ["attention"], "ch04": ["model", "generation", "fast"],
+             "kv_cache.gpt2": ["attention", "model"], "kv_cache.generate": ["generation", "attention"]}[module]
+    for name in {n.split(".")[0] for n in BOOK_API[module]}:
+        found = [getattr(importlib.import_module(f"helpers.{h}"), name) for h in homes
+                 if name in importlib.import_module(f"helpers.{h}").__all__]
+        assert found and getattr(helpers, name) is found[0], name
+
+
+# ---- the book's printed numbers -------------------------------------------------------------
+
+# "Your journey starts with one step": the book's six 3-dimensional toy embeddings (ch. 3).
+INPUTS = torch.tensor([[0.43, 0.15, 0.89], [0.55, 0.87, 0.66], [0.57, 0.85, 0.64],
+                       [0.22, 0.58, 0.33], [0.77, 0.25, 0.10], [0.05, 0.80, 0.55]])
+
+
+def seeded(seed, cls, *args, **kwargs):
+    torch.manual_seed(seed)
+    return cls(*args, **kwargs).eval()
+
+
+@pytest.mark.parametrize("make, x, first_row, last_row", [
+    # (the seeds, sizes and printed context vectors of the book's chapter 3)
+    (lambda: seeded(123, helpers.SelfAttention_v1, 3, 2), INPUTS, [0.2996, 0.8053], [0.2990, 0.8040]),
+    (lambda: seeded(789, helpers.SelfAttention_v2, 3, 2), INPUTS, [-0.0739, 0.0713], [-0.0754, 0.0693]),
+    (lambda: seeded(123, helpers.MultiHeadAttentionWrapper, 3, 2, 6, 0.0, num_heads=2),
+     torch.stack((INPUTS, INPUTS)), [-0.4519, 0.2216, 0.4772, 0.1063], [-0.5299, -0.1081, 0.5077, 0.3493]),
+    (lambda: seeded(123, helpers.MultiHeadAttention, 3, 2, 6, 0.0, num_heads=2),
+     torch.stack((INPUTS, INPUTS)), [0.3190, 0.4858], [0.2575, 0.4028]),
+], ids=["SelfAttention_v1", "SelfAttention_v2", "MultiHeadAttentionWrapper", "MultiHeadAttention"])
+def test_chapter_3_classes_print_the_books_numbers(make, x, first_row, last_row):
+    with torch.no_grad():
+        out = make()(x)
+    rows = out if out.ndim == 2 else out[1]  # both sequences of the batch are the same text
+    assert torch.allclose(rows[0], torch.tensor(first_row), atol=1e-4)
+    assert torch.allclose(rows[-1], torch.tensor(last_row), atol=1e-4)
+
+
+def test_causal_attention_is_the_first_head_of_the_wrapper():
+    """The book prints only the shape for CausalAttention; with the same seed it is the
+    wrapper's first head, whose numbers it prints (above)."""
+    batch = torch.stack((INPUTS, INPUTS))
+    with torch.no_grad():
+        single = seeded(123, helpers.CausalAttention, 3, 2, 6, 0.0)(batch)
+        wrapper = seeded(123, helpers.MultiHeadAttentionWrapper, 3, 2, 6, 0.0, 2)(batch)
+    assert single.shape == (2, 6, 2)
+    assert torch.equal(single, wrapper[..., :2])
+
+
+def test_pytorch_mha_takes_the_books_arguments_and_any_length():
+    mha = seeded(123, helpers.PyTorchMultiHeadAttention, 3, 4, num_heads=2)
+    ref = helpers.MultiHeadAttention(3, 4, 6, 0.0, 2)
+    ref.load_state_dict(mha.state_dict(), strict=False)
+    assert "mask" not in mha.state_dict()
+    x = torch.rand(2, 6, 3)
+    with torch.no_grad():
+        assert (mha(x) - ref.eval()(x)).abs().max() < 1e-6
+        assert mha(torch.rand(2, 50, 3)).shape == (2, 50, 4)  # no context length to exceed
+    with pytest.raises(ValueError, match="divisible"):
+        helpers.PyTorchMultiHeadAttention(3, 5, num_heads=2)
+
+
+# The book's chapter 4: torch.manual_seed(123), GPTModel(GPT_CONFIG_124M), eval(), greedy from
+# "Hello, I am" (15496, 11, 314, 716); it prints the first 6 new tokens, its tests check 10.
+BOOK_HELLO = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231, 47062, 34657]
+
+
+@pytest.fixture(scope="module")
+def gpt124():
+    torch.manual_seed(123)
+    return helpers.GPTModel(helpers.GPT_CONFIG_124M).eval()
+
+
+def test_gpt_model_generates_the_books_tokens(gpt124):
+    prompt = torch.tensor([BOOK_HELLO[:4]])
+    # the book's chapter-4 call (context_size positional), then its cached module's call
+    assert helpers.generate_text_simple(gpt124, prompt, 10, 1024).tolist() == [BOOK_HELLO]
+    assert helpers.generate_text_simple(gpt124, prompt, 10, use_cache=False).tolist() == [BOOK_HELLO]
+    streamed = torch.cat(list(helpers.generate_text_simple_stream(gpt124, prompt, 10)), dim=1)
+    assert streamed.tolist() == [BOOK_HELLO[4:]]
+    # the book's model-held cache: the prompt once, then one token per call
+    gpt124.reset_kv_cache()
+    with torch.no_grad():
+        ids = [gpt124(prompt, use_cache=True)[:, -1].argmax(-1, keepdim=True)]
+        for _ in range(9):
+            ids.append(gpt124(ids[-1], use_cache=True)[:, -1].argmax(-1, keepdim=True))
+    gpt124.reset_kv_cache()
+    assert torch.cat(ids, dim=1).tolist() == [BOOK_HELLO[4:]]
+
+
+def test_gpt_model_fast_starts_from_the_same_weights_and_tokens(gpt124):
+    fast = seeded(123, helpers.GPTModelFast, helpers.GPT_CONFIG_124M)
+    ours, book = fast.state_dict(), gpt124.state_dict()
+    assert [k for k in book if not torch.equal(ours[k], book[k])] == []
+    prompt = torch.tensor([BOOK_HELLO[:4]])
+    assert helpers.generate_text_simple(fast, prompt, 10, 1024).tolist() == [BOOK_HELLO]
+
+
+def test_the_books_parameter_counts(gpt124):
+    """Chapter 4 prints 163,009,536 parameters, 124,412,160 without the output head."""
+    assert helpers.count_parameters(gpt124) == 163_009_536
+    assert helpers.count_parameters(gpt124, tied=True) == 124_412_160
+
+
+# ---- against the book's package itself, when installed ------------------------------------
+
+SMALL = {"vocab_size": 97, "context_length": 12, "emb_dim": 16, "n_heads": 4, "n_layers": 2,
+         "drop_rate": 0.0, "qkv_bias": False}
+
+
+def test_same_seed_same_results_as_the_book_package():
+    """Every chapter 3/4 class and the KV-cache generator against llms_from_scratch 1.0.19."""
+    book3 = pytest.importorskip("llms_from_scratch.ch03")
+    book4 = importlib.import_module("llms_from_scratch.ch04")
+    kv_gen = importlib.import_module("llms_from_scratch.kv_cache.generate")
+    batch = torch.stack((INPUTS, INPUTS))
+    for name, args, x in [("SelfAttention_v1", (3, 2), INPUTS), ("SelfAttention_v2", (3, 2), INPUTS),
+                          ("CausalAttention", (3, 2, 6, 0.0), batch),
+                          ("MultiHeadAttentionWrapper", (3, 2, 6, 0.0, 2), batch),
+                          ("MultiHeadAttention", (3, 4, 6, 0.0, 2), batch),
+                          ("PyTorchMultiHeadAttention", (3, 4, 2), batch)]:
+        with torch.no_grad():
+            theirs = seeded(123, getattr(book3, name), *args)(x)
+            ours = seeded(123, getattr(helpers, name), *args)(x)
+        assert torch.allclose(ours, theirs, atol=1e-6), name
+    idx = torch.tensor([[5, 17, 3]])
+    for name in ("GPTModel", "GPTModelFast"):
+        with torch.no_grad():
+            theirs = seeded(7, getattr(book4, name), SMALL)(idx)
+            ours = seeded(7, getattr(helpers, name), SMALL)(idx)
+        assert torch.allclose(ours, theirs, atol=1e-5), name
+    theirs = book4.generate_text_simple(seeded(7, book4.GPTModel, SMALL), idx, 6, 12)
+    ours = seeded(7, helpers.GPTModel, SMALL)
+    assert torch.equal(helpers.generate_text_simple(ours, idx, 6, 12), theirs)
+    # the book's cached generator, given our model and our KVCache (as a name-for-name shim would)
+    original = kv_gen.KVCache
+    kv_gen.KVCache = helpers.KVCache
+    try:
+        assert torch.equal(kv_gen.generate_text_simple(ours, idx, 6), theirs)
+    finally:
+        kv_gen.KVCache = original
