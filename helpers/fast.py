@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from helpers.generation import _check_generation_args, sample_next_token
+from helpers.generation import _check_greedy_args, sample_next_token
 from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids
 
 
@@ -279,7 +279,7 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
     `new_kv_cache`, e.g. FastGPTModel) each step feeds only the newest token. Returns
     (batch, tokens + generated); fewer tokens are generated only when every row has hit `eos_id`.
     """
-    context = _check_generation_args(model, idx, max_new_tokens, None)  # None: the model's
+    context = _check_greedy_args(model, idx, max_new_tokens, None)  # None: the model's
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.to(idx.device, torch.long) if padded else None
     cache = model.new_kv_cache() if use_cache else None

@@ -26,7 +26,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
 
 
 # ---- ch04_gpt_model.ipynb, cell 62 ----
-def _check_generation_args(model, idx, max_new_tokens, context_size):
+def _check_greedy_args(model, idx, max_new_tokens, context_size):
     """The context size to use (None: the model's), once the arguments make sense."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
@@ -50,7 +50,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cach
     `use_cache` feeds only the newest token each step (a KV cache); the output is the same.
     The model runs in eval mode (dropout off); its mode is restored afterwards.
     """
-    context_size = _check_generation_args(model, idx, max_new_tokens, context_size)
+    context_size = _check_greedy_args(model, idx, max_new_tokens, context_size)
     kv_cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
     was_training = model.training
     model.eval()
@@ -71,7 +71,7 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
 
     Stops after `max_new_tokens`, or once every row's next token is `eos_token_id` (not yielded).
     """
-    context_size = _check_generation_args(model, token_ids, max_new_tokens, context_size)
+    context_size = _check_greedy_args(model, token_ids, max_new_tokens, context_size)
     kv_cache = model.new_kv_cache() if hasattr(model, "new_kv_cache") else None
     was_training = model.training
     model.eval()

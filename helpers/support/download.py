@@ -65,19 +65,20 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise IOError(f"incomplete download: got {size:,} of {total:,} bytes")
 
 
-def download_file(urls: str | Sequence[str], dest: Path | str, backup_url: str | None = None, *,
+def download_file(url: str | Sequence[str], destination: Path | str, backup_url: str | None = None, *,
                   sha256: str | None = None, retries: int = 3, timeout: float = 30.0, backoff: float = 1.0,
                   progress: bool = True) -> Path:
-    """Download the first URL that works into `dest` and return its path.
+    """Download the first URL that works into `destination` and return its path.
 
-    `urls` is one URL or a list tried in order (primary first, then backups); `backup_url`, the
-    book's third argument (`download_file(url, destination, backup_url)`), is tried last. If
-    `dest` already exists and (when `sha256` is given) matches, nothing is downloaded.
+    The book's signature (`download_file(url, destination, backup_url=None)`), plus: `url` may
+    also be a list of URLs tried in order (primary first, then backups); `backup_url` is tried
+    last. If `destination` already exists and (when `sha256` is given) matches, nothing is
+    downloaded.
     """
-    urls = [urls] if isinstance(urls, str) else list(urls)
+    urls = [url] if isinstance(url, str) else list(url)
     if backup_url is not None:
         urls.append(backup_url)
-    dest = Path(dest)
+    dest = Path(destination)
     stale = False
     if dest.exists():
         if sha256 is None or sha256_of(dest) == sha256:
