@@ -114,12 +114,16 @@ def nbval_options(cell) -> dict:
 
 def output_differences(committed, executed) -> list[str]:
     """nbval's verdict on each code cell of `committed` against the same cell of `executed` (the
-    papermill copy: its injected-parameters cell is left out). One message per failing cell."""
+    papermill copy: its injected-parameters cell is left out), up to the first cell that raised
+    there (papermill stops at it; the error itself is the smoke run's failure). One message per
+    failing cell."""
     runs = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
     cells = [c for c in committed.cells if c.cell_type == "code"]
     assert [c.source for c in runs] == [c.source for c in cells], "the executed copy has other cells than the notebook"
+    raised = [i for i, c in enumerate(runs) if any(o.output_type == "error" for o in c.outputs)
+              and "raises-exception" not in c.metadata.get("tags", [])]
     failures = []
-    for number, (cell, run) in enumerate(zip(cells, runs)):
+    for number, (cell, run) in enumerate(zip(cells[:raised[0]] if raised else cells, runs)):
         options = nbval_options(cell)
         where = f"Cell {number} ({next((ln for ln in cell.source.splitlines() if ln.strip()), '')[:70]!r})"
         if options["skip"]:
@@ -142,13 +146,10 @@ def output_differences(committed, executed) -> list[str]:
 def test_outputs_match_committed(name, executed_notebook):
     """Every output not tagged nbval-ignore-output is what the committed notebook shows."""
     path, error = executed_notebook(name)
+    if not path.exists():
+        pytest.fail(f"{name}.ipynb: the smoke execution failed before any cell ran: {type(error).__name__}: {error}")
     committed = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
     executed = nbformat.read(path, as_version=4)
-    if error is not None:  # papermill stopped at a failing cell: compare the cells before it
-        failed_at = next(i for i, c in enumerate(executed.cells) if c.cell_type == "code"
-                         and any(o.output_type == "error" for o in c.outputs)) if executed.cells else 0
-        for cell in executed.cells[failed_at:]:
-            cell.outputs = []
     failures = output_differences(committed, executed)
     if error is not None:
         failures.append(f"the smoke execution stopped: {type(error).__name__}: {str(error)[-2000:]}")
@@ -196,6 +197,12 @@ def test_output_comparison_is_nbvals():
     found = output_differences(committed, bad)
     assert len(found) == 2 and found[0].startswith("Cell 0") and found[1].startswith("Cell 1"), found
     assert "  a\n  b" in found[0] and "  a\n  c" in found[0]  # both texts shown
+
+    stopped = copy.deepcopy(bad)  # papermill stopped at cell 1: it and the cells after it ran not
+    stopped.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])]
+    for later in stopped.cells[3:]:
+        later.outputs = []
+    assert [f.split(":")[0] for f in output_differences(committed, stopped)] == ["Cell 0 (\"print('a'); print('b')\")"]
 
     unrun = copy.deepcopy(committed)
     unrun.cells[5].outputs = [stream("stale\n")]
