@@ -68,8 +68,8 @@ def verdict_text() -> str:
 # one execution feeds both of its checks: the metrics its tests/test_nb_<notebook>.py asserts on
 # (`smoke_run`), and the comparison of its outputs with the committed ones under nbval's rules
 # (tests/test_notebooks.py::test_outputs_match_committed, through `executed_notebook`). Under
-# xdist (`--dist loadgroup`, see pytest_collection_modifyitems) all the tests of one notebook go
-# to the same worker, so no notebook is executed twice.
+# xdist (`--dist loadfile` with the scheduler below) all the tests of one notebook go to the same
+# worker, so no notebook is executed twice.
 
 @dataclass
 class _Execution:
@@ -149,8 +149,8 @@ def executed_notebook(_executions_dir):
 # other worker idle at the end), and within a notebook's unit the output comparison comes after
 # the smoke-run tests, so that it reuses their execution (ch07's passes parameters).
 
-# The slowest units, slowest first (measured with `pytest --durations` on 2 cores); all other
-# units follow in collection order.
+# The slowest units, slowest first (from `pytest --durations` on 2 cores: the browser test and the
+# smoke runs of ch05-ch07 take minutes); all other units follow in collection order.
 _SLOW_UNITS = ["tests/test_browser_lab.py", "ch06_classification", "ch05_pretraining", "ch07_instruction",
                "ch01_overview", "ch04_gpt_model", "tests/test_pretrain.py", "tests/test_weights.py",
                "ch03_attention", "ch02_text_data"]
