@@ -115,13 +115,13 @@ def nbval_options(cell) -> dict:
 def output_differences(committed, executed) -> list[str]:
     """nbval's verdict on each code cell of `committed` against the same cell of `executed` (the
     papermill copy: its injected-parameters cell is left out), up to the first cell that raised
-    there (papermill stops at it; the error itself is the smoke run's failure). One message per
-    failing cell."""
+    or never ran there (papermill stopped: at an error or a cell timeout, the smoke run's own
+    failure). One message per failing cell."""
     runs = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
     cells = [c for c in committed.cells if c.cell_type == "code"]
     assert [c.source for c in runs] == [c.source for c in cells], "the executed copy has other cells than the notebook"
-    raised = [i for i, c in enumerate(runs) if any(o.output_type == "error" for o in c.outputs)
-              and "raises-exception" not in c.metadata.get("tags", [])]
+    raised = [i for i, c in enumerate(runs) if c.execution_count is None and c.source.strip()
+              or any(o.output_type == "error" for o in c.outputs) and "raises-exception" not in c.metadata.get("tags", [])]
     failures = []
     for number, (cell, run) in enumerate(zip(cells[:raised[0]] if raised else cells, runs)):
         options = nbval_options(cell)
@@ -179,6 +179,8 @@ def test_output_comparison_is_nbvals():
         cell("later", [], count=None),
     ])
     good = copy.deepcopy(committed)
+    for number, run in enumerate(good.cells, 1):  # an executed copy: every cell ran
+        run.execution_count = number
     good.cells[0].outputs = [stream("a\nb\n")]                         # streams are coalesced
     good.cells[1].outputs = [result("3", count=7, **{"image/png": "BBBB"})]  # counts and images not compared
     good.cells[2].outputs = [stream("took 9.9 s\n")]
@@ -201,7 +203,9 @@ def test_output_comparison_is_nbvals():
     stopped = copy.deepcopy(bad)  # papermill stopped at cell 1: it and the cells after it ran not
     stopped.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])]
     for later in stopped.cells[3:]:
-        later.outputs = []
+        later.outputs, later.execution_count = [], None
+    assert [f.split(":")[0] for f in output_differences(committed, stopped)] == ["Cell 0 (\"print('a'); print('b')\")"]
+    stopped.cells[2].outputs, stopped.cells[2].execution_count = [], None  # a timeout: no error output, not run
     assert [f.split(":")[0] for f in output_differences(committed, stopped)] == ["Cell 0 (\"print('a'); print('b')\")"]
 
     unrun = copy.deepcopy(committed)
