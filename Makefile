@@ -17,7 +17,7 @@ course: $(VENV)/.installed data
 	$(PY) tools/run_course.py --mode $(MODE)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadfile --nbval tests $(wildcard ch0*.ipynb) $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
 
 export: $(VENV)/.installed
 	$(PY) tools/export_notebooks.py

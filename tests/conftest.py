@@ -9,8 +9,10 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import sys
@@ -60,27 +62,133 @@ def verdict_text() -> str:
     return (_CACHE / "the-verdict.txt").read_text(encoding="utf-8")
 
 
+# ---- notebooks: one smoke execution each, shared by every check on it -------------------------
+#
+# Each notebook is executed once per test process (papermill, smoke mode, on the CPU), and that
+# one execution feeds both of its checks: the metrics its tests/test_nb_<notebook>.py asserts on
+# (`smoke_run`), and the comparison of its outputs with the committed ones under nbval's rules
+# (tests/test_notebooks.py::test_outputs_match_committed, through `executed_notebook`). Under
+# xdist (`--dist loadfile` with the scheduler below) all the tests of one notebook go to the same
+# worker, so no notebook is executed twice.
+
+@dataclass
+class _Execution:
+    name: str
+    parameters: dict
+    notebook: Path                   # the executed copy (written by papermill, even after an error)
+    metrics: dict | None = None
+    error: BaseException | None = None
+
+
+_EXECUTIONS: dict[str, _Execution] = {}  # key: name + parameters
+
+
+def _execute(out_dir: Path, name: str, parameters: dict) -> _Execution:
+    key = name + json.dumps(parameters, sort_keys=True)
+    if key not in _EXECUTIONS:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from run_course import SMOKE_CELL_TIMEOUT_S, execute  # the runner `make course` uses
+
+        run_dir = out_dir / f"{name}-{len(_EXECUTIONS)}"
+        run_dir.mkdir(parents=True)
+        metrics_path = run_dir / f"{name}.metrics.json"
+        run = _Execution(name, parameters, run_dir / f"{name}.ipynb")
+        try:
+            execute(ROOT / f"{name}.ipynb", run.notebook,
+                    parameters={"mode": "smoke", "device": "cpu", "metrics_path": str(metrics_path), **parameters},
+                    cell_timeout=SMOKE_CELL_TIMEOUT_S)
+            run.metrics = json.loads(metrics_path.read_text())
+        except Exception as e:  # kept: a second check on the same run fails with the same error
+            run.error = e
+        _EXECUTIONS[key] = run
+    return _EXECUTIONS[key]
+
+
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
+def _executions_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(_executions_dir):
     """Run a notebook with papermill in smoke mode on the CPU; return its metrics dict.
 
     Usage: ``metrics = smoke_run("ch02_text_data")``. A failing cell fails the test with
-    papermill's report of the cell and traceback.
+    papermill's report of the cell and traceback. The same name and parameters run once per
+    test process; `executed_notebook` hands the same execution to the output comparison.
     """
-    sys.path.insert(0, str(ROOT / "tools"))
-    from run_course import SMOKE_CELL_TIMEOUT_S, execute  # the runner `make course` uses
-
-    out_dir = tmp_path_factory.mktemp("smoke")
-    done: dict[str, dict] = {}
-
     def run(name: str, **parameters) -> dict:
-        key = name + json.dumps(parameters, sort_keys=True)
-        if key not in done:
-            metrics_path = out_dir / f"{name}.metrics.json"
-            execute(ROOT / f"{name}.ipynb", out_dir / f"{name}.ipynb",
-                    parameters={"mode": "smoke", "device": "cpu", "metrics_path": str(metrics_path),
-                                **parameters}, cell_timeout=SMOKE_CELL_TIMEOUT_S)
-            done[key] = json.loads(metrics_path.read_text())
-        return done[key]
+        execution = _execute(_executions_dir, name, parameters)
+        if execution.error is not None:
+            raise execution.error
+        return execution.metrics
 
     return run
+
+
+@pytest.fixture(scope="session")
+def executed_notebook(_executions_dir):
+    """``executed_notebook(name)``: (path of the executed copy, the error that stopped it or None)
+    of this process's latest smoke execution of notebook `name` (whatever parameters its
+    smoke-run test passed), executing it with no extra parameters if none ran yet."""
+    def get(name: str) -> tuple[Path, BaseException | None]:
+        runs = [r for r in _EXECUTIONS.values() if r.name == name]
+        execution = runs[-1] if runs else _execute(_executions_dir, name, {})
+        return execution.notebook, execution.error
+
+    return get
+
+
+# ---- scheduling under xdist --------------------------------------------------------------------
+#
+# `make test` runs `pytest -n 2 --dist loadfile`: a work unit is a test file, so that its module
+# fixtures (a JupyterLab server, a notebook's metrics) are built once. Here loadfile's units are
+# changed in one way: all the tests of one notebook (its tests/test_nb_*.py and its
+# test_outputs_match_committed) form one unit, so that they run in one process and share its
+# one execution. Units are handed out slowest first (a long unit started last would leave the
+# other worker idle at the end), and within a notebook's unit the output comparison comes after
+# the smoke-run tests, so that it reuses their execution (ch07's passes parameters).
+
+# The slowest units, slowest first (from `pytest --durations` on 2 cores: the browser test and the
+# smoke runs of ch05-ch07 take minutes); all other units follow in collection order.
+_SLOW_UNITS = ["tests/test_browser_lab.py", "ch06_classification", "ch05_pretraining", "ch07_instruction",
+               "ch01_overview", "ch04_gpt_model", "tests/test_pretrain.py", "tests/test_weights.py",
+               "ch03_attention", "ch02_text_data"]
+_COMPARISON = "tests/test_notebooks.py::test_outputs_match_committed["
+
+
+def _unit(nodeid: str) -> str:
+    """The work unit of a test: its notebook's name for a notebook's tests, else its file."""
+    path = nodeid.split("::", 1)[0]
+    if re.fullmatch(r"tests/test_nb_ch\d\d_\w+\.py", path):
+        return path.removeprefix("tests/test_nb_").removesuffix(".py")
+    if nodeid.startswith(_COMPARISON):
+        return nodeid.removeprefix(_COMPARISON).split("]", 1)[0]
+    return path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with a notebook's tests in one unit (above); other modes as xdist has them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebookFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return NotebookFileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_SLOW_UNITS)}
+    first_seen: dict[str, int] = {}
+    for item in items:
+        first_seen.setdefault(_unit(item.nodeid), len(first_seen))
+
+    def order(item):
+        unit = _unit(item.nodeid)
+        return rank.get(unit, len(rank)), first_seen[unit], item.nodeid.startswith(_COMPARISON)
+
+    items.sort(key=order)

@@ -4,7 +4,9 @@ A JupyterLab server is started on loopback with a random token, serving copies o
 from a temporary folder (Lab writes into the folder it serves; the checkout stays untouched),
 with the tests' environment (smoke mode, the offline course cache) and PYTHONPATH pointing at
 this checkout. Debian's `chromium` (never a browser downloaded at run time), driven by
-Playwright, opens each notebook, runs all its cells from the Run menu, checks that every widget
+Playwright, opens each notebook, runs its cells from the Run menu up to and including the demo
+cell (Run All Above Selected Cell, with the cell after the demo selected: the cells after it
+need no browser, and the notebook's smoke run executes them all), checks that every widget
 rendered (no "Loading widget..." / "Error displaying widget" placeholder is left), then uses the
 notebook's demo as a reader would: types into the text box, clicks the button or moves the
 slider, and waits for the demo's output to change to what the table below expects. A screenshot
@@ -346,20 +348,35 @@ def _menu(page, menu: str, item: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(rf"^{item}$")).click()
 
 
-def _run_all(page, lab: Lab, name: str) -> None:
-    """Run > Run All Cells; wait until no cell is queued or running and the kernel is idle.
+ACTIVE_JS = """() => Array.from(document.querySelectorAll('%s .jp-Cell')).findIndex(
+    c => c.classList.contains('jp-mod-active'))""" % NB
+
+
+def _run_all(page, lab: Lab, name: str, upto: int | None = None) -> None:
+    """Run > Run All Cells (or, given `upto`, the cells 0 to `upto`: Run All Above Selected Cell
+    with cell upto + 1 selected); wait until no cell is queued or running and the kernel is idle.
 
     The saved execution counts are cleared first (Edit > Clear Outputs of All Cells), so that a
     number in a cell's prompt can only come from this run. Run All stops at a failing cell and
     leaves the cells after it unnumbered: that fails the test with the failing cell's output.
     """
-    code = [i for i, c in enumerate(nbformat.read(lab.root / name, as_version=4).cells)
-            if c.cell_type == "code" and c.source.strip()]
+    cells = nbformat.read(lab.root / name, as_version=4).cells
+    if upto is not None and upto + 1 >= len(cells):
+        upto = None  # the demo is the last cell: run them all
+    code = [i for i, c in enumerate(cells)
+            if c.cell_type == "code" and c.source.strip() and (upto is None or i <= upto)]
     _menu(page, "Edit", "Clear Outputs of All Cells")
     _wait(lambda: not any(re.fullmatch(r"\[\d+\]:", p or "") for p in page.evaluate(PROMPTS_JS)), 30,
           f"{name}: the saved execution counts to clear")
     started = time.monotonic()
-    _menu(page, "Run", "Run All Cells")
+    if upto is None:
+        _menu(page, "Run", "Run All Cells")
+    else:
+        after = page.locator(f"{NB} .jp-Cell").nth(upto + 1)
+        after.scroll_into_view_if_needed()
+        after.locator(".jp-InputPrompt").first.click()  # selects the cell (command mode, no editing)
+        _wait(lambda: page.evaluate(ACTIVE_JS) == upto + 1, 10, f"{name}: cell {upto + 1} to be selected")
+        _menu(page, "Run", "Run All Above Selected Cell")
 
     def done():
         prompts = page.evaluate(PROMPTS_JS)
@@ -375,7 +392,8 @@ def _run_all(page, lab: Lab, name: str) -> None:
         last = ran[-1] if ran else code[0]
         pytest.fail(f"{name}: Run All stopped after cell {last} (cells {sorted(set(code) - set(ran))[:10]} "
                     f"did not run); its output:\n{page.evaluate(OUTPUTS_JS, last)[-3000:]}")
-    print(f"{name}: Run All Cells took {time.monotonic() - started:.0f} s")
+    print(f"{name}: running {'all cells' if upto is None else f'cells 0-{upto}'} took "
+          f"{time.monotonic() - started:.0f} s")
 
 
 def _placeholders(page) -> list[str]:
@@ -470,7 +488,7 @@ def test_widgets_in_jupyterlab(key, lab, context, shots_dir):
     shot = shots_dir / f"{path.stem}.png"
     try:
         _open(page, lab, demo.notebook)
-        _run_all(page, lab, demo.notebook)
+        _run_all(page, lab, demo.notebook, upto=index)
         if demo.shows:
             outputs = "\n".join(page.locator(f"{NB} .jp-OutputArea-output").all_inner_texts())
             assert re.search(demo.shows, outputs), f"no {demo.shows!r} in the outputs:\n{outputs[-2000:]}"
@@ -516,6 +534,11 @@ def test_a_failing_cell_fails_the_run(lab, context):
             _run_all(page, lab, "toy_broken.ipynb")
         prompts = page.evaluate(PROMPTS_JS)
         assert re.fullmatch(r"\[\d+\]:", prompts[1]) and prompts[3] == "[ ]:", prompts
+        # what the chapters use: the cells up to one only (here: before the failing cell), the rest not
+        _run_all(page, lab, "toy_broken.ipynb", upto=1)
+        prompts = page.evaluate(PROMPTS_JS)
+        assert re.fullmatch(r"\[\d+\]:", prompts[1]) and prompts[2] == prompts[3] == "[ ]:", prompts
+        assert "before the error" in page.evaluate(OUTPUTS_JS, 1)
     finally:
         _close(page, lab, "toy_broken.ipynb")
 

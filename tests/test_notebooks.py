@@ -1,19 +1,25 @@
-"""Rules every committed notebook follows, and the course runner on toy notebooks."""
+"""Rules every committed notebook follows, its committed outputs against a smoke execution, and
+the course runner on toy notebooks."""
 import ast
+import copy
 import json
 import re
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbval.plugin import (IPyNbCell, coalesce_streams, find_comment_markers, find_metadata_tags,
+                          nocolors)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import run_course  # noqa: E402
 
 NOTEBOOKS = sorted(ROOT.glob("ch[0-9][0-9]_*.ipynb"))
+NAMES = [p.stem for p in NOTEBOOKS]
 REQUIRED_PARAMETERS = {"mode", "device", "seed", "data_dir", "metrics_path"}
 
 
@@ -70,6 +76,142 @@ def test_export_directives_are_first_lines(notebook):
         assert not late, f"{path.name} cell {i}: '#| export' only works on a cell's first line"
         if lines and lines[0].startswith("#| export"):
             assert cell.cell_type == "code", f"{path.name} cell {i}: export directive in a markdown cell"
+
+
+# ---- committed outputs, compared under nbval's rules ----------------------------------------
+#
+# nbval (`pytest --nbval`) executes a notebook itself and compares each cell's new outputs with
+# the committed ones. Here the comparison is fed by the notebook's one smoke execution, the one
+# its tests/test_nb_*.py checks the metrics of (conftest's `executed_notebook`), so no notebook
+# runs twice; what is compared, and how, is nbval's own code: the cell options from tags and
+# comments (`nbval-ignore-output`, `nbval-skip`, ...), stream coalescing, and
+# IPyNbCell.compare_outputs with the keys nbval skips by default.
+
+class _NbvalCell:
+    """What nbval's IPyNbCell.compare_outputs needs of `self`: the defaults of `pytest --nbval`
+    (no sanitize file, no nbdime: images are not compared), plain-text messages."""
+    colors = nocolors
+    parent = type("NbvalFile", (), {
+        "sanitize_patterns": {},
+        # IPyNbFile.__init__'s skip_compare, with the images it adds when --nbdime is off
+        "skip_compare": ("metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
+                         "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg"),
+    })
+    # no pytest diff of the two texts (that needs a collected item): nbval's fallback shows both whole
+    ihook = type("NoHook", (), {"pytest_assertrepr_compare": staticmethod(lambda **_: [])})()
+    config = None
+    compare_outputs = IPyNbCell.compare_outputs
+    format_output_compare = IPyNbCell.format_output_compare
+    sanitize = IPyNbCell.sanitize
+
+
+def nbval_options(cell) -> dict:
+    """The options nbval gives a code cell (IPyNbFile.collect under plain --nbval)."""
+    options = defaultdict(bool, find_metadata_tags(cell.metadata))
+    options.update(dict(find_comment_markers(cell.source)))
+    options.setdefault("check", True)
+    return options
+
+
+def output_differences(committed, executed) -> list[str]:
+    """nbval's verdict on each code cell of `committed` against the same cell of `executed` (the
+    papermill copy: its injected-parameters cell is left out), up to the first cell that raised
+    or never ran there (papermill stopped: at an error or a cell timeout, the smoke run's own
+    failure). One message per failing cell."""
+    runs = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    cells = [c for c in committed.cells if c.cell_type == "code"]
+    assert [c.source for c in runs] == [c.source for c in cells], "the executed copy has other cells than the notebook"
+    raised = [i for i, c in enumerate(runs) if c.execution_count is None and c.source.strip()
+              or any(o.output_type == "error" for o in c.outputs) and "raises-exception" not in c.metadata.get("tags", [])]
+    failures = []
+    for number, (cell, run) in enumerate(zip(cells[:raised[0]] if raised else cells, runs)):
+        options = nbval_options(cell)
+        where = f"Cell {number} ({next((ln for ln in cell.source.splitlines() if ln.strip()), '')[:70]!r})"
+        if options["skip"]:
+            continue
+        if cell.execution_count is None:  # nbval: an unrun reference is not compared, unless it has outputs
+            if cell.outputs:
+                failures.append(f"{where}: unrun reference cell has outputs")
+            continue
+        if not options["check"]:
+            continue
+        checker = _NbvalCell()
+        test = coalesce_streams(copy.deepcopy(run.outputs))
+        ref = coalesce_streams(copy.deepcopy(cell.outputs))
+        if not checker.compare_outputs(test, ref):
+            failures.append(f"{where}: cell outputs differ\n" + "\n".join(checker.comparison_traceback))
+    return failures
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_match_committed(name, executed_notebook):
+    """Every output not tagged nbval-ignore-output is what the committed notebook shows."""
+    path, error = executed_notebook(name)
+    if not path.exists():
+        pytest.fail(f"{name}.ipynb: the smoke execution failed before any cell ran: {type(error).__name__}: {error}")
+    committed = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
+    executed = nbformat.read(path, as_version=4)
+    failures = output_differences(committed, executed)
+    if error is not None:
+        failures.append(f"the smoke execution stopped: {type(error).__name__}: {str(error)[-2000:]}")
+    assert not failures, f"{name}.ipynb: " + "\n\n".join(failures)
+
+
+def test_output_comparison_is_nbvals():
+    """The comparison above fails where nbval fails, and passes what nbval passes."""
+    def cell(source, outputs, tags=(), count=1):
+        c = nbformat.v4.new_code_cell(source, outputs=outputs, execution_count=count)
+        if tags:
+            c.metadata["tags"] = list(tags)
+        return c
+
+    def stream(text, name="stdout"):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    def result(text, count=1, **more):
+        return nbformat.v4.new_output("execute_result", data={"text/plain": text, **more}, execution_count=count)
+
+    committed = nbformat.v4.new_notebook(cells=[
+        cell("print('a'); print('b')", [stream("a\n"), stream("b\n")]),
+        cell("x", [result("3", count=2, **{"image/png": "AAAA"})], count=2),
+        cell("t", [stream("took 1.0 s\n")], tags=["nbval-ignore-output"], count=3),
+        cell("# NBVAL_IGNORE_OUTPUT\nt2", [stream("took 2 s\n")], count=4),
+        cell("s", [stream("x\n")], tags=["nbval-skip"], count=5),
+        cell("later", [], count=None),
+    ])
+    good = copy.deepcopy(committed)
+    for number, run in enumerate(good.cells, 1):  # an executed copy: every cell ran
+        run.execution_count = number
+    good.cells[0].outputs = [stream("a\nb\n")]                         # streams are coalesced
+    good.cells[1].outputs = [result("3", count=7, **{"image/png": "BBBB"})]  # counts and images not compared
+    good.cells[2].outputs = [stream("took 9.9 s\n")]
+    good.cells[3].outputs = []
+    good.cells[4].outputs = [stream("y\n")]
+    good.cells[5].outputs = [stream("now run\n")]
+    injected = nbformat.v4.new_code_cell("mode = 'smoke'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    good.cells.insert(1, injected)
+    assert output_differences(committed, good) == []
+
+    bad = copy.deepcopy(good)
+    bad.cells[0].outputs = [stream("a\nc\n")]
+    bad.cells[2].outputs = [result("4")]
+    bad.cells[3].outputs = [stream("oops\n", name="stderr")]  # ignored cell: still not compared
+    found = output_differences(committed, bad)
+    assert len(found) == 2 and found[0].startswith("Cell 0") and found[1].startswith("Cell 1"), found
+    assert "  a\n  b" in found[0] and "  a\n  c" in found[0]  # both texts shown
+
+    stopped = copy.deepcopy(bad)  # papermill stopped at cell 1: it and the cells after it ran not
+    stopped.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])]
+    for later in stopped.cells[3:]:
+        later.outputs, later.execution_count = [], None
+    assert [f.split(":")[0] for f in output_differences(committed, stopped)] == ["Cell 0 (\"print('a'); print('b')\")"]
+    stopped.cells[2].outputs, stopped.cells[2].execution_count = [], None  # a timeout: no error output, not run
+    assert [f.split(":")[0] for f in output_differences(committed, stopped)] == ["Cell 0 (\"print('a'); print('b')\")"]
+
+    unrun = copy.deepcopy(committed)
+    unrun.cells[5].outputs = [stream("stale\n")]
+    assert [f.split(":")[0] for f in output_differences(unrun, good)] == ["Cell 5 ('later')"]
 
 
 # ---- the runner ----------------------------------------------------------------------------
