@@ -231,10 +231,7 @@ def test_every_name_of_the_books_chapter_5_exists_with_a_compatible_signature(na
     book = BOOK_CH05[name]
     positional = [p for p in ours if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     assert len(positional) >= len(book), f"{name}: the book passes {len(book)} arguments positionally"
-    if name == "download_file":  # ours calls them urls and dest (a list of URLs works too)
-        assert [p.name for p in positional[:3]] == ["urls", "dest", "backup_url"]
-    else:
-        assert [p.name for p in positional[:len(book)]] == book
+    assert [p.name for p in positional[:len(book)]] == book
     assert all(p.default is not p.empty for p in positional[len(book):]), f"{name}: extra parameters need defaults"
 
 
