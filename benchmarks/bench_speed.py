@@ -153,6 +153,12 @@ def build(name, cfg, device, args):
     return model, call, optimizer
 
 
+def gets_amp(name, args) -> bool:
+    """Whether implementation `name` trains under --amp's autocast: by default only the fast
+    path (one of its options; the others are the baselines), every one with --amp-all."""
+    return name.startswith("fast") or getattr(args, "amp_all", False)
+
+
 def train_step(forward, optimizer, ids, targets, device, amp):
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
     with autocast:
@@ -253,7 +259,7 @@ def largest_batch(cfg, device, args) -> int:
             try:
                 model, forward, optimizer = build(name, cfg, device, eager)
                 train_step(forward, optimizer, ids[:, :-1], ids[:, 1:], device,
-                           amp if (name.startswith("fast") or getattr(args, "amp_all", False)) else None)
+                           amp if gets_amp(name, args) else None)
                 sync(device)
                 break
             except torch.cuda.OutOfMemoryError:
@@ -276,9 +282,7 @@ def bench_training(cfg, device, args):
     for name in args.train:
         torch.manual_seed(0)
         model, forward, optimizer = build(name, cfg, device, args)
-        # By default only the fast path gets autocast (one of its options, the others are the
-        # baselines); --amp-all gives every implementation the same autocast, a like-for-like race.
-        step_amp = amp if (name.startswith("fast") or args.amp_all) else None
+        step_amp = amp if gets_amp(name, args) else None
         runs[name] = (lambda f=forward, o=optimizer, a=step_amp:
                       [train_step(f, o, inputs, targets, device, a) for _ in range(args.steps)])
     times = round_robin(runs, args.train_rounds, device)
@@ -291,7 +295,7 @@ def bench_training(cfg, device, args):
     results = {}
     for name, t in times.items():
         tok_s = tokens / statistics.median(t)
-        dtype = amp if (amp is not None and (name.startswith("fast") or args.amp_all)) else torch.float32
+        dtype = amp if (amp is not None and gets_amp(name, args)) else torch.float32
         results[name] = {"tok_s": tok_s, "times": t, "peak_mib": memory[name], "tflops": tok_s * flops / 1e12,
                          "mfu": tok_s * flops / peaks[dtype], "dtype": str(dtype).removeprefix("torch.")}
     return results, peaks, flops
