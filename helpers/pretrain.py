@@ -96,7 +96,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from helpers.fast import FastGPTModel, compile_model
 from helpers.model import GPT_CONFIGS, GPTModel
-from helpers.support.runtime import get_device
+from helpers.support.runtime import autocast_dtype, get_device
 from helpers.text import GPTDatasetV1
 from helpers.training import calc_loss_batch
 
@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cosine", type=NON_NEGATIVE, metavar="MIN_LR",
                    help="cosine decay from --lr to MIN_LR (at most --lr) after warm-up")
     g.add_argument("--clip-grad", type=POSITIVE, metavar="MAX_NORM", help="clip the gradient norm")
-    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast (fp16 adds a GradScaler)")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16", "auto"], default="none",
+                   help="autocast; fp16 adds a GradScaler; bf16 becomes fp16 on GPUs without bf16 "
+                        "(before Ampere, e.g. Colab's T4); auto: the GPU's half type, none on a CPU")
     g.add_argument("--fused-adamw", choices=["auto", "on", "off"], default="auto",
                    help="fused AdamW kernel; auto: on for CUDA only (on the CPU it is an option: see chapter 5's table)")
     g.add_argument("--epochs", type=POSITIVE_INT,
@@ -734,7 +736,10 @@ class Run:
         self.model = build_model(self.cfg, a.model, self.seed).to(device)
         fused = {"on": True, "off": False, "auto": device.type == "cuda"}[a.fused_adamw]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, weight_decay=a.weight_decay, fused=fused)
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
+        self.amp_dtype = autocast_dtype(a.amp, device)
+        if a.amp == "bf16" and self.amp_dtype == torch.float16 and self.rank == 0:
+            _note(f"{device} has no fast bfloat16 (compute capability below 8, or COURSE_NO_BF16 set): "
+                  f"--amp bf16 runs as float16 with loss scaling")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.train_model = compile_model(self.model) if a.compile else self.model
         if self.world > 1:
@@ -930,6 +935,7 @@ class Run:
                    "stopped_by": self.stopped_by, "parameters": n_params,
                    "tok_s": tokens_per_step / statistics.median(steps[1:] or steps) if steps else None,
                    "peak_memory_mib": peak_memory_mib(self.device), "device": str(self.device),
+                   "autocast": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "none",
                    "world_size": self.world, "checkpoint": str(self.ckpt_path), "log": str(self.log_path)}
         if self.rank == 0:
             write_atomically(self.out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))

@@ -273,6 +273,27 @@ def test_autocast_bf16_and_fp16_train_close_to_float32_and_fp16_resumes_its_scal
     assert summary["step"] == 6 and math.isfinite(summary["train_loss"])
 
 
+def test_bf16_on_a_machine_without_it_trains_as_fp16_with_loss_scaling(text_file, tmp_path, monkeypatch, capsys):
+    # Colab's T4 path, rehearsed on the CPU: COURSE_NO_BF16 makes every device look like a GPU
+    # before Ampere. --amp bf16 must then take exactly the fp16 path (same losses, a GradScaler
+    # in the checkpoint) and say so; --amp auto is float32 on a CPU.
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0", "--max-steps", "3",
+            "--eval-windows", "4", "--device", "cpu"]
+    fp16 = main([*args, "--out", str(tmp_path / "fp16"), "--amp", "fp16"])
+    none = main([*args, "--out", str(tmp_path / "none")])
+    auto = main([*args, "--out", str(tmp_path / "auto"), "--amp", "auto"])
+    capsys.readouterr()
+    monkeypatch.setenv("COURSE_NO_BF16", "1")
+    forced = main([*args, "--out", str(tmp_path / "forced"), "--amp", "bf16"])
+    assert "runs as float16 with loss scaling" in capsys.readouterr().err
+    assert (forced["autocast"], fp16["autocast"], auto["autocast"], none["autocast"]) == (
+        "float16", "float16", "none", "none")
+    losses = {name: [r["train_loss"] for r in read_log(tmp_path / name / "log.jsonl")]
+              for name in ("fp16", "forced", "none", "auto")}
+    assert losses["forced"] == losses["fp16"] and losses["auto"] == losses["none"] != losses["fp16"]
+    assert torch.load(tmp_path / "forced" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+
+
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_keys(text_file, tmp_path):
     args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0", "--max-steps", "3",
             "--val-fraction", "0", "--device", "cpu"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["get_device", "set_seed", "print_versions", "Metrics"]
+__all__ = ["get_device", "set_seed", "print_versions", "supports_bf16", "autocast_dtype", "Metrics"]
 
 
 def get_device(device: str = "auto") -> torch.device:
@@ -37,6 +37,36 @@ def get_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
     return torch.device(device)
+
+
+def supports_bf16(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast is worth using on `device`: CUDA GPUs from compute capability
+    8 (Ampere: A100, RTX 30xx, L4, H100) do bf16 matrix products in hardware; older ones (Colab's
+    T4 is 7.5, V100 7.0) emulate them slowly. CPUs and MPS run bf16 autocast everywhere.
+
+    Setting the environment variable COURSE_NO_BF16=1 answers False on every device: it
+    rehearses the older-GPU (float16 with loss scaling) path on any machine, tests included.
+    """
+    if os.environ.get("COURSE_NO_BF16", "") not in ("", "0"):
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    return True
+
+
+def autocast_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for an --amp choice: "none" -> None (float32), "fp16" -> float16,
+    "bf16" -> bfloat16 where `supports_bf16`, else float16 (which then needs a GradScaler
+    against underflowing gradients); "auto" -> the half type of a CUDA GPU, None elsewhere."""
+    if amp not in ("none", "bf16", "fp16", "auto"):
+        raise ValueError(f"amp must be 'none', 'bf16', 'fp16' or 'auto', got {amp!r}")
+    device = torch.device(device)
+    if amp == "none" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" or not supports_bf16(device):
+        return torch.float16
+    return torch.bfloat16
 
 
 def set_seed(seed: int) -> None:

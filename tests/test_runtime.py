@@ -1,0 +1,33 @@
+"""helpers.support.runtime: which half-precision type autocast gets on which device."""
+import pytest
+import torch
+
+from helpers.support.runtime import autocast_dtype, supports_bf16
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_bf16_on_a_gpu_depends_on_its_compute_capability(monkeypatch, capability, expected):
+    # A T4 (7.5) or V100 (7.0) has no bf16 matrix units: bf16 becomes fp16, "auto" too.
+    monkeypatch.delenv("COURSE_NO_BF16", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda")
+    assert supports_bf16(cuda) == (expected == torch.bfloat16)
+    assert autocast_dtype("bf16", cuda) == expected
+    assert autocast_dtype("auto", cuda) == expected
+    assert autocast_dtype("fp16", cuda) == torch.float16
+    assert autocast_dtype("none", cuda) is None
+
+
+def test_cpu_keeps_bf16_unless_the_older_gpu_path_is_forced(monkeypatch):
+    monkeypatch.delenv("COURSE_NO_BF16", raising=False)
+    assert autocast_dtype("bf16", "cpu") == torch.bfloat16 and autocast_dtype("auto", "cpu") is None
+    monkeypatch.setenv("COURSE_NO_BF16", "1")
+    assert not supports_bf16("cpu") and autocast_dtype("bf16", "cpu") == torch.float16
+    monkeypatch.setenv("COURSE_NO_BF16", "0")
+    assert supports_bf16("cpu")
+
+
+def test_unknown_amp_choice_is_refused():
+    with pytest.raises(ValueError, match="'none', 'bf16', 'fp16' or 'auto'"):
+        autocast_dtype("half", "cpu")
