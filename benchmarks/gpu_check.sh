@@ -9,6 +9,9 @@
 #      compiled FastGPTModel run (top kernels);
 #   3. python -m helpers.pretrain at scale: a few hundred steps of the fast model (bf16, compile,
 #      fused AdamW, tied) on all course texts joined and repeated; tokens/s and MFU in summary.json.
+#   4. the T4 path and the memory estimate: a short pretrain run with COURSE_NO_BF16=1 (--amp bf16
+#      must run as fp16 with a GradScaler), and bench_memory.py: estimate_training_memory against
+#      torch.cuda.max_memory_allocated for the 124M and 355M shapes (what ch07's batch choice uses).
 #
 #   make data && bash benchmarks/gpu_check.sh [OUTDIR]      # data/: the course cache
 #
@@ -30,6 +33,7 @@ compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp 
 --steps 4 --train-rounds 3 --train fast fast-pad hf --gen --profile fast}
 pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \
 --eval-every 100}
+memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}
 status=0
 
 if [ "$device" = cuda ]; then
@@ -84,6 +88,14 @@ print(json.dumps({k: s.get(k) for k in ("steps", "tok_s", "mfu", "mfu_basis", "p
 PY
 cat "$out/pretrain/summary.json"; echo
 rm -f "$out/pretrain/"*.pt  # 1.5 GB: the summary and the log are what we keep
+
+echo "== 4. the older-GPU (T4) path forced, and the training-memory estimate against the measured peak"
+COURSE_NO_BF16=1 timeout 120 $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain_fp16" --device "$device" \
+    $pretrain_args --max-steps 20 --amp bf16 --overwrite 2>&1 | tail -n 5 | tee "$out/pretrain_fp16.log" || status=1
+grep -q '"autocast": "float16"' "$out/pretrain_fp16/summary.json" || { echo "T4 path: not float16"; status=1; }
+rm -f "$out/pretrain_fp16/"*.pt
+timeout 150 $py benchmarks/bench_memory.py --device "$device" $memory_args 2>&1 | tee "$out/memory.md" || status=1
+grep -q failed "$out/memory.md" && status=1
 
 echo "gpu_check: exit $status; results in $out"
 exit $status

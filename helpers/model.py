@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export model` and run `make export`.
 """
-__all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters']
+__all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters', 'estimate_training_memory', 'largest_batch_that_fits']
 
 
 # ---- ch04_gpt_model.ipynb, cell 10 ----
@@ -203,3 +203,44 @@ def count_parameters(model: nn.Module, tied: bool = False) -> int:
     if tied:
         total -= model.out_head.weight.numel()
     return total
+
+
+# ---- ch04_gpt_model.ipynb, cell 56 ----
+def estimate_training_memory(cfg, batch_size, num_tokens, device="cuda"):
+    """Bytes one float32 training step with AdamW needs, part by part ("total" is their sum).
+
+    Parameters: 16 bytes each (weight, gradient, AdamW's two averages). Activations: what the
+    forward pass keeps for the backward pass, counted for this chapter's GPTModel (section 4.6
+    checks it): per token and layer 32 x emb_dim float32 numbers and each head's softmax
+    normaliser, plus dropout's masks when drop_rate > 0, plus the heads x tokens x tokens
+    attention weights where they are kept (cfg["attention"] == "naive", or dropout on a
+    device other than CUDA, where PyTorch's fused attention falls back to its plain version);
+    per token once: the vocabulary-sized log-probabilities of the loss, whose gradients add two
+    more such tensors in the backward pass. CUDA's own context and allocator slack come on top.
+    """
+    with torch.device("meta"):  # shapes only: no memory, even for 1558M
+        n_params = count_parameters(GPTModel(cfg))
+    d, h, n_layers, vocab = cfg["emb_dim"], cfg["n_heads"], cfg["n_layers"], cfg["vocab_size"]
+    dropout = cfg["drop_rate"] > 0
+    per_layer = 128 * d + 4 * h + (8 * d + 8 if dropout else 0)
+    if cfg.get("attention", "sdpa") == "naive" or (dropout and torch.device(device).type != "cuda"):
+        per_layer += (12 if dropout else 4) * h * num_tokens
+    per_token = n_layers * per_layer + (20 if dropout else 16) * d + 4 * vocab
+    parts = {"weights": 4 * n_params, "gradients": 4 * n_params, "AdamW state": 8 * n_params,
+             "activations": batch_size * num_tokens * per_token,
+             "loss gradients": batch_size * num_tokens * 8 * vocab}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def largest_batch_that_fits(cfg, num_tokens, free_bytes, max_batch=64, device="cuda", headroom=0.1):
+    """The largest batch size up to `max_batch` whose estimated training step fits in
+    `free_bytes` less `headroom` (a fraction kept for the allocator and CUDA's context), or 0
+    if not even one sequence fits."""
+    if not free_bytes > 0 or not 0 <= headroom < 1 or max_batch < 1:
+        raise ValueError(f"need free_bytes > 0, 0 <= headroom < 1 and max_batch >= 1; got "
+                         f"{free_bytes!r}, {headroom!r}, {max_batch!r}")
+    budget = free_bytes * (1 - headroom)
+    fits = [b for b in range(1, max_batch + 1)
+            if estimate_training_memory(cfg, b, num_tokens, device)["total"] <= budget]
+    return max(fits, default=0)

@@ -25,7 +25,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
            "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book fast hf --gen-batches 1 --gen-rounds 1 --new-tokens 4",
            "COMPILED_ARGS": tiny + "--train fast fast-pad --gen --profile fast --profile-rows 3",
            "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 "
-                            "--tie-weights --max-steps 4 --eval-windows 4"}
+                            "--tie-weights --max-steps 4 --eval-windows 4",
+           "MEMORY_ARGS": "--batch 1 --tokens 16"}
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -38,6 +39,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     assert summary["step"] == 4 and summary["device"] == "cpu"
     assert 0 < summary["mfu"] and "GFLOP/token" in summary["mfu_basis"]  # added from the run's own numbers
     assert not list((tmp_path / "pretrain").glob("*.pt"))  # the large file is not kept
+    assert json.loads((tmp_path / "pretrain_fp16" / "summary.json").read_text())["autocast"] == "float16"
+    assert (tmp_path / "memory.md").read_text().count("| cpu |") == 3  # estimate beside measurement
 
 
 def test_ch05_loop_notebook_and_script_train_to_the_same_losses(tmp_path):

@@ -3,7 +3,8 @@ parameter counts, and torch's own LayerNorm and GELU."""
 import pytest
 import torch
 
-from helpers.model import GELU, GPT_CONFIG_124M, GPT_CONFIGS, GPTModel, LayerNorm, count_parameters
+from helpers.model import (GELU, GPT_CONFIG_124M, GPT_CONFIGS, GPTModel, LayerNorm, count_parameters,
+                           estimate_training_memory, largest_batch_that_fits)
 from hf_reference import copy_hf_into_gpt, random_hf_gpt2
 
 SMALL = {**GPT_CONFIG_124M, "vocab_size": 211, "context_length": 24, "emb_dim": 48, "n_heads": 4, "n_layers": 2}
@@ -124,3 +125,56 @@ def test_dropout_inactive_in_eval(small_model):
     idx = torch.randint(0, 211, (2, 10))
     with torch.no_grad():
         assert torch.equal(model(idx), model(idx))
+
+
+def _kept_by_autograd(cfg, batch, tokens):
+    """Bytes of the non-parameter tensors autograd stores in one training forward pass + loss,
+    each storage counted once: the measurement the activation estimate must match."""
+    torch.manual_seed(0)
+    model = GPTModel(cfg).train()
+    params = {p.data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def keep(t):
+        if t.untyped_storage().data_ptr() not in params:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.randint(0, cfg["vocab_size"], (batch, tokens))
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten())
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("changes", [
+    {"drop_rate": 0.0}, {"drop_rate": 0.1}, {"drop_rate": 0.0, "attention": "naive"},
+    {"drop_rate": 0.2, "attention": "naive", "emb_dim": 96, "n_heads": 6, "n_layers": 1},
+    {"drop_rate": 0.0, "vocab_size": 3000, "n_layers": 4, "qkv_bias": True}])
+def test_activation_estimate_matches_what_autograd_keeps(changes):
+    cfg = {**GPT_CONFIG_124M, "vocab_size": 1000, "context_length": 128, "emb_dim": 64, "n_heads": 4,
+           "n_layers": 2, **changes}
+    for batch, tokens in ((1, 16), (3, 100)):
+        measured = _kept_by_autograd(cfg, batch, tokens)
+        estimated = estimate_training_memory(cfg, batch, tokens, device="cpu")["activations"]
+        assert estimated == pytest.approx(measured, rel=0.02), (batch, tokens)
+
+
+def test_training_memory_parts_and_the_batch_that_fits():
+    cfg = {**GPT_CONFIGS["355M"], "drop_rate": 0.0}
+    parts = estimate_training_memory(cfg, 8, 512)
+    n = count_parameters(GPTModel({**cfg, "n_layers": 1})) + 23 * sum(
+        p.numel() for p in GPTModel({**cfg, "n_layers": 1}).trf_blocks[0].parameters())
+    assert parts["weights"] == 4 * n and parts["AdamW state"] == 8 * n == 2 * parts["gradients"]
+    assert parts["total"] == sum(v for k, v in parts.items() if k != "total")
+    assert estimate_training_memory(cfg, 16, 512)["activations"] == 2 * parts["activations"]
+    # the chosen batch fits its budget and one more would not
+    for free in (8e9, 15e9, 40e9):
+        b = largest_batch_that_fits(cfg, 512, free, max_batch=64)
+        assert estimate_training_memory(cfg, b, 512)["total"] <= 0.9 * free
+        assert b == 64 or estimate_training_memory(cfg, b + 1, 512)["total"] > 0.9 * free
+    assert largest_batch_that_fits(cfg, 512, 4e9) == 0  # not even the weights and AdamW fit
+    assert largest_batch_that_fits(cfg, 512, 1e12, max_batch=8) == 8
+    for bad in ({"free_bytes": 0}, {"free_bytes": float("nan")}, {"free_bytes": 1e9, "headroom": 1.0},
+                {"free_bytes": 1e9, "max_batch": 0}):
+        with pytest.raises(ValueError, match="free_bytes > 0"):
+            largest_batch_that_fits(cfg, 512, **{"max_batch": 64, **bad})
