@@ -13,6 +13,9 @@ Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in 
   fast-untied   the same without weight tying (same parameters as GPTModel)
   fast-pad  "fast" with the vocabulary padded to a multiple of 128 (50,304 rows): a stand-in to
             measure what padding the output head buys (its logits keep the padded columns)
+  fast-ce   "fast" trained through FastGPTModel.loss: the chunked cross-entropy that never holds the
+            full logits (helpers.fast.linear_cross_entropy); under --compile only the model's trunk
+            (hidden_states) is compiled, the chunked head runs eagerly
   hf        transformers.GPT2LMHeadModel of the same shape (tied, as GPT-2 is)
 Generation (greedy, --new-tokens tokens after a --prompt-tokens prompt, batch 1 and 8):
   uncached  GPTModel, generate_text_simple without a cache (the whole text every step)
@@ -59,12 +62,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers.fast import FastGPTModel, compile_model, generate_fast  # noqa: E402
+from helpers.fast import FastGPTModel, compile_model, generate_fast, linear_cross_entropy  # noqa: E402
 from helpers.generation import generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
 from helpers.support.runtime import get_device  # noqa: E402
 
-TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad"]
+TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad", "fast-ce"]
 GEN_IMPLS = ["uncached", "kvcache", "static", "hf"]
 
 
@@ -134,8 +137,8 @@ def build(name, cfg, device, args):
         model = GPTModel({**cfg, "attention": "naive"}).to(device)
     elif name == "default":
         model = GPTModel(cfg).to(device)
-    elif name in ("fast", "fast-untied"):
-        model = FastGPTModel({**cfg, "tie_weights": name == "fast"}).to(device)
+    elif name in ("fast", "fast-untied", "fast-ce"):
+        model = FastGPTModel({**cfg, "tie_weights": name != "fast-untied"}).to(device)
     elif name == "fast-pad":
         model = FastGPTModel({**cfg, "vocab_size": -(-cfg["vocab_size"] // 128) * 128, "tie_weights": True}).to(device)
     else:
@@ -143,6 +146,15 @@ def build(name, cfg, device, args):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1,
                                   fused=name.startswith("fast") and fused_ok)
+    if name == "fast-ce":
+        trunk = model.hidden_states
+        if args.compile:
+            trunk = torch.compile(trunk, **({"mode": args.compile_mode} if args.compile_mode else {}))
+
+        def loss_of(ids, targets):
+            return linear_cross_entropy(trunk(ids), model.out_head.weight, targets)
+        loss_of.computes_loss = True  # train_step: this forward returns the loss itself
+        return model, loss_of, optimizer
     call = model
     if name.startswith("fast") and args.compile:
         call = compile_model(model, mode=args.compile_mode) if args.compile_mode else compile_model(model)
@@ -162,8 +174,10 @@ def gets_amp(name, args) -> bool:
 def train_step(forward, optimizer, ids, targets, device, amp):
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
     with autocast:
-        logits = forward(ids)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if getattr(forward, "computes_loss", False):
+            loss = forward(ids, targets)
+        else:
+            loss = F.cross_entropy(forward(ids).flatten(0, 1).float(), targets.flatten())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -443,7 +457,7 @@ def main(argv=None):
                  + (", TF32 allowed" if args.tf32 else ""))
         sections.append(table(title, res, [("fast", "book"), ("fast", "hf"), ("fast", "default"),
                                            ("default", "book"), ("default", "hf"), ("fast-untied", "default"),
-                                           ("fast-pad", "fast")]))
+                                           ("fast-pad", "fast"), ("fast-ce", "fast")]))
         sections[-1] += ("- MFU: model FLOPs (6 x matmul weights + 12 x layers x context x width per token, "
                          f"{flops / 1e9:.3f} GFLOP) "
                          "/ measured matmul peak: "

@@ -28,9 +28,9 @@ py=${PYTHON:-python3}
 # run on a CPU: see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
 eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 2 --train-rounds 3 \
---train book default fast fast-untied hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 --gen-rounds 2}
+--train book default fast fast-untied fast-ce hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 --gen-rounds 2}
 compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp bf16 --amp-all --compile --compile-hf \
---steps 4 --train-rounds 3 --train fast fast-pad hf --gen --profile fast}
+--steps 4 --train-rounds 3 --train fast fast-pad fast-ce hf --gen --profile fast}
 pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \
 --eval-every 100}
 memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}

@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export fast` and run `make export`.
 """
-__all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'GPTModelFast', 'TransformerBlockFast', 'FeedForwardFast', 'pad_prompts', 'generate_fast', 'compile_model']
+__all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'GPTModelFast', 'TransformerBlockFast', 'FeedForwardFast', 'LinearCrossEntropy', 'linear_cross_entropy', 'pad_prompts', 'generate_fast', 'compile_model']
 
 
 # ---- ch04_gpt_model.ipynb, cell 93 ----
@@ -167,7 +167,8 @@ class FastGPTModel(GPTModel):
     `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).
 
     forward(in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None,
-    position_ids=None) -> logits (batch, tokens, vocab_size). With a `StaticKVCache`
+    position_ids=None) -> logits (batch, tokens, vocab_size); `loss(in_idx, targets)` -> the
+    training loss without materialising the logits. With a `StaticKVCache`
     (`new_kv_cache()`) or a `KVCache`, in_idx holds only tokens the cache has not seen; the
     cache arguments are `GPTModel`'s. `attention_mask` (batch, cached + new tokens), 1 for real
     tokens and 0 for padding, and `position_ids` (batch, new tokens) serve left-padded batches.
@@ -203,6 +204,18 @@ class FastGPTModel(GPTModel):
         return StaticKVCache(len(self.trf_blocks), self.cfg["context_length"])
 
     def forward(self, in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None, position_ids=None):
+        return self.out_head(self.hidden_states(in_idx, use_cache, cache, kv_cache=kv_cache,
+                                                attention_mask=attention_mask, position_ids=position_ids))
+
+    def loss(self, in_idx, targets, chunk_tokens=4096):
+        """Mean cross-entropy of the next-token logits against `targets` (-100: ignored) without
+        holding all the logits: `linear_cross_entropy` on the final hidden states. Same value and
+        gradients as F.cross_entropy(self(in_idx).flatten(0, 1), targets.flatten())."""
+        return linear_cross_entropy(self.hidden_states(in_idx), self.out_head.weight, targets, chunk_tokens)
+
+    def hidden_states(self, in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None,
+                      position_ids=None):
+        """Everything `forward` computes except the output head: (batch, tokens, emb_dim)."""
         kv_cache = self._pick_cache(use_cache, cache, kv_cache)
         past = len(kv_cache) if kv_cache is not None else 0
         if not torch.compiler.is_compiling():  # the checks would split a compiled graph
@@ -220,7 +233,7 @@ class FastGPTModel(GPTModel):
                 x = block(x, kv_cache, layer, attn_mask)
         if isinstance(kv_cache, StaticKVCache):  # a KVCache counts its own length
             kv_cache.advance(seq_len)
-        return self.out_head(self.final_norm(x))
+        return self.final_norm(x)
 
     @staticmethod
     def _attention_mask(attention_mask, past, n, device):
@@ -256,6 +269,53 @@ FeedForwardFast = FusedFeedForward
 
 
 # ---- ch04_gpt_model.ipynb, cell 114 ----
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of hidden @ weight.T against targets, chunk by chunk; the gradients are
+    computed in the forward pass, so no chunk's logits outlive it. Use `linear_cross_entropy`."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_tokens, ignore_index):
+        keep = targets != ignore_index
+        count = keep.sum().clamp(min=1)
+        exact = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for a float64 model
+        loss = torch.zeros((), dtype=exact, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=exact, device=weight.device)
+        for start in range(0, hidden.shape[0], chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            h, t, k = hidden[rows], targets[rows].clamp(min=0), keep[rows]  # ignored rows: any valid index
+            logits = (h @ weight.t()).to(exact)  # under autocast: a bf16/fp16 matmul, then float32
+            logsumexp = logits.logsumexp(dim=-1)
+            loss += ((logsumexp - logits.gather(1, t[:, None]).squeeze(1)) * k).sum()
+            grad = logits.sub_(logsumexp[:, None]).exp_()  # the softmax, in the logits' memory
+            grad[torch.arange(len(t), device=t.device), t] -= 1
+            grad *= k[:, None]
+            grad = grad.to(h.dtype)
+            grad_hidden[rows] = grad @ weight.to(grad.dtype)
+            grad_weight += (grad.t() @ h).to(exact)
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), count)
+        return loss / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight, count = ctx.saved_tensors
+        scale = grad_loss / count
+        return grad_hidden * scale.to(grad_hidden.dtype), grad_weight * scale.to(grad_weight.dtype), None, None, None
+
+
+def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_index=-100):
+    """F.cross_entropy(hidden @ weight.T, targets) for hidden (..., emb_dim) and targets (...),
+    with at most `chunk_tokens` rows of logits in memory at a time."""
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} must match "
+                         f"in every dimension but the last")
+    return LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
+                                    chunk_tokens, ignore_index)
+
+
+# ---- ch04_gpt_model.ipynb, cell 118 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):

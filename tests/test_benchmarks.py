@@ -23,7 +23,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "COURSE_DATA_DIR": str(data_dir),
            "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "PRETRAIN_TIMEOUT": "500",
            "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book fast hf --gen-batches 1 --gen-rounds 1 --new-tokens 4",
-           "COMPILED_ARGS": tiny + "--train fast fast-pad --gen --profile fast --profile-rows 3",
+           "COMPILED_ARGS": tiny + "--train fast fast-pad fast-ce --gen --profile fast --profile-rows 3",
            "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 "
                             "--tie-weights --max-steps 4 --eval-windows 4",
            "MEMORY_ARGS": "--batch 1 --tokens 16"}
@@ -31,7 +31,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     entry = (tmp_path / "RESULTS.md").read_text()
-    for line in ("| fast |", "| book |", "| hf |", "| fast-pad |", "- fast / book:", "- fast-pad / fast:",
+    for line in ("| fast |", "| book |", "| hf |", "| fast-pad |", "| fast-ce |", "- fast / book:", "- fast-pad / fast:", "- fast-ce / fast:",
                  "measured matmul peak", "Greedy generation: batch 1", "(all implementations)",
                  "Profile of one run of `fast`", "aten::"):
         assert line in entry, line

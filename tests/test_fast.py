@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_reference import copy_hf_into_gpt, random_hf_gpt2
-from helpers.fast import FastGPTModel, StaticKVCache, generate_fast, pad_prompts
+from helpers.fast import FastGPTModel, StaticKVCache, generate_fast, linear_cross_entropy, pad_prompts
 from helpers.generation import generate_text_simple
 from helpers.model import GPTModel
 
@@ -269,3 +269,60 @@ def test_compiled_model_gives_the_same_logits_and_gradients():
     # the compiled wrapper's state dict is prefixed; the model itself saves the book's keys
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
     assert fast.state_dict().keys() == book.state_dict().keys()
+
+
+def _loss_and_grads(model, loss_of):
+    model.zero_grad(set_to_none=True)
+    loss = loss_of()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("tie, chunk", [(False, 1), (False, 7), (True, 5), (True, 10_000)])
+def test_chunked_loss_has_the_value_and_gradients_of_the_plain_one(tie, chunk):
+    torch.manual_seed(0)
+    cfg = {"vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+           "drop_rate": 0.0, "qkv_bias": True, "tie_weights": tie}
+    model = FastGPTModel(cfg).double()
+    ids = torch.randint(0, 97, (3, 12))
+    targets = torch.randint(0, 97, (3, 12))
+    targets[1, 3:] = -100  # chapter 7's ignored positions
+    plain, plain_grads = _loss_and_grads(model, lambda: F.cross_entropy(model(ids).flatten(0, 1), targets.flatten()))
+    chunked, grads = _loss_and_grads(model, lambda: model.loss(ids, targets, chunk_tokens=chunk))
+    torch.testing.assert_close(chunked, plain.double(), rtol=1e-12, atol=1e-12)
+    for name, g in plain_grads.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_chunked_loss_under_autocast_and_with_a_loss_scale():
+    torch.manual_seed(0)
+    hidden = torch.randn(40, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(hidden, weight, targets, chunk_tokens=9)
+        reference = F.cross_entropy((hidden @ weight.t()).float(), targets)
+    assert ours.dtype == torch.float32 and abs(ours.item() - reference.item()) < 1e-3
+    ours.backward()
+    unscaled = weight.grad.clone()
+    weight.grad = hidden.grad = None
+    # a GradScaler multiplies the loss by a power of two before backward: the gradients scale
+    # with it exactly, and stay close to float32's
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (1024 * linear_cross_entropy(hidden, weight, targets, chunk_tokens=9)).backward()
+    assert torch.equal(weight.grad / 1024, unscaled)
+    weight.grad = None
+    linear_cross_entropy(hidden, weight, targets, chunk_tokens=9).backward()
+    assert (weight.grad - unscaled).abs().max() < 0.02 * weight.grad.abs().max()
+
+
+def test_chunked_loss_edge_cases():
+    hidden, weight = torch.randn(2, 3, 8, requires_grad=True), torch.randn(11, 8, requires_grad=True)
+    everything_ignored = torch.full((2, 3), -100)
+    loss = linear_cross_entropy(hidden, weight, everything_ignored)
+    loss.backward()
+    assert loss.item() == 0 and not hidden.grad.any() and not weight.grad.any()
+    with pytest.raises(ValueError, match="chunk_tokens must be at least 1"):
+        linear_cross_entropy(hidden, weight, everything_ignored, chunk_tokens=0)
+    with pytest.raises(ValueError, match="must match"):
+        linear_cross_entropy(hidden, weight, torch.zeros(3, 2, dtype=torch.long))

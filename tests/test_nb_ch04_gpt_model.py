@@ -19,4 +19,5 @@ def test_ch04_smoke_run(smoke_run):
     assert metrics["fast_logit_diff"] <= 1e-5
     assert metrics["fast_tied_rel_diff"] <= 1e-6
     assert metrics["fast_batched_equals_alone"] is True
+    assert metrics["fused_loss_diff"] <= 1e-5  # chunked loss: value and gradients of the plain one
     assert metrics["fast_train_speedup"] > 0
