@@ -39,6 +39,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_ARGS)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# the book's own package, for the tests only: a second implementation that helpers must
+	# match seed for seed (tests/test_book_api.py); never imported by the course
+	$(PY) -m pip install -q --no-deps "llms-from-scratch==1.0.19"
 	touch $@
 
 clean-runs:
