@@ -237,10 +237,10 @@ def largest_batch_that_fits(cfg, num_tokens, free_bytes, max_batch=64, device="c
     """The largest batch size up to `max_batch` whose estimated training step fits in
     `free_bytes` less `headroom` (a fraction kept for the allocator and CUDA's context), or 0
     if not even one sequence fits."""
-    if not free_bytes > 0 or not 0 <= headroom < 1 or max_batch < 1:
-        raise ValueError(f"need free_bytes > 0, 0 <= headroom < 1 and max_batch >= 1; got "
+    if not 0 < free_bytes < float("inf") or not 0 <= headroom < 1 or max_batch < 1:
+        raise ValueError(f"need 0 < free_bytes < inf, 0 <= headroom < 1 and max_batch >= 1; got "
                          f"{free_bytes!r}, {headroom!r}, {max_batch!r}")
-    budget = free_bytes * (1 - headroom)
-    fits = [b for b in range(1, max_batch + 1)
-            if estimate_training_memory(cfg, b, num_tokens, device)["total"] <= budget]
-    return max(fits, default=0)
+    one = estimate_training_memory(cfg, 1, num_tokens, device)
+    per_sequence = one["activations"] + one["loss gradients"]  # the parts that grow with the batch
+    room = free_bytes * (1 - headroom) - (one["total"] - per_sequence)
+    return max(0, min(max_batch, int(room // per_sequence)))

@@ -174,7 +174,8 @@ def test_training_memory_parts_and_the_batch_that_fits():
         assert b == 64 or estimate_training_memory(cfg, b + 1, 512)["total"] > 0.9 * free
     assert largest_batch_that_fits(cfg, 512, 4e9) == 0  # not even the weights and AdamW fit
     assert largest_batch_that_fits(cfg, 512, 1e12, max_batch=8) == 8
-    for bad in ({"free_bytes": 0}, {"free_bytes": float("nan")}, {"free_bytes": 1e9, "headroom": 1.0},
+    for bad in ({"free_bytes": 0}, {"free_bytes": float("nan")}, {"free_bytes": float("inf")},
+                {"free_bytes": 1e9, "headroom": 1.0},
                 {"free_bytes": 1e9, "max_batch": 0}):
-        with pytest.raises(ValueError, match="free_bytes > 0"):
+        with pytest.raises(ValueError, match="0 < free_bytes < inf"):
             largest_batch_that_fits(cfg, 512, **{"max_batch": 64, **bad})
