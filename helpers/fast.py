@@ -167,8 +167,8 @@ class FastGPTModel(GPTModel):
     `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).
 
     forward(in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None,
-    position_ids=None) -> logits (batch, tokens, vocab_size); `loss(in_idx, targets)` -> the
-    training loss without materialising the logits. With a `StaticKVCache`
+    position_ids=None) -> logits (batch, tokens, vocab_size); `loss(in_idx, targets)`, also
+    `forward(in_idx, targets=targets)`, -> the training loss without materialising the logits. With a `StaticKVCache`
     (`new_kv_cache()`) or a `KVCache`, in_idx holds only tokens the cache has not seen; the
     cache arguments are `GPTModel`'s. `attention_mask` (batch, cached + new tokens), 1 for real
     tokens and 0 for padding, and `position_ids` (batch, new tokens) serve left-padded batches.
@@ -203,7 +203,10 @@ class FastGPTModel(GPTModel):
     def new_kv_cache(self) -> StaticKVCache:
         return StaticKVCache(len(self.trf_blocks), self.cfg["context_length"])
 
-    def forward(self, in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None, position_ids=None):
+    def forward(self, in_idx, use_cache=False, cache=None, *, kv_cache=None, attention_mask=None, position_ids=None,
+                targets=None):
+        if targets is not None:  # the loss through forward, for wrappers that call only forward (DDP, compile)
+            return self.loss(in_idx, targets)
         return self.out_head(self.hidden_states(in_idx, use_cache, cache, kv_cache=kv_cache,
                                                 attention_mask=attention_mask, position_ids=position_ids))
 

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-checkpointing", action="store_true", default=None,
                    help="recompute block activations in backward (fast model)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--chunked-loss", action="store_true",
+                   help="training loss without the full logits (FastGPTModel.loss: chunked, gradients "
+                        "computed chunk by chunk; fast model); saves memory at large batches")
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=2, help="windows per process and micro-batch")
     g.add_argument("--grad-accum", type=POSITIVE_INT, default=1, help="micro-batches per optimizer step")
@@ -678,6 +681,8 @@ class Run:
     def _resume_state(self) -> dict | None:
         """The checkpoint to resume (checked), and this run's config and seed."""
         a = self.args
+        if a.chunked_loss and a.model != "fast":  # a training option, so checked on --resume too
+            raise ValueError("--chunked-loss needs --model fast (FastGPTModel.loss)")
         if not a.resume:
             self.cfg, self.seed = model_config(a), DEFAULT_SEED if a.seed is None else a.seed
             return None
@@ -798,7 +803,11 @@ class Run:
             last = micro == a.grad_accum - 1
             with self.train_model.no_sync() if self.world > 1 and not last else nullcontext():
                 with self.autocast():
-                    loss = calc_loss_batch(inputs, targets, self.train_model, self.device) / a.grad_accum
+                    if a.chunked_loss:  # through forward, so that DDP and torch.compile see it
+                        loss = self.train_model(inputs.to(self.device), targets=targets.to(self.device))
+                    else:
+                        loss = calc_loss_batch(inputs, targets, self.train_model, self.device)
+                    loss = loss / a.grad_accum
                 self.scaler.scale(loss).backward()
             step_loss += loss.detach().float()
         if a.clip_grad is not None:

@@ -294,6 +294,17 @@ def test_bf16_on_a_machine_without_it_trains_as_fp16_with_loss_scaling(text_file
     assert torch.load(tmp_path / "forced" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
 
 
+def test_chunked_loss_trains_like_the_plain_one_and_needs_the_fast_model(text_file, tmp_path, capsys):
+    args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--max-steps", "4", "--eval-windows", "4",
+            "--grad-accum", "2", "--device", "cpu"]  # dropout on: the same masks in both runs
+    main([*args, "--out", str(tmp_path / "plain")])
+    main([*args, "--out", str(tmp_path / "chunked"), "--chunked-loss"])
+    plain, chunked = (read_log(tmp_path / name / "log.jsonl") for name in ("plain", "chunked"))
+    assert [r["train_loss"] for r in chunked] == pytest.approx([r["train_loss"] for r in plain], abs=1e-5)
+    assert cli([*args, "--out", str(tmp_path / "default"), "--model", "default", "--chunked-loss"]) == 2
+    assert "--chunked-loss needs --model fast" in capsys.readouterr().err
+
+
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_keys(text_file, tmp_path):
     args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0", "--max-steps", "3",
             "--val-fraction", "0", "--device", "cpu"]
