@@ -181,6 +181,23 @@ def test_refused_connection_gives_one_clear_error(tmp_path, monkeypatch, no_slee
     assert not (tmp_path / "the-verdict.txt").exists()
 
 
+def test_failed_download_leaves_no_empty_folder_but_keeps_what_was_there(tmp_path, no_sleep):
+    # e.g. models/124M after an offline attempt to fetch GPT-2: the folder is made for the file,
+    # so it goes again when nothing came; a folder that existed or holds a partial file stays
+    url = f"http://127.0.0.1:{unused_port()}/model.bin"
+    with pytest.raises(DownloadError):
+        download_file(url, tmp_path / "models" / "124M" / "model.bin", retries=1, progress=False)
+    assert not (tmp_path / "models" / "124M").exists() and (tmp_path / "models").is_dir()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "model.bin.part").write_bytes(b"first half")
+    for folder in ("kept", "partial"):
+        with pytest.raises(DownloadError):
+            download_file(url, tmp_path / folder / "model.bin", retries=1, progress=False)
+        assert (tmp_path / folder).is_dir()
+    assert (tmp_path / "partial" / "model.bin.part").read_bytes() == b"first half"
+
+
 def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
     name = "sms_spam_collection/SMSSpamCollection"
     content = (data_dir / name).read_bytes()

@@ -85,6 +85,7 @@ def download_file(url: str | Sequence[str], destination: Path | str, backup_url:
             return dest
         # corrupt or from another version: fetch it again, but keep it until the new copy verifies
         stale = True
+    new_folder = not dest.parent.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
@@ -106,6 +107,8 @@ def download_file(url: str | Sequence[str], destination: Path | str, backup_url:
                 failures.append(f"{url}: {type(e).__name__}: {e}")
             if attempt < retries:
                 time.sleep(backoff * attempt)
+    if new_folder and not any(dest.parent.iterdir()):  # an offline attempt leaves no empty folder behind
+        dest.parent.rmdir()
     raise DownloadError(
         f"Could not download {dest.name}.\n  " + "\n  ".join(failures) +
         f"\nIf you are offline, download it on another machine from\n  {urls[0]}\n"
