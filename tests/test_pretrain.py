@@ -183,24 +183,32 @@ def test_options_that_contradict_each_other_are_refused(tmp_path, capsys):
         assert "--device cuda: device='cuda' was asked for" in capsys.readouterr().err
 
 
+def _signal_a_run(args, ready, sig):
+    """Run the script in a child process until `ready()` holds (2 minutes at most), send `sig`,
+    and check that it stopped as a stopped run must: exit code 128 + sig, the checkpoint named,
+    no traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.pretrain", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    assert f"interrupted ({signal.Signals(sig).name}): checkpoint at step" in stderr and "Traceback" not in stderr
+
+
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(text_file, tmp_path):
     """A real SIGINT to the script: exit code 130, a checkpoint at the last finished step, and the
     resumed run continues with the same losses as a run that was never stopped."""
     args = ["--data", str(text_file), "--batch-size", "2", *TINY, "--drop-rate", "0.1", "--max-steps", "100000",
             "--val-fraction", "0", "--device", "cpu"]
     out = tmp_path / "cut"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.pretrain", *args, "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "log.jsonl"
-    deadline = time.monotonic() + 120
-    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "interrupted (SIGINT): checkpoint at step" in stderr and "Traceback" not in stderr
+    _signal_a_run([*args, "--out", str(out)], lambda: log.exists() and len(log.read_text().splitlines()) >= 3,
+                  signal.SIGINT)
 
     done = read_log(log)
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -501,19 +509,9 @@ def test_sigterm_saves_like_ctrl_c_and_saves_happen_by_time(text_file, tmp_path)
     before it, --save-minutes had already saved while the run went on."""
     assert build_parser().parse_args(["--data", "x"]).save_minutes == 10  # on by default
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.pretrain", "--data", str(text_file), "--out", str(out),
-                             "--batch-size", "2", *TINY, "--max-steps", "100000", "--val-fraction", "0",
-                             "--device", "cpu", "--save-minutes", "0.001"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not ((out / "checkpoint.pt").exists() and len(read_log(out / "log.jsonl")) >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-2000:]
-    assert "interrupted (SIGTERM): checkpoint at step" in stderr and "Traceback" not in stderr
+    _signal_a_run(["--data", str(text_file), "--out", str(out), "--batch-size", "2", *TINY, "--max-steps", "100000",
+                   "--val-fraction", "0", "--device", "cpu", "--save-minutes", "0.001"],
+                  lambda: (out / "checkpoint.pt").exists() and len(read_log(out / "log.jsonl")) >= 2, signal.SIGTERM)
     done = read_log(out / "log.jsonl")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done[-1]["step"] == len(done)
     assert json.loads((out / "summary.json").read_text())["stopped_by"] == "SIGTERM"
