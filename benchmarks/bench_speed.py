@@ -13,9 +13,9 @@ Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in 
   fast-untied   the same without weight tying (same parameters as GPTModel)
   fast-pad  "fast" with the vocabulary padded to a multiple of 128 (50,304 rows): a stand-in to
             measure what padding the output head buys (its logits keep the padded columns)
-  fast-ce   "fast" trained through FastGPTModel.loss: the chunked cross-entropy that never holds the
-            full logits (helpers.fast.linear_cross_entropy); under --compile only the model's trunk
-            (hidden_states) is compiled, the chunked head runs eagerly
+  fast-ce   "fast" trained through FastGPTModel's chunked loss (forward(ids, targets=...), as
+            `helpers.pretrain --chunked-loss` does): the full logits never exist
+            (helpers.fast.linear_cross_entropy); --compile compiles it whole
   hf        transformers.GPT2LMHeadModel of the same shape (tied, as GPT-2 is)
 Generation (greedy, --new-tokens tokens after a --prompt-tokens prompt, batch 1 and 8):
   uncached  GPTModel, generate_text_simple without a cache (the whole text every step)
@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers.fast import FastGPTModel, compile_model, generate_fast, linear_cross_entropy  # noqa: E402
+from helpers.fast import FastGPTModel, compile_model, generate_fast  # noqa: E402
 from helpers.generation import generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
 from helpers.support.runtime import get_device  # noqa: E402
@@ -146,15 +146,6 @@ def build(name, cfg, device, args):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1,
                                   fused=name.startswith("fast") and fused_ok)
-    if name == "fast-ce":
-        trunk = model.hidden_states
-        if args.compile:
-            trunk = torch.compile(trunk, **({"mode": args.compile_mode} if args.compile_mode else {}))
-
-        def loss_of(ids, targets):
-            return linear_cross_entropy(trunk(ids), model.out_head.weight, targets)
-        loss_of.computes_loss = True  # train_step: this forward returns the loss itself
-        return model, loss_of, optimizer
     call = model
     if name.startswith("fast") and args.compile:
         call = compile_model(model, mode=args.compile_mode) if args.compile_mode else compile_model(model)
@@ -162,6 +153,12 @@ def build(name, cfg, device, args):
         call = torch.compile(model, mode=args.compile_mode)
     if name == "hf":
         return model, (lambda ids: call(input_ids=ids).logits), optimizer
+    if name == "fast-ce":  # what `python -m helpers.pretrain --chunked-loss` runs: the loss through forward
+
+        def loss_of(ids, targets):
+            return call(ids, targets=targets)
+        loss_of.computes_loss = True  # train_step: this forward returns the loss itself
+        return model, loss_of, optimizer
     return model, call, optimizer
 
 
