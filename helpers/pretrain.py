@@ -96,6 +96,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from helpers.fast import FastGPTModel, compile_model
 from helpers.model import GPT_CONFIGS, GPTModel
+from helpers.support.files import write_atomically
 from helpers.support.runtime import autocast_dtype, get_device
 from helpers.text import GPTDatasetV1
 from helpers.training import calc_loss_batch
@@ -351,29 +352,6 @@ def non_finite_tensors(state_dict: dict) -> list[str]:
     """Names of the floating-point tensors in `state_dict` holding a NaN or an infinity."""
     return [name for name, t in state_dict.items()
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-
-
-def write_atomically(path: Path, write) -> None:
-    """`write(file)` into a temporary file of its own beside `path`, fsync, then rename it over
-    `path`: readers see the old file or the new one, never a mix, and two writers never share
-    a temporary name. On any error the temporary file is removed and the old file is untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with suppress(OSError):  # the rename itself survives a power cut once the folder is synced
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 REQUIRED_KEYS = ("model", "optimizer", "cfg", "step", "epoch", "step_in_epoch", "tokens")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .download import DownloadError, download_file, sha256_of
+from .files import copy_atomically
 
 __all__ = ["COURSE_FILES", "cache_dir", "fetch", "gpt2_tokenizer", "seed_cache", "DownloadError", "SeedError"]
 
@@ -173,7 +173,7 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
         target = tk_dir / _tiktoken_key(f"{_OPENAI_ENC}/{name}")
         # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
         if not target.exists() or sha256_of(target) != COURSE_FILES[f"gpt2/{name}"].sha256:
-            shutil.copyfile(fetch(f"gpt2/{name}", data_dir), target)
+            copy_atomically(fetch(f"gpt2/{name}", data_dir), target)
     return tiktoken.get_encoding("gpt2")
 
 
@@ -183,21 +183,6 @@ class SeedError(ValueError):
     def __init__(self, message: str, done: list[Path], bad: list[str]):
         super().__init__(message)
         self.done, self.bad = done, bad
-
-
-def _copy_atomically(src: Path, dest: Path) -> None:
-    """Copy `src` to `dest` through a temporary file (fsync, rename): never a half-copied file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -222,7 +207,7 @@ def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = N
         if sha256_of(src) != spec.sha256:
             bad.append(name)
             continue
-        _copy_atomically(src, dest)
+        copy_atomically(src, dest)
         done.append(dest)
     if bad:
         raise SeedError(f"seed: {len(bad)} file(s) in {source} do not have the expected SHA-256 and were not "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .files import write_atomically
+
 __all__ = ["get_device", "set_seed", "print_versions", "supports_bf16", "autocast_dtype", "Metrics"]
 
 
@@ -130,13 +132,8 @@ class Metrics:
     def _write(self) -> None:
         self.data["elapsed_s"] = round(time.perf_counter() - self._t0, 2)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            with open(tmp, "w") as f:
-                f.write(json.dumps(self.data, indent=2, default=float))
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
+            text = json.dumps(self.data, indent=2, default=float)
+            write_atomically(self.path, lambda f: f.write(text), mode="w")
 
     def __repr__(self) -> str:
         return f"Metrics({self.path}, {len(self.data)} values)"

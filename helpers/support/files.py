@@ -1,0 +1,61 @@
+"""Replacing files a user would miss (checkpoints, caches, logs, results) without ever losing them.
+
+Hand-written support code (not exported from a notebook); the chapters' savers call it.
+
+    from helpers.support.files import write_atomically, copy_atomically
+    write_atomically("runs/model.pth", lambda f: torch.save(state, f))
+    write_atomically("answers.json", lambda f: json.dump(records, f), mode="w")
+    copy_atomically("../shared/data/the-verdict.txt", "data/the-verdict.txt")
+
+Both write a temporary file of their own beside the target, flush and fsync it, then rename it
+over the target: a reader sees the old file or the new one, never a mix; an error (a full disk,
+Ctrl-C) removes the temporary file and leaves the old file as it was; two writers never share a
+temporary name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+__all__ = ["write_atomically", "copy_atomically"]
+
+
+def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    `mode` is "wb" (binary, the default) or "w" (UTF-8 text). The parent folder is created when
+    missing. Returns `path` as a Path."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode={mode!r}: use 'wb' (binary) or 'w' (UTF-8 text)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        text = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # The rename itself survives a power cut only once the folder's entry is on disk too;
+    # some file systems (and Windows) cannot open a folder, and there the rename is all we get.
+    with suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def copy_atomically(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy the file `src` to `dest` the same way: `dest` is whole or as it was. Returns `dest`."""
+    with open(src, "rb") as source:
+        return write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
