@@ -110,29 +110,11 @@ def safe_extract_zip(archive, target_dir, members=None):
 
 
 # ---- ch06_classification.ipynb, cell 128 ----
-import shutil
-import tempfile
-
 from helpers.support.data import COURSE_FILES, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
+from helpers.support.files import copy_atomically
 
 SMS_SPAM_FILE = "sms_spam_collection/SMSSpamCollection"  # the collection's name in the course cache
-
-
-def _copy_atomically(src, dest):
-    """Copy `src` to `dest` through a temporary file in the same folder: `dest` is whole or absent."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
-            shutil.copyfileobj(source, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, *, data_dir=None):
@@ -157,9 +139,9 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
         cached = fetch(SMS_SPAM_FILE, data_dir)
         archive = cached.parent / f"{cached.parent.name}.zip"  # where fetch keeps a downloaded archive
         if archive.exists() and archive.resolve() != zip_path.resolve():
-            _copy_atomically(archive, zip_path)
+            copy_atomically(archive, zip_path)
         if not archive.exists():  # a seeded cache: the verified file, no archive
-            _copy_atomically(cached, extracted)
+            copy_atomically(cached, extracted)
     else:
         download_file(url, zip_path)
     if not extracted.exists() or url not in spec.urls:
@@ -205,6 +187,9 @@ def create_balanced_dataset(df, seed=123):
 
 
 # ---- ch06_classification.ipynb, cell 133 ----
+from helpers.support.files import write_atomically
+
+
 def _check_fraction(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:  # NaN fails too
         raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1 (the book: train_frac=0.7, "
@@ -237,10 +222,8 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     paths = {}
     for name, part in zip(("train", "validation", "test"),
                           random_split(balanced, train_frac, validation_frac, seed=seed)):
-        paths[name] = out_dir / f"{name}.csv"
-        tmp = paths[name].with_name(f".{name}.csv.part")
-        part.to_csv(tmp, index=False)
-        os.replace(tmp, paths[name])  # a reader never sees a half-written split
+        # a reader never sees a half-written split
+        paths[name] = write_atomically(out_dir / f"{name}.csv", lambda f: part.to_csv(f, index=False), mode="w")
     return paths
 
 
