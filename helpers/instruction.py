@@ -88,6 +88,9 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
 
 
 # ---- ch07_instruction.ipynb, cell 57 ----
+from helpers.support.files import write_atomically
+
+
 def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
                        progress=True):
     """`generate_response` for every entry, with a progress bar; returns the list of answers."""
@@ -100,16 +103,8 @@ def save_responses(entries, responses, path, key="model_response"):
     is replaced atomically (temporary file, fsync, rename). Returns the path."""
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     records = [{**entry, key: response} for entry, response in zip(entries, responses)]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=4)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
 
 
 # ---- ch07_instruction.ipynb, cell 102 ----
