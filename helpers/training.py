@@ -81,7 +81,6 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
 
 # ---- ch05_pretraining.ipynb, cell 110 ----
 import contextlib
-import os
 import pickle
 import signal
 import threading
@@ -90,24 +89,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from helpers.support.files import write_atomically
+
 
 def save_checkpoint(path, model, optimizer=None, **state):
     """Save model (and optimizer) state dicts plus extra values (numbers, lists, tensors).
 
     Written to a temporary file first, flushed to disk and renamed, so an interruption while
-    saving never leaves a half-written checkpoint behind.
+    saving never leaves a half-written checkpoint behind, and the old one stays until then.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), **state}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(payload, f))
 
 
 def _unreadable(path, err):

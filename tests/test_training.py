@@ -172,7 +172,7 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b)
     assert other_opt.param_groups[0]["lr"] == 1e-3
     assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
-    assert not (tmp_path / "c.pt.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
 
 
 def test_bare_state_dict_as_the_book_saves_it(tmp_path):
