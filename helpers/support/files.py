@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import suppress
 from pathlib import Path
@@ -32,8 +33,12 @@ def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
         raise ValueError(f"mode={mode!r}: use 'wb' (binary) or 'w' (UTF-8 text)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode_bits = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the result should have the permissions that
+        # open() would have given it, or those of the file it replaces.
+        os.chmod(tmp, mode_bits)
         text = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **text) as f:
             write(f)
@@ -53,6 +58,16 @@ def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits `path` keeps (when it exists) or would get from open() (umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def copy_atomically(src: str | os.PathLike, dest: str | os.PathLike) -> Path:

@@ -1,0 +1,126 @@
+"""helpers.support.files: the one way the course replaces a file a user would miss."""
+import json
+import os
+import stat
+import threading
+
+import pytest
+import torch
+
+from helpers.instruction import save_responses
+from helpers.support.files import copy_atomically, write_atomically
+from helpers.training import save_checkpoint
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_write_replaces_and_creates_the_folder(tmp_path):
+    path = tmp_path / "a" / "b" / "f.bin"
+    assert write_atomically(path, lambda f: f.write(b"one")) == path
+    write_atomically(path, lambda f: f.write(b"two, longer"))
+    assert path.read_bytes() == b"two, longer"
+    assert leftovers(path.parent) == []
+
+
+def test_text_mode_is_utf8_and_keeps_line_endings(tmp_path):
+    path = tmp_path / "t.txt"
+    write_atomically(path, lambda f: f.write("Grüße\r\nzwei\n"), mode="w")
+    assert path.read_bytes() == "Grüße\r\nzwei\n".encode("utf-8")
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "keep.txt"
+    path.write_text("old contents")
+
+    def half_then_fail(f):
+        f.write(b"new contents, half of them")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomically(path, half_then_fail)
+    assert path.read_text() == "old contents"
+    assert leftovers(tmp_path) == []
+
+
+def test_keyboard_interrupt_inside_the_writer_is_cleaned_up_too(tmp_path):
+    path = tmp_path / "keep.bin"
+    path.write_bytes(b"old")
+
+    def interrupted(f):
+        f.write(b"x" * 1000)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted)
+    assert path.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_bad_mode_is_refused_before_touching_anything(tmp_path):
+    with pytest.raises(ValueError, match="mode='a'"):
+        write_atomically(tmp_path / "x", lambda f: None, mode="a")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_writers_never_mix(tmp_path):
+    path = tmp_path / "shared.bin"
+    payloads = [bytes([i]) * 200_000 for i in range(8)]
+
+    def writer(data):
+        for _ in range(5):
+            write_atomically(path, lambda f: f.write(data))
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert path.read_bytes() in payloads
+    assert leftovers(tmp_path) == []
+
+
+def test_copy_atomically(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 100)
+    dest = tmp_path / "out" / "dest.bin"
+    assert copy_atomically(src, dest) == dest
+    assert dest.read_bytes() == src.read_bytes()
+    dest.write_bytes(b"previous")
+    with pytest.raises(FileNotFoundError):
+        copy_atomically(tmp_path / "missing", dest)
+    assert dest.read_bytes() == b"previous"
+
+
+def test_save_checkpoint_that_fails_keeps_the_previous_checkpoint(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, model, epoch=1)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        save_checkpoint(path, model, epoch=2, callback=lambda: None)  # a lambda cannot be pickled
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]  # no temporary file left
+
+
+def test_save_responses_that_fails_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "answers.json"
+    save_responses([{"instruction": "a"}], ["first"], path)
+    with pytest.raises(TypeError):
+        save_responses([{"instruction": "a"}], [object()], path)  # not JSON
+    assert json.loads(path.read_text()) == [{"instruction": "a", "model_response": "first"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["answers.json"]
+
+
+def test_permissions_are_those_open_would_give_or_the_old_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        fresh = write_atomically(tmp_path / "fresh.json", lambda f: f.write("{}"), mode="w")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's private 0600
+        kept = tmp_path / "kept.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        write_atomically(kept, lambda f: f.write(b"new"))
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
