@@ -122,7 +122,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
 # ---- ch02_text_data.ipynb, cell 49 ----
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 
 def _encode_all(tokenizer, text):
@@ -167,6 +167,10 @@ class GPTDatasetV1(Dataset):
 
     def __getitem__(self, idx):
         return self.input_ids[idx], self.target_ids[idx]
+
+
+# ---- ch02_text_data.ipynb, cell 51 ----
+from torch.utils.data import DataLoader
 
 
 def create_dataloader_v1(txt, batch_size=4, max_length=256, stride=128, shuffle=True,
