@@ -112,6 +112,11 @@ def _unreadable(path, err):
 
 
 # ---- ch05_pretraining.ipynb, cell 111 ----
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
+
+
 def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     """Load a checkpoint written by `save_checkpoint`, the book's {"model_state_dict",
     "optimizer_state_dict"} file, or a bare model state dict (`torch.save(model.state_dict(), ...)`)
@@ -126,12 +131,16 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
         raise ValueError(
             f"{path} holds pickled Python objects, not just tensors; loading it could run arbitrary "
             f"code, so it is refused. Only load such a file if you trust its source, and then re-save "
-            f"it with save_checkpoint. ({str(e).splitlines()[0]})") from None
+            f"it with save_checkpoint. ({_ANSI.sub('', str(e).splitlines()[0])})") from None
     except (EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
         raise _unreadable(path, e) from None
     except RuntimeError as e:
         if "PytorchStreamReader" not in str(e):
             raise
+        raise _unreadable(path, e) from None
+    except OSError:  # missing or unreadable: the error already names the file
+        raise
+    except Exception as e:  # arbitrary bytes can trip the unpickler in many ways (IndexError, ...)
         raise _unreadable(path, e) from None
     if not isinstance(payload, dict):
         raise ValueError(f"{path} holds a {type(payload).__name__}, not a checkpoint or state dict")

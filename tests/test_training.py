@@ -1,5 +1,6 @@
 """Training (helpers.training, ch05): losses against a hand computation, a loss that goes down,
 checkpoints that only hold data, and a resumed run identical to one that never stopped."""
+import random
 import signal
 
 import pytest
@@ -118,14 +119,21 @@ def test_same_numbers_as_the_plain_loop(loaders, tokenizer):
 
 
 def test_interrupt_after_step_defers_ctrl_c_only_inside_the_block():
-    with interrupt_after_step() as interrupt:
-        signal.raise_signal(signal.SIGINT)
-        assert interrupt.requested
-    with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
-    with interrupt_after_step(enabled=False) as interrupt, pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
-    assert not interrupt.requested
+    # Start from Python's own Ctrl-C handler, as in a notebook kernel: an earlier test in the
+    # same pytest worker (an asyncio runner of a notebook run) may have left another installed.
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupt_after_step() as interrupt:
+            signal.raise_signal(signal.SIGINT)
+            assert interrupt.requested
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        with interrupt_after_step(enabled=False) as interrupt, pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert not interrupt.requested
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_ctrl_c_mid_run_saves_and_resumes_exactly(loaders, tokenizer, tmp_path, monkeypatch):
@@ -300,6 +308,21 @@ def test_a_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, damage):
     message = str(err.value)
     assert str(path) in message and "truncated or corrupted" in message and "Delete it" in message
     assert "pickled" not in message  # damage is not the same as an unsafe file
+
+
+def test_any_garbage_is_refused_with_the_files_name(tmp_path):
+    # Random bytes after a pickle header reach torch's unpickler, which fails in many ways
+    # (IndexError, ValueError, ...); each must become the same clear error.
+    rng = random.Random(0)
+    path = tmp_path / "c.pt"
+    for n in range(300):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        path.write_bytes((b"\x80\x02" if n % 2 else b"") + body)
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(path, new_model())
+        message = str(err.value)  # bytes that happen to name a Python class are refused as unsafe
+        assert str(path) in message and ("truncated or corrupted" in message or "pickled Python" in message)
+        assert "\x1b" not in message  # no terminal escape codes from torch's message
 
 
 def test_the_books_model_and_optimizer_file_loads(tmp_path):
