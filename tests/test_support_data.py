@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -206,11 +207,15 @@ def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
         zf.writestr("readme", "about the data")
         zf.writestr("SMSSpamCollection", content)
     srv = FileServer({"/sms.zip": buf.getvalue()})
+    old_umask = os.umask(0o022)
     try:
         point_at(monkeypatch, name, srv.url + "/sms.zip")
         path = fetch(name, tmp_path, progress=False)
         assert path == tmp_path / name and path.read_bytes() == content
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # what open() gives, not a temp file's 0600
+        assert sorted(p.name for p in path.parent.iterdir()) == ["SMSSpamCollection", "sms_spam_collection.zip"]
     finally:
+        os.umask(old_umask)
         srv.close()
 
 

@@ -124,3 +124,19 @@ def test_permissions_are_those_open_would_give_or_the_old_files(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
+def test_failing_to_set_permissions_closes_and_removes_the_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "log.json"
+    target.write_text("old")
+
+    def refuse(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(PermissionError):
+        write_atomically(target, lambda f: f.write("new"), mode="w")
+    assert len(os.listdir("/proc/self/fd")) == before  # mkstemp's descriptor was closed
+    assert target.read_text() == "old" and leftovers(tmp_path) == []

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .download import DownloadError, download_file, sha256_of
-from .files import copy_atomically
+from .files import copy_atomically, write_atomically
 
 __all__ = ["COURSE_FILES", "cache_dir", "fetch", "gpt2_tokenizer", "seed_cache", "DownloadError", "SeedError"]
 
@@ -90,17 +89,20 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool =
         download_file(spec.urls, archive, progress=progress)
     except DownloadError as e:
         raise DownloadError(f"{e}\n(or place the extracted file {spec.member} at {dest.resolve()})") from None
+
+    def extract_and_check(out):
+        if _extract_member(archive, spec.member, out) != spec.sha256:  # raised before the rename
+            raise DownloadError(f"{spec.member} in {archive.name} does not have the expected SHA-256 "
+                                f"{spec.sha256}; the archive was removed, try again")
+
     try:
-        tmp = _extract_member(archive, spec.member, dest.parent)
+        write_atomically(dest, extract_and_check)
     except DownloadError:
         archive.unlink(missing_ok=True)  # a damaged archive would otherwise be reused forever
         raise
-    if sha256_of(tmp) != spec.sha256:
-        tmp.unlink()
-        archive.unlink()
-        raise DownloadError(f"{spec.member} in {archive.name} does not have the expected SHA-256 "
-                            f"{spec.sha256}; the archive was removed, try again")
-    os.replace(tmp, dest)
+    except OSError as e:  # e.g. a full disk: the archive is fine and stays for the next try
+        raise OSError(e.errno, f"could not extract {spec.member} from {archive.name} into {dest.parent} "
+                               f"({e.strerror or e}); nothing was left behind") from None
     return dest
 
 
@@ -110,15 +112,15 @@ MAX_ZIP_MEMBERS = 100
 MAX_UNZIPPED_BYTES = 64 * 2**20
 
 
-def _extract_member(archive: Path, member: str, folder: Path) -> Path:
-    """Extract `member` of `archive` into a temporary file in `folder` and return its path.
+def _extract_member(archive: Path, member: str, out) -> str:
+    """Write `member` of `archive` to the binary file `out`; return its SHA-256.
 
     Checks the member count and the declared size before writing anything, and stops writing
-    past MAX_UNZIPPED_BYTES whatever the header declares (a "zip bomb"). On any error, a full
-    disk included, the temporary file is removed and DownloadError says what went wrong."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{member}.", suffix=".tmp")
+    past MAX_UNZIPPED_BYTES whatever the header declares (a "zip bomb"). A damaged archive raises
+    DownloadError."""
+    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(archive) as zf:
+        with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             if len(infos) > MAX_ZIP_MEMBERS:
                 raise DownloadError(f"{archive.name} holds {len(infos):,} files (at most {MAX_ZIP_MEMBERS} "
@@ -136,19 +138,12 @@ def _extract_member(archive: Path, member: str, folder: Path) -> Path:
                         raise DownloadError(f"{member} in {archive.name} unpacks to more than its header says "
                                             f"and more than {MAX_UNZIPPED_BYTES:,} bytes: not the course's "
                                             f"archive; it was removed, try again")
+                    digest.update(block)
                     out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        return Path(tmp)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile)):
-            raise DownloadError(f"{archive.name} is not a zip archive holding {member} ({e}); "
-                                f"it was removed, try again") from None
-        if isinstance(e, OSError) and not isinstance(e, DownloadError):
-            raise OSError(e.errno, f"could not extract {member} from {archive.name} into {folder} "
-                                   f"({e.strerror or e}); nothing was left behind") from None
-        raise
+    except (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile) as e:
+        raise DownloadError(f"{archive.name} is not a zip archive holding {member} ({e}); "
+                            f"it was removed, try again") from None
+    return digest.hexdigest()
 
 
 def _tiktoken_key(url: str) -> str:

@@ -60,6 +60,8 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
             for chunk in r.iter_content(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the real file
     size = part.stat().st_size
     if total is not None and size != total:
         raise IOError(f"incomplete download: got {size:,} of {total:,} bytes")

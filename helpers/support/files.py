@@ -36,11 +36,14 @@ def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     mode_bits = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); the result should have the permissions that
-        # open() would have given it, or those of the file it replaces.
-        os.chmod(tmp, mode_bits)
         text = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as f:
+        with os.fdopen(fd, mode, **text) as f:  # from here on, closing f closes fd
+            # mkstemp makes the file private (0600); the result should have the permissions
+            # that open() would have given it, or those of the file it replaces.
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode_bits)
+            else:  # Windows has no fchmod
+                os.chmod(tmp, mode_bits)
             write(f)
             f.flush()
             os.fsync(f.fileno())
