@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export generation` and run `make exp
 __all__ = ['next_token_logits', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 68 ----
+# ---- ch04_gpt_model.ipynb, cell 71 ----
 import torch
 
 
@@ -25,7 +25,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 69 ----
+# ---- ch04_gpt_model.ipynb, cell 72 ----
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
     """The context size to use (None: the model's), once the arguments make sense."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
@@ -65,7 +65,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cach
     return idx
 
 
-# ---- ch04_gpt_model.ipynb, cell 75 ----
+# ---- ch04_gpt_model.ipynb, cell 78 ----
 def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=None, context_size=None):
     """`generate_text_simple` as a generator: yields each new token, (batch, 1), as it is chosen.
 
@@ -109,7 +109,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 54 ----
+# ---- ch05_pretraining.ipynb, cell 125 ----
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -139,7 +139,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 55 ----
+# ---- ch05_pretraining.ipynb, cell 127 ----
 def _check_generation_args(idx, max_new_tokens, context_size):
     """Refuse what would silently return the prompt unchanged or crop it to nothing."""
     if idx.ndim != 2 or idx.shape[1] == 0:
@@ -178,7 +178,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 59 ----
+# ---- ch05_pretraining.ipynb, cell 131 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -211,7 +211,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
                          f"(at most {max(1, free // per_beam):,} here)")
 
 
-# ---- ch05_pretraining.ipynb, cell 60 ----
+# ---- ch05_pretraining.ipynb, cell 133 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

@@ -79,7 +79,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     return fig
 
 
-# ---- ch05_pretraining.ipynb, cell 110 ----
+# ---- ch05_pretraining.ipynb, cell 109 ----
 import contextlib
 import pickle
 import signal
@@ -111,7 +111,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 111 ----
+# ---- ch05_pretraining.ipynb, cell 110 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -159,7 +159,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 112 ----
+# ---- ch05_pretraining.ipynb, cell 111 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -219,7 +219,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 114 ----
+# ---- ch05_pretraining.ipynb, cell 113 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -236,7 +236,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 115 ----
+# ---- ch05_pretraining.ipynb, cell 114 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True):
