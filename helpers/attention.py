@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export attention` and run `make expo
 __all__ = ['SelfAttention_v1', 'SelfAttention_v2', 'CausalAttention', 'MultiHeadAttentionWrapper', 'MultiHeadAttention', 'MultiHeadAttentionSDPA', 'PyTorchMultiHeadAttention', 'KVCache']
 
 
-# ---- ch03_attention.ipynb, cell 34 ----
+# ---- ch03_attention.ipynb, cell 35 ----
 import torch
 import torch.nn as nn
 
@@ -26,7 +26,7 @@ class SelfAttention_v1(nn.Module):
         return weights @ values
 
 
-# ---- ch03_attention.ipynb, cell 38 ----
+# ---- ch03_attention.ipynb, cell 39 ----
 class SelfAttention_v2(nn.Module):
     """Scaled dot-product self-attention with nn.Linear projections (teaching version)."""
 
@@ -43,7 +43,7 @@ class SelfAttention_v2(nn.Module):
         return weights @ values
 
 
-# ---- ch03_attention.ipynb, cell 55 ----
+# ---- ch03_attention.ipynb, cell 56 ----
 class CausalAttention(nn.Module):
     """Single-head causal self-attention with dropout, for batches (teaching version)."""
 
@@ -64,7 +64,7 @@ class CausalAttention(nn.Module):
         return weights @ values
 
 
-# ---- ch03_attention.ipynb, cell 62 ----
+# ---- ch03_attention.ipynb, cell 63 ----
 class MultiHeadAttentionWrapper(nn.Module):
     """Several independent causal attention heads, outputs concatenated (teaching version)."""
 
@@ -77,7 +77,7 @@ class MultiHeadAttentionWrapper(nn.Module):
         return torch.cat([head(x) for head in self.heads], dim=-1)
 
 
-# ---- ch03_attention.ipynb, cell 72 ----
+# ---- ch03_attention.ipynb, cell 73 ----
 import torch
 import torch.nn as nn
 
@@ -172,7 +172,7 @@ class MultiHeadAttention(nn.Module):
         return self._merge_heads(attn_weights @ values)
 
 
-# ---- ch03_attention.ipynb, cell 83 ----
+# ---- ch03_attention.ipynb, cell 84 ----
 import torch.nn.functional as F
 
 
@@ -199,7 +199,7 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         return self._merge_heads(context)
 
 
-# ---- ch03_attention.ipynb, cell 87 ----
+# ---- ch03_attention.ipynb, cell 88 ----
 class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
     """`MultiHeadAttentionSDPA` under the book's name and signature: no `context_length`, so any
     sequence length; `context_length` may still be given (keyword) to get the stored mask and
@@ -210,7 +210,7 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
 
 
-# ---- ch03_attention.ipynb, cell 94 ----
+# ---- ch03_attention.ipynb, cell 95 ----
 import torch
 
 

@@ -8,7 +8,7 @@ def test_ch04_smoke_run(smoke_run):
     assert metrics["mode"] == "smoke"
     assert metrics["params_untied"] == closed_form_parameters(GPT_CONFIG_124M)
     assert metrics["params_tied"] == closed_form_parameters(GPT_CONFIG_124M, tied=True)
-    assert abs(metrics["size_mb"] - metrics["params_untied"] * 4 / 2**20) < 0.01
+    assert abs(metrics["size_mib"] - metrics["params_untied"] * 4 / 2**20) < 0.01
     V, d, L, C = 50257, 768, 12, 1024
     non_embedding = metrics["params_untied"] - V * d - C * d
     assert metrics["flops_per_token"] == 2 * non_embedding + 2 * L * C * d
