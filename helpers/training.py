@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export training` and run `make expor
 __all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple']
 
 
-# ---- ch05_pretraining.ipynb, cell 23 ----
+# ---- ch05_pretraining.ipynb, cell 24 ----
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +33,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return total / num_batches
 
 
-# ---- ch05_pretraining.ipynb, cell 29 ----
+# ---- ch05_pretraining.ipynb, cell 31 ----
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
     model.eval()
@@ -61,7 +61,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     return text
 
 
-# ---- ch05_pretraining.ipynb, cell 37 ----
+# ---- ch05_pretraining.ipynb, cell 39 ----
 def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
     import matplotlib.pyplot as plt
@@ -79,7 +79,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     return fig
 
 
-# ---- ch05_pretraining.ipynb, cell 109 ----
+# ---- ch05_pretraining.ipynb, cell 111 ----
 import contextlib
 import pickle
 import signal
@@ -111,7 +111,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 110 ----
+# ---- ch05_pretraining.ipynb, cell 112 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -159,7 +159,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 111 ----
+# ---- ch05_pretraining.ipynb, cell 114 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -219,7 +219,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 113 ----
+# ---- ch05_pretraining.ipynb, cell 116 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -236,7 +236,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 114 ----
+# ---- ch05_pretraining.ipynb, cell 118 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True):
