@@ -54,7 +54,7 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
 
-# ---- ch07_instruction.ipynb, cell 55 ----
+# ---- ch07_instruction.ipynb, cell 56 ----
 import os
 
 from tqdm.auto import tqdm
@@ -87,7 +87,7 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
     return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
 
 
-# ---- ch07_instruction.ipynb, cell 57 ----
+# ---- ch07_instruction.ipynb, cell 58 ----
 from helpers.support.files import write_atomically
 
 
@@ -107,7 +107,7 @@ def save_responses(entries, responses, path, key="model_response"):
     return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
 
 
-# ---- ch07_instruction.ipynb, cell 102 ----
+# ---- ch07_instruction.ipynb, cell 104 ----
 from helpers.support.download import download_file
 
 
@@ -125,7 +125,7 @@ def download_and_load_file(file_path, url):
                          f"anew from {url}") from None
 
 
-# ---- ch07_instruction.ipynb, cell 104 ----
+# ---- ch07_instruction.ipynb, cell 106 ----
 def _padded_rows(batch, pad_token_id):
     """Each item plus one end-of-text, padded to the batch's longest + 1: an int64 tensor."""
     if len(batch) == 0:
@@ -147,7 +147,7 @@ def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
     return rows[:, :-1].to(device), rows[:, 1:].to(device)
 
 
-# ---- ch07_instruction.ipynb, cell 106 ----
+# ---- ch07_instruction.ipynb, cell 108 ----
 import numbers
 
 
@@ -183,7 +183,7 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     return inputs.to(device), targets.to(device)
 
 
-# ---- ch07_instruction.ipynb, cell 109 ----
+# ---- ch07_instruction.ipynb, cell 111 ----
 class InstructionDataset(Dataset):
     """Pre-tokenized instruction examples.
 
@@ -211,7 +211,7 @@ class InstructionDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch07_instruction.ipynb, cell 113 ----
+# ---- ch07_instruction.ipynb, cell 115 ----
 import time
 import urllib.parse
 
@@ -259,7 +259,7 @@ def ollama_base_url(host=None):
     return f"{scheme}://{hostname}:{explicit_port or port}{parts.path.rstrip('/')}"
 
 
-# ---- ch07_instruction.ipynb, cell 115 ----
+# ---- ch07_instruction.ipynb, cell 117 ----
 def _clip(text, limit=200):
     """`text` on one line, cut at a word boundary to at most `limit` characters (marked "...")."""
     text = " ".join(str(text).split())
@@ -310,7 +310,7 @@ def ollama_status(host, model, timeout=5.0):
     return True, f"Ollama at {base} is up and has {model}."
 
 
-# ---- ch07_instruction.ipynb, cell 117 ----
+# ---- ch07_instruction.ipynb, cell 119 ----
 def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0.0, num_ctx=2048,
                  timeout=120.0, stream=False):
     """Send one user message to Ollama's /api/chat and return the reply's text.
@@ -361,7 +361,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
                                f"({type(e).__name__}: {_clip(e)}).") from None
 
 
-# ---- ch07_instruction.ipynb, cell 119 ----
+# ---- ch07_instruction.ipynb, cell 121 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(100|10)(?![\d.])", re.IGNORECASE)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
@@ -393,7 +393,7 @@ def parse_score(text):
     return _on_scale(numbers[0]) if len(numbers) == 1 else None
 
 
-# ---- ch07_instruction.ipynb, cell 121 ----
+# ---- ch07_instruction.ipynb, cell 123 ----
 def judge_prompt(entry, response):
     """What the judge is asked about one answer."""
     return (f"You are grading how well a model followed an instruction.\n\n{format_input(entry)}"
@@ -435,7 +435,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
     return scores
 
 
-# ---- ch07_instruction.ipynb, cell 123 ----
+# ---- ch07_instruction.ipynb, cell 125 ----
 def query_model(prompt, model="llama3", url="http://localhost:11434/api/chat", seed=123, timeout=120.0):
     """The book's signature: one chat request to Ollama at `url` (its /api/chat endpoint, or
     just the server's address); returns the reply's text. Errors as in `query_ollama`."""
@@ -468,7 +468,7 @@ def check_if_running(process_name):
     return False
 
 
-# ---- ch07_instruction.ipynb, cell 125 ----
+# ---- ch07_instruction.ipynb, cell 127 ----
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -530,7 +530,7 @@ class _LoopbackServer(ThreadingHTTPServer):
         pass
 
 
-# ---- ch07_instruction.ipynb, cell 127 ----
+# ---- ch07_instruction.ipynb, cell 129 ----
 class LoopbackOllama:
     """A stand-in for an Ollama server, for demonstrations and tests: a real HTTP server on
     127.0.0.1 (a free port) that answers GET /api/tags (listing `models`) and POST /api/chat
