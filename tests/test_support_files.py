@@ -126,6 +126,35 @@ def test_permissions_are_those_open_would_give_or_the_old_files(tmp_path):
         os.umask(old)
 
 
+@pytest.mark.skipif(not os.path.isfile("/proc/self/status"), reason="reads the umask from /proc")
+def test_umask_is_read_without_changing_it(tmp_path, monkeypatch):
+    # os.umask sets the process-wide mask to read it: a thread creating a file in that instant
+    # would get the wrong permissions. On Linux the mask is read from /proc instead.
+    import helpers.support.files as files
+
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(files.os, "umask", lambda mask: pytest.fail("os.umask was called"))
+        fresh = write_atomically(tmp_path / "fresh.bin", lambda f: f.write(b"x"))
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+
+
+def test_umask_fallback_restores_the_mask(tmp_path, monkeypatch):
+    import helpers.support.files as files
+
+    monkeypatch.setattr(files, "_PROC_STATUS", str(tmp_path / "no-such-status"))
+    old = os.umask(0o027)
+    try:
+        fresh = write_atomically(tmp_path / "fresh.bin", lambda f: f.write(b"x"))
+        assert os.umask(0o027) == 0o027  # the flip put the mask back
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
 def test_failing_to_set_permissions_closes_and_removes_the_temporary(tmp_path, monkeypatch):
     target = tmp_path / "log.json"

@@ -68,9 +68,27 @@ def _mode_for(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_current_umask()
+
+
+_PROC_STATUS = "/proc/self/status"
+
+
+def _current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    os.umask can only read the mask by setting it, and the mask is process-wide: for that
+    instant another thread's new file would get the temporary mask. Linux (4.7+) reports the
+    mask in /proc/self/status, so the flip is only the fallback elsewhere.
+    """
+    with suppress(OSError, ValueError):
+        with open(_PROC_STATUS, encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    umask = os.umask(0o077)  # the strictest mask while it is flipped, not 0
+    os.umask(umask)
+    return umask
 
 
 def copy_atomically(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
