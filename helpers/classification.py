@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export classification` and run `make
 __all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora', 'safe_extract_zip', 'SMS_SPAM_FILE', 'download_and_unzip_spam_data', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'add_classification_head']
 
 
-# ---- ch06_classification.ipynb, cell 95 ----
+# ---- ch06_classification.ipynb, cell 90 ----
 import math
 
 import torch
@@ -43,7 +43,7 @@ class LinearWithLoRA(nn.Module):
         return self.linear(x) + self.lora(x)
 
 
-# ---- ch06_classification.ipynb, cell 97 ----
+# ---- ch06_classification.ipynb, cell 92 ----
 def replace_linear_with_lora(model, rank, alpha):
     """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
     Freeze the original parameters first (as the book does) so only A and B train."""
@@ -68,7 +68,7 @@ def merge_lora(layer):
     return merged
 
 
-# ---- ch06_classification.ipynb, cell 127 ----
+# ---- ch06_classification.ipynb, cell 122 ----
 import os
 import re
 import stat
@@ -109,7 +109,7 @@ def safe_extract_zip(archive, target_dir, members=None):
         return [Path(zf.extract(info, target)) for info in infos]
 
 
-# ---- ch06_classification.ipynb, cell 129 ----
+# ---- ch06_classification.ipynb, cell 124 ----
 from helpers.support.data import COURSE_FILES, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
@@ -154,7 +154,7 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
     print(f"File downloaded and saved as {data_file_path}")
 
 
-# ---- ch06_classification.ipynb, cell 133 ----
+# ---- ch06_classification.ipynb, cell 128 ----
 import csv
 import numbers
 
@@ -186,7 +186,7 @@ def create_balanced_dataset(df, seed=123):
     return pd.concat([ham.sample(len(spam), random_state=seed), spam])
 
 
-# ---- ch06_classification.ipynb, cell 134 ----
+# ---- ch06_classification.ipynb, cell 129 ----
 from helpers.support.files import write_atomically
 
 
@@ -227,7 +227,7 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     return paths
 
 
-# ---- ch06_classification.ipynb, cell 138 ----
+# ---- ch06_classification.ipynb, cell 133 ----
 import torch
 from torch.utils.data import Dataset
 
@@ -287,7 +287,7 @@ class SpamDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch06_classification.ipynb, cell 141 ----
+# ---- ch06_classification.ipynb, cell 136 ----
 import itertools
 
 
@@ -343,7 +343,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return sum(losses) / num_batches
 
 
-# ---- ch06_classification.ipynb, cell 142 ----
+# ---- ch06_classification.ipynb, cell 137 ----
 import time
 
 from tqdm.auto import tqdm
@@ -426,7 +426,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     return fig
 
 
-# ---- ch06_classification.ipynb, cell 146 ----
+# ---- ch06_classification.ipynb, cell 141 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
     ids = _encode_message(tokenizer, text)
@@ -466,7 +466,7 @@ def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_
     return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
 
 
-# ---- ch06_classification.ipynb, cell 147 ----
+# ---- ch06_classification.ipynb, cell 142 ----
 import torch.nn as nn
 
 
