@@ -122,7 +122,6 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
 # ---- ch02_text_data.ipynb, cell 49 ----
 import torch
-from torch.utils.data import Dataset
 
 
 def _encode_all(tokenizer, text):
@@ -136,6 +135,10 @@ def _check_positive(name, value):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+# ---- ch02_text_data.ipynb, cell 51 ----
+from torch.utils.data import Dataset
 
 
 class GPTDatasetV1(Dataset):
@@ -169,7 +172,7 @@ class GPTDatasetV1(Dataset):
         return self.input_ids[idx], self.target_ids[idx]
 
 
-# ---- ch02_text_data.ipynb, cell 51 ----
+# ---- ch02_text_data.ipynb, cell 53 ----
 from torch.utils.data import DataLoader
 
 
