@@ -11,6 +11,8 @@ import re
 # Special markers first (kept whole), then single punctuation marks, the double dash, whitespace.
 _SPLIT_PATTERN = re.compile(r'(<\|[^|\s]+\|>|[,.:;?_!"()\']|--|\s)')
 _SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")
+# For decoding (SimpleTokenizerV1 below): the space a join puts before a punctuation mark.
+_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
 
 
 def regex_tokenize(text):
@@ -45,11 +47,6 @@ def build_vocab(tokens, special_tokens=()):
 
 
 # ---- ch02_text_data.ipynb, cell 22 ----
-import re
-
-_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
-
-
 class SimpleTokenizerV1:
     """A word-level tokenizer over a fixed vocabulary (a ``{token: id}`` dict).
 
