@@ -9,6 +9,9 @@
 Training (tokens/s of forward + loss + backward + AdamW step, dropout 0.1 as in chapter 5):
   book      GPTModel with chapter 3's step-by-step attention (cfg["attention"] = "naive")
   default   GPTModel (SDPA attention), what the notebooks train
+  default-fused  the same model with its LayerNorm and GELU modules computed by PyTorch's fused
+            F.layer_norm and F.gelu(approximate="tanh") (same parameters, same function up to
+            float rounding): measures what chapter 4's step-by-step LayerNorm and GELU cost
   fast      helpers.fast.FastGPTModel, tied weights, fused AdamW (plus --compile / --amp if given)
   fast-untied   the same without weight tying (same parameters as GPTModel)
   fast-pad  "fast" with the vocabulary padded to a multiple of 128 (50,304 rows): a stand-in to
@@ -67,7 +70,7 @@ from helpers.generation import generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
 from helpers.support.runtime import get_device  # noqa: E402
 
-TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad", "fast-ce"]
+TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad", "fast-ce", "default-fused"]
 GEN_IMPLS = ["uncached", "kvcache", "static", "hf"]
 
 
@@ -130,6 +133,18 @@ def hf_gpt2(cfg, device):
     return GPT2LMHeadModel(config).to(device)
 
 
+def fuse_norms_and_gelu(model):
+    """Give every LayerNorm and GELU module of a GPTModel PyTorch's one-kernel version of the same
+    function (biased variance, eps 1e-5; GELU's tanh approximation), keeping their parameters."""
+    from helpers.model import GELU, LayerNorm
+    for module in model.modules():
+        if isinstance(module, LayerNorm):
+            module.forward = lambda x, m=module: F.layer_norm(x, (x.shape[-1],), m.scale, m.shift, m.eps)
+        elif isinstance(module, GELU):
+            module.forward = lambda x: F.gelu(x, approximate="tanh")
+    return model
+
+
 def build(name, cfg, device, args):
     """(model, forward: ids -> logits, optimizer) for one training implementation."""
     fused_ok = device.type in ("cuda", "cpu")
@@ -137,6 +152,8 @@ def build(name, cfg, device, args):
         model = GPTModel({**cfg, "attention": "naive"}).to(device)
     elif name == "default":
         model = GPTModel(cfg).to(device)
+    elif name == "default-fused":
+        model = fuse_norms_and_gelu(GPTModel(cfg)).to(device)
     elif name in ("fast", "fast-untied", "fast-ce"):
         model = FastGPTModel({**cfg, "tie_weights": name != "fast-untied"}).to(device)
     elif name == "fast-pad":
@@ -298,8 +315,8 @@ def bench_training(cfg, device, args):
                       [train_step(f, o, inputs, targets, device, a) for _ in range(args.steps)])
     times = round_robin(runs, args.train_rounds, device)
     memory = peak_memory(runs, device, args)
-    if args.profile:
-        profile_step(args.profile, runs[args.profile], device, args)
+    for name in args.profile:
+        profile_step(name, runs[name], device, args)
     tokens = args.batch * args.context * args.steps
     flops = train_flops_per_token({**cfg, "context_length": args.context})
     peaks = {dtype: matmul_peak_flops(device, dtype) for dtype in {torch.float32, amp or torch.float32}}
@@ -320,7 +337,7 @@ def profile_step(name, run, device, args):
         run()
         sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    args.profile_table = (f"Profile of one run of `{name}` ({args.steps} step(s)), top kernels by self "
+    args.profile_table += (f"\nProfile of one run of `{name}` ({args.steps} step(s)), top kernels by self "
                           f"{'GPU' if device.type == 'cuda' else 'CPU'} time:\n\n```\n"
                           + prof.key_averages().table(sort_by=key, row_limit=args.profile_rows, max_name_column_width=70)
                           + "```\n")
@@ -396,7 +413,8 @@ def main(argv=None):
     p.add_argument("--amp-all", action="store_true",
                    help="give every implementation --amp's autocast (default: only the fast path)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA)")
-    p.add_argument("--profile", choices=TRAIN_IMPLS, help="profile one run of this implementation")
+    p.add_argument("--profile", nargs="*", default=[], choices=TRAIN_IMPLS,
+                   help="profile one run of each of these implementations")
     p.add_argument("--profile-rows", type=int, default=15)
     p.add_argument("--gen", nargs="*", default=GEN_IMPLS, choices=GEN_IMPLS)
     p.add_argument("--gen-batches", type=int, nargs="*", default=[1, 8])
@@ -410,8 +428,9 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     device = get_device(args.device)
-    if args.profile and args.profile not in args.train:
-        p.error(f"--profile {args.profile}: add it to --train")
+    missing = [name for name in args.profile if name not in args.train]
+    if missing:
+        p.error(f"--profile {' '.join(missing)}: add it to --train")
     args.profile_table = ""
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -454,7 +473,8 @@ def main(argv=None):
                  + (", TF32 allowed" if args.tf32 else ""))
         sections.append(table(title, res, [("fast", "book"), ("fast", "hf"), ("fast", "default"),
                                            ("default", "book"), ("default", "hf"), ("fast-untied", "default"),
-                                           ("fast-pad", "fast"), ("fast-ce", "fast")]))
+                                           ("fast-pad", "fast"), ("fast-ce", "fast"),
+                                           ("default-fused", "default"), ("default-fused", "hf")]))
         sections[-1] += ("- MFU: model FLOPs (6 x matmul weights + 12 x layers x context x width per token, "
                          f"{flops / 1e9:.3f} GFLOP) "
                          "/ measured matmul peak: "

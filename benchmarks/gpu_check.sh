@@ -2,8 +2,9 @@
 # The GPU measurements of issues 11 and 20 in one short run, for a machine with one NVIDIA GPU and
 # PyTorch, transformers and tiktoken installed (no network needed):
 #   1. eager training, like for like: 124M shape, context 1024, batch 16, bf16 autocast for every
-#      implementation (book model, GPTModel, FastGPTModel tied/untied, transformers' GPT-2), and
-#      greedy generation at batch 1 and 8 (64-token prompt, 128 new tokens);
+#      implementation (book model, GPTModel, GPTModel with one-kernel LayerNorm/GELU, FastGPTModel
+#      tied/untied, transformers' GPT-2), profiles of one GPTModel and one transformers run (what
+#      holds GPTModel back), and greedy generation at batch 1 and 8 (64-token prompt, 128 new tokens);
 #   2. compiled training near the limit: FastGPTModel and transformers' GPT-2 under torch.compile,
 #      the largest batch that fits, plus the padded-vocabulary lever (fast-pad), and a profile of one
 #      compiled FastGPTModel run (top kernels);
@@ -28,7 +29,8 @@ py=${PYTHON:-python3}
 # run on a CPU: see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
 eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 2 --train-rounds 3 \
---train book default fast fast-untied fast-ce hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 --gen-rounds 2}
+--train book default default-fused fast fast-untied fast-ce hf --gen-batches 1 8 --prompt-tokens 64 --new-tokens 128 \
+--gen-rounds 2 --profile default hf}
 compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp bf16 --amp-all --compile --compile-hf \
 --steps 4 --train-rounds 3 --train fast fast-pad fast-ce hf --gen --profile fast}
 pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \

@@ -22,7 +22,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     tiny = "--n-layers 1 --context 32 --batch 1 --train-rounds 1 --no-memory "
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "COURSE_DATA_DIR": str(data_dir),
            "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "PRETRAIN_TIMEOUT": "500",
-           "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book fast hf --gen-batches 1 --gen-rounds 1 --new-tokens 4",
+           "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book default default-fused fast hf --gen-batches 1 "
+                          "--gen-rounds 1 --new-tokens 4 --profile default hf --profile-rows 3",
            "COMPILED_ARGS": tiny + "--train fast fast-pad fast-ce --gen --profile fast --profile-rows 3",
            "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 "
                             "--tie-weights --max-steps 4 --eval-windows 4",
@@ -33,7 +34,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     entry = (tmp_path / "RESULTS.md").read_text()
     for line in ("| fast |", "| book |", "| hf |", "| fast-pad |", "| fast-ce |", "- fast / book:", "- fast-pad / fast:", "- fast-ce / fast:",
                  "measured matmul peak", "Greedy generation: batch 1", "(all implementations)",
-                 "Profile of one run of `fast`", "aten::"):
+                 "Profile of one run of `fast`", "aten::", "| default-fused |", "- default-fused / hf:",
+                 "Profile of one run of `default`", "Profile of one run of `hf`"):
         assert line in entry, line
     summary = json.loads((tmp_path / "pretrain" / "summary.json").read_text())
     assert summary["step"] == 4 and summary["device"] == "cpu"
@@ -41,6 +43,40 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     assert not list((tmp_path / "pretrain").glob("*.pt"))  # the large file is not kept
     assert json.loads((tmp_path / "pretrain_fp16" / "summary.json").read_text())["autocast"] == "float16"
     assert (tmp_path / "memory.md").read_text().count("| cpu |") == 3  # estimate beside measurement
+
+
+def test_default_fused_is_the_same_model_with_one_kernel_norms_and_gelu():
+    """bench_speed's `default-fused` must measure only the kernels: same parameters, same logits
+    and gradients as GPTModel to float rounding, and no step-by-step LayerNorm or GELU left."""
+    from helpers.model import GPTModel
+    cfg = {"vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+           "drop_rate": 0.0, "qkv_bias": True}
+    torch.manual_seed(0)
+    plain = GPTModel(cfg)
+    fused = GPTModel(cfg)
+    fused.load_state_dict(plain.state_dict())
+    bench_speed.fuse_norms_and_gelu(fused)
+    with torch.no_grad():  # non-trivial scales and shifts, so a norm that ignores them fails
+        for model in (plain, fused):
+            torch.manual_seed(1)
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.add_(torch.randn_like(param) * 0.5)
+    ids = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(2))
+    outs = []
+    for model in (plain, fused):
+        logits = model(ids)
+        logits.square().mean().backward()
+        outs.append((logits, {n: p.grad for n, p in model.named_parameters()}))
+    (a, grads_a), (b, grads_b) = outs
+    assert torch.allclose(a, b, atol=1e-5) and not torch.equal(a, torch.zeros_like(a))
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+    profiled = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    with profiled, torch.no_grad():
+        fused(ids)
+    ops = {e.key for e in profiled.key_averages()}
+    assert "aten::layer_norm" in ops and "aten::gelu" in ops and "aten::tanh" not in ops and "aten::var" not in ops
 
 
 def test_ch05_loop_notebook_and_script_train_to_the_same_losses(tmp_path):
