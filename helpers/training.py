@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export training` and run `make export`.
 """
-__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple']
+__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'find_highest_gradient', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple', 'train_model']
 
 
 # ---- ch05_pretraining.ipynb, cell 24 ----
@@ -79,7 +79,20 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     return fig
 
 
-# ---- ch05_pretraining.ipynb, cell 111 ----
+# ---- ch05_pretraining.ipynb, cell 93 ----
+def find_highest_gradient(model):
+    """The largest gradient entry over all parameters (a 0-d tensor), or None before the first
+    backward pass: a quick look at what clipping changes."""
+    highest = None
+    for param in model.parameters():
+        if param.grad is not None:
+            candidate = param.grad.max()
+            if highest is None or candidate > highest:
+                highest = candidate
+    return highest
+
+
+# ---- ch05_pretraining.ipynb, cell 124 ----
 import contextlib
 import pickle
 import signal
@@ -111,7 +124,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 112 ----
+# ---- ch05_pretraining.ipynb, cell 125 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -159,7 +172,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 114 ----
+# ---- ch05_pretraining.ipynb, cell 127 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -219,7 +232,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 116 ----
+# ---- ch05_pretraining.ipynb, cell 129 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -236,10 +249,10 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 118 ----
+# ---- ch05_pretraining.ipynb, cell 131 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
-                       checkpoint_path=None, resume=False, max_steps=None, progress=True):
+                       checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
     """Train for `num_epochs` epochs; returns (train_losses, val_losses, track_tokens_seen).
 
     Every `eval_freq` steps the loss on `eval_iter` batches of each loader is recorded and
@@ -250,6 +263,9 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     is interrupted (Ctrl-C / the notebook's stop button: the current step finishes, the checkpoint
     is written, then KeyboardInterrupt is raised). `resume=True` continues from that file: same
     batches in the same order, same dropout masks, same losses as a run that never stopped.
+
+    `before_update(step, loss)`, if given, is called after each backward pass and before the
+    optimizer step (`step` counts from 0): `train_model` sets its learning rate and clips there.
     """
     state = TrainingState.load(checkpoint_path, model, optimizer, device) if resume else TrainingState()
     bar = tqdm(total=num_epochs * len(train_loader), initial=state.global_step + 1, desc="training",
@@ -261,6 +277,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
                 optimizer.zero_grad()
                 loss = calc_loss_batch(input_batch, target_batch, model, device)
                 loss.backward()
+                if before_update is not None:
+                    before_update(state.global_step + 1, loss)
                 optimizer.step()
                 state.step_done(input_batch)
                 bar.update(1)
@@ -282,3 +300,113 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
             if checkpoint_path is not None:
                 state.save(checkpoint_path, model, optimizer)
     return state.results()
+
+
+# ---- ch05_pretraining.ipynb, cell 138 ----
+import math
+import numbers
+
+
+def _appendix_d_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
+    """The learning rate of optimizer step `step` (from 0): a linear warm-up, then cosine decay.
+    Computed in the book's order of operations, so the rates agree with it to the last bit."""
+    if step < warmup_steps:
+        return initial_lr + step * ((peak_lr - initial_lr) / warmup_steps)
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _check_peak_lr(peak_lr, min_lr):
+    if not isinstance(peak_lr, numbers.Real) or not math.isfinite(peak_lr) or peak_lr < 0:
+        raise ValueError(f"the optimizer's learning rate (the peak) must be a finite number >= 0, got {peak_lr!r}")
+    if min_lr > peak_lr:
+        raise ValueError(f"min_lr ({min_lr}) is above the optimizer's learning rate ({peak_lr}), the peak "
+                         f"the schedule decays from: create the optimizer with lr=<peak>")
+
+
+def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm):
+    """The run's length in optimizer steps, once every argument of the schedule makes sense."""
+    for name, value in (("n_epochs", n_epochs), ("eval_freq", eval_freq)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader yields no batches: is the text shorter than one batch of windows "
+                         "(drop_last=True drops an incomplete one)?")
+    for name, value in (("initial_lr", initial_lr), ("min_lr", min_lr)):
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"max_norm must be a finite number > 0 (or None: no clipping), got {max_norm!r}")
+    total_steps = len(train_loader) * n_epochs
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
+            or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be an integer from 0 to the run's {total_steps} steps "
+                         f"({len(train_loader)} batches x {n_epochs} epochs), got {warmup_steps!r}")
+    return total_steps
+
+
+# ---- ch05_pretraining.ipynb, cell 139 ----
+from pathlib import Path
+
+
+def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter,
+                start_context, tokenizer, warmup_steps, initial_lr=3e-05, min_lr=1e-6, orig_book_version=False,
+                *, max_norm=1.0, checkpoint_path=None, resume=False, max_steps=None, progress=True):
+    """The book's appendix D loop: `train_model_simple` with a linear warm-up from `initial_lr` to
+    the optimizer's learning rate over `warmup_steps` steps, cosine decay to `min_lr` at the last
+    step, and gradient clipping to `max_norm` from the end of the warm-up on (one step later with
+    `orig_book_version=True`, as the book's first printing did).
+    Returns (train_losses, val_losses, track_tokens_seen, track_lrs).
+
+    checkpoint_path, resume, max_steps and progress work as in `train_model_simple`. The peak
+    learning rate and the schedule are kept in the optimizer's parameter groups, which the
+    checkpoint saves: a resumed run continues the same schedule, and one resumed with another
+    schedule is refused.
+    """
+    total_steps = _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm)
+    schedule_args = [n_epochs, warmup_steps, initial_lr, min_lr, orig_book_version]
+    if not resume:  # the book's peak: the optimizer's learning rate now (resuming: the checkpoint's)
+        _check_peak_lr(optimizer.param_groups[0]["lr"], min_lr)
+        for group in optimizer.param_groups:
+            group["peak_lr"], group["schedule"] = optimizer.param_groups[0]["lr"], schedule_args
+    first_clipped_step = warmup_steps + 1 if orig_book_version else warmup_steps
+    last_step = []
+
+    def schedule(step):
+        peak_lr = optimizer.param_groups[0].get("peak_lr", optimizer.param_groups[0]["lr"])
+        return _appendix_d_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr)
+
+    def stop(why):
+        kept = checkpoint_path is not None and Path(checkpoint_path).exists()
+        raise FloatingPointError(f"{why}: training diverged. Lower the learning rate or lengthen the warm-up"
+                                 + (f"; {checkpoint_path} still holds the last saved state." if kept else "."))
+
+    def before_update(step, loss):
+        if not last_step:  # the first step of this call: after a resume the groups are the checkpoint's
+            groups = optimizer.param_groups
+            if groups[0].get("schedule", schedule_args) != schedule_args:
+                raise ValueError(f"{checkpoint_path} was trained with n_epochs, warmup_steps, initial_lr, min_lr, "
+                                 f"orig_book_version = {groups[0]['schedule']}, not {schedule_args}: resume it "
+                                 f"with the same values")
+            _check_peak_lr(groups[0].get("peak_lr", groups[0]["lr"]), min_lr)
+            for group in groups:  # (a train_model_simple checkpoint: its constant rate is the peak)
+                group.setdefault("peak_lr", groups[0]["lr"])
+                group["schedule"] = schedule_args
+        lr = schedule(step)
+        if not torch.isfinite(loss):
+            stop(f"the loss at step {step} is {loss.item()} (learning rate {lr:.3g})")
+        if max_norm is not None and step >= first_clipped_step:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+            if not torch.isfinite(norm):
+                stop(f"the gradients at step {step} are not finite (learning rate {lr:.3g})")
+        for group in optimizer.param_groups:  # looked up each time: loading a checkpoint replaces them
+            group["lr"] = lr
+        last_step[:] = [step]
+
+    results = train_model_simple(model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq,
+                                 eval_iter, start_context, tokenizer, checkpoint_path=checkpoint_path,
+                                 resume=resume, max_steps=max_steps, progress=progress, before_update=before_update)
+    if not last_step and resume:  # resumed at its very end: the steps are in the checkpoint
+        last_step = [torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]]
+    track_lrs = [schedule(s) for s in range(last_step[0] + 1)] if last_step else []
+    return (*results, track_lrs)

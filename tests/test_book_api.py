@@ -1,5 +1,5 @@
 """The book's package API on `helpers`: every public name of `llms_from_scratch` 1.0.19's
-chapter modules (ch02-ch07) and GPT-2 KV-cache modules exists in `helpers`, with a compatible
+chapter modules (ch02-ch07), appendices D and E and GPT-2 KV-cache modules exists in `helpers`, with a compatible
 signature, and the seeded results the book prints come out the same.
 
 BOOK_API below is a list of facts read from the book's package (names, parameter names and
@@ -7,9 +7,9 @@ defaults), not its code. "Compatible" means: the book's positional parameters co
 the same order, under the same names (RENAMED lists the few deliberate exceptions); every
 default the book has is ours too; anything we add comes after, with a default or keyword-only.
 
-The last two tests compare with the book's package itself, seed for seed: `make` installs it
+The last three tests compare with the book's package itself, seed for seed: `make` installs it
 for the tests (`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports
-it, and without it these two tests skip.
+it, and without it these three tests skip.
 """
 import ast
 import importlib
@@ -94,6 +94,16 @@ BOOK_API = {
         "check_if_running": "process_name",
         "query_model": "prompt, model='llama3', url='http://localhost:11434/api/chat'",
         "generate_model_scores": "json_data, json_key, model='llama3'",
+    },
+    "appendix_d": {
+        "find_highest_gradient": "model",
+        "train_model": "model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter, "
+                       "start_context, tokenizer, warmup_steps, initial_lr=3e-05, min_lr=1e-6, orig_book_version=False",
+    },
+    "appendix_e": {
+        "LoRALayer": "in_dim, out_dim, rank, alpha",
+        "LinearWithLoRA": "linear, rank, alpha",
+        "replace_linear_with_lora": "model, rank, alpha",
     },
     # llms_from_scratch.kv_cache.gpt2 (it re-exports kv_cache.utils.KVCache)
     "kv_cache.gpt2": {
@@ -223,7 +233,7 @@ def test_top_level_names_are_the_chapter_modules_objects(module):
     homes = {"ch02": ["text"], "ch03": ["attention"], "ch04": ["model", "generation", "fast"],
              "kv_cache.gpt2": ["attention", "model"], "kv_cache.generate": ["generation", "attention"],
              "ch05": ["training", "generation", "weights", "support.download"], "ch06": ["classification", "weights"],
-             "ch07": ["instruction"]}[module]
+             "ch07": ["instruction"], "appendix_d": ["training"], "appendix_e": ["classification"]}[module]
     for name in {n.split(".")[0] for n in BOOK_API[module]}:
         if (module, name) in HELPERS_HOME:  # not the top-level name, by design (see HELPERS_HOME)
             continue
@@ -422,3 +432,48 @@ def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer
         for a, b in zip(helpers.custom_collate_fn(batch, allowed_max_length=limit),
                         book7.custom_collate_fn(batch, allowed_max_length=limit)):
             assert torch.equal(a, b), limit
+
+
+def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text):
+    """Appendix D's loop (both clipping variants) and appendix E's LoRA against llms_from_scratch
+    1.0.19, seed for seed: the same learning rates to the bit, the same losses, the same highest
+    gradient, the same LoRA outputs."""
+    book_d = pytest.importorskip("llms_from_scratch.appendix_d")
+    book2, book4, book_e = (importlib.import_module(f"llms_from_scratch.{m}") for m in ("ch02", "ch04", "appendix_e"))
+    cfg = {**SMALL, "vocab_size": 50257, "context_length": 16, "drop_rate": 0.1}
+    for orig in (False, True):
+        runs, models = {}, {}
+        for who, model_module, loader_module, train in (("ours", helpers, helpers, helpers.train_model),
+                                                         ("book", book4, book2, book_d.train_model)):
+            torch.manual_seed(123)
+            model = model_module.GPTModel(cfg)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.1)
+            torch.manual_seed(123)
+            train_loader = loader_module.create_dataloader_v1(verdict_text[:4000], batch_size=2, max_length=16, stride=16)
+            val_loader = loader_module.create_dataloader_v1(verdict_text[4000:5000], batch_size=2, max_length=16,
+                                                            stride=16, shuffle=False)
+            runs[who] = train(model, train_loader, val_loader, optimizer, "cpu", 2, 5, 2, "Every effort moves you",
+                              tokenizer, 7, initial_lr=1e-5, min_lr=1e-5, orig_book_version=orig)
+            models[who] = model
+        (ours_train, ours_val, ours_tokens, ours_lrs), (book_train, book_val, book_tokens, book_lrs) = runs["ours"], runs["book"]
+        assert len(ours_lrs) == 60 and ours_lrs == book_lrs and ours_tokens == book_tokens
+        assert ours_train + ours_val == pytest.approx(book_train + book_val, abs=1e-5)
+    x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
+    for model in models.values():
+        model.zero_grad()
+        model(x).logsumexp(-1).mean().backward()
+    assert helpers.find_highest_gradient(models["ours"]) == book_d.find_highest_gradient(models["ours"])
+    assert helpers.find_highest_gradient(torch.nn.Linear(2, 2)) is book_d.find_highest_gradient(torch.nn.Linear(2, 2)) is None
+
+    outs = []
+    for module in (helpers, book_e):
+        torch.manual_seed(1)
+        model = book4.GPTModel(SMALL)
+        torch.manual_seed(2)
+        module.replace_linear_with_lora(model, rank=4, alpha=8)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".B"):  # B starts at zero; move it so the LoRA path counts
+                    param.copy_(torch.linspace(-0.1, 0.1, param.numel()).view_as(param))
+            outs.append(model(torch.tensor([[5, 17, 3]])))
+    assert torch.allclose(*outs, atol=1e-6)

@@ -21,6 +21,15 @@ def test_ch05_smoke_run(smoke_run):
     assert abs(m["final_train_perplexity"] - math.exp(m["train_losses"][-1])) < 1e-6 * m["final_train_perplexity"]
     assert m["training_s"] > 0
     assert m["resume_identical"] is True
+    # 5.6's appendix D loop: 20 % warm-up from 1e-5 to the peak, then cosine decay towards 1e-5
+    d = m["appendix_d"]
+    lrs, warm = d["lrs"], d["warmup_steps"]
+    assert len(lrs) == 2 * 18 and warm == int(0.2 * 36) and lrs[0] == 1e-5
+    assert lrs[:warm + 1] == sorted(lrs[:warm + 1]) and abs(lrs[warm] - 4e-4) < 1e-12  # up to the peak
+    assert lrs[warm:] == sorted(lrs[warm:], reverse=True) and 1e-5 < lrs[-1] < 2e-5  # then down
+    assert len(d["train_losses"]) == len(d["val_losses"]) == n and d["train_losses"][-1] < d["train_losses"][0]
+    # the exported train_model: the book-sized loop's numbers, and exact resuming
+    assert m["train_model_same_as_book"] is True and m["train_model_resume_identical"] is True
     # the exported generate / beam_search give 5.3's teaching versions' tokens (cache on and off)
     assert m["decoding_same_as_book"] is True
     assert m["weights"] == "standin"  # smoke mode never downloads

@@ -337,3 +337,186 @@ def test_the_books_model_and_optimizer_file_loads(tmp_path):
     assert load_checkpoint(tmp_path / "model_and_optimizer.pth", other, other_opt) == {}
     assert torch.equal(other.tok_emb.weight, model.tok_emb.weight)
     assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+# ---- train_model: appendix D's loop (warm-up, cosine decay, clipping) ------------------------
+
+def run_scheduled(loaders, tokenizer, optimizer_lr=1e-3, **kwargs):
+    from helpers.training import train_model
+    train, val = loaders
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optimizer_lr, weight_decay=0.1)
+    torch.manual_seed(42)
+    kwargs = {"warmup_steps": 3, "initial_lr": 1e-5, "min_lr": 1e-5, **kwargs}
+    out = train_model(model, train, val, optimizer, "cpu", n_epochs=2, eval_freq=3, eval_iter=2,
+                      start_context="Every effort moves you", tokenizer=tokenizer, progress=False, **kwargs)
+    return model, optimizer, out
+
+
+def scheduled_loop(model, train, val, optimizer, n_epochs, warmup_steps, initial_lr, min_lr, max_norm=1.0):
+    """Warm-up, cosine decay and clipping written out once more, with torch's own schedulers
+    (LinearLR then CosineAnnealingLR) instead of any formula from helpers."""
+    peak = optimizer.param_groups[0]["lr"]
+    total = len(train) * n_epochs
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=initial_lr / peak, end_factor=1.0,
+                                             total_iters=warmup_steps)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup_steps, eta_min=min_lr)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
+    lrs, step = [], -1
+    for _ in range(n_epochs):
+        model.train()
+        for x, y in train:
+            step += 1
+            optimizer.zero_grad()
+            calc_loss_batch(x, y, model, "cpu").backward()
+            if step >= warmup_steps:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+            if step % 3 == 0:  # as run_scheduled's eval_freq: iterating the shuffled loader draws random numbers
+                evaluate_model(model, train, val, "cpu", 2)
+    return lrs, model
+
+
+def test_train_model_follows_the_schedule_of_torchs_own_schedulers(loaders, tokenizer):
+    trained, _, (train_losses, val_losses, tokens, lrs) = run_scheduled(loaders, tokenizer)
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)
+    expected, expected_model = scheduled_loop(model, *loaders, optimizer, n_epochs=2, warmup_steps=3,
+                                              initial_lr=1e-5, min_lr=1e-5)
+    assert len(lrs) == len(expected) == 2 * len(loaders[0])
+    assert lrs == pytest.approx(expected, rel=1e-6)
+    assert lrs[0] == 1e-5 and lrs[3] == pytest.approx(1e-3) and lrs[-1] > 1e-5  # up, peak, down
+    assert max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 3
+    assert len(train_losses) == len(val_losses) == len(tokens) >= 4
+    # the optimizer really stepped with those rates (and clipped): the same weights as torch's schedulers
+    for (name, a), b in zip(trained.state_dict().items(), expected_model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    untouched = new_model()
+    assert not torch.allclose(trained.out_head.weight, untouched.out_head.weight, atol=1e-4)
+
+
+def test_train_model_clips_from_the_end_of_the_warm_up(loaders, tokenizer, monkeypatch):
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **kw: seen.append(max_norm) or clip(params, max_norm, **kw))
+    steps = 2 * len(loaders[0])
+    run_scheduled(loaders, tokenizer)
+    assert seen == [1.0] * (steps - 3)
+    seen.clear()
+    run_scheduled(loaders, tokenizer, orig_book_version=True)  # the first printing: one step later
+    assert len(seen) == steps - 4
+    seen.clear()
+    run_scheduled(loaders, tokenizer, max_norm=None)
+    assert seen == []
+
+
+def test_train_model_without_warm_up_starts_at_the_peak(loaders, tokenizer):
+    _, _, (*_, lrs) = run_scheduled(loaders, tokenizer, warmup_steps=0)
+    assert lrs[0] == 1e-3 and lrs == sorted(lrs, reverse=True)
+
+
+def test_train_model_resumes_on_the_same_schedule(loaders, tokenizer, tmp_path):
+    reference_model, _, reference = run_scheduled(loaders, tokenizer)
+    ckpt = tmp_path / "run.pt"
+    _, _, partial = run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, max_steps=5)
+    assert len(partial[3]) == 5 and partial[3] == reference[3][:5]
+    # a fresh optimizer created with another learning rate: the checkpoint's peak wins
+    resumed_model, optimizer, resumed = run_scheduled(loaders, tokenizer, optimizer_lr=0.5, checkpoint_path=ckpt,
+                                                      resume=True)
+    assert resumed == reference
+    for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert optimizer.param_groups[0]["peak_lr"] == 1e-3
+    # resumed once more at its very end: nothing to train, the same lists come back
+    _, _, again = run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert again == reference
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(warmup_steps=-1), "warmup_steps must be an integer from 0"),
+    (dict(warmup_steps=10_000), "warmup_steps must be an integer from 0 to the run's"),
+    (dict(warmup_steps=2.5), "warmup_steps must be an integer"),
+    (dict(min_lr=float("nan")), "min_lr must be a finite number"),
+    (dict(initial_lr=-1e-5), "initial_lr must be a finite number >= 0"),
+    (dict(min_lr=1.0), r"min_lr \(1.0\) is above the optimizer's learning rate"),
+    (dict(optimizer_lr=float("inf")), "the optimizer's learning rate"),
+    (dict(max_norm=0), "max_norm must be a finite number > 0"),
+    (dict(max_norm=-1.0), "max_norm must be a finite number > 0"),
+    (dict(max_norm=float("nan")), "max_norm must be a finite number > 0"),
+])
+def test_train_model_refuses_a_schedule_that_makes_no_sense(loaders, tokenizer, bad, message):
+    with pytest.raises(ValueError, match=message):
+        run_scheduled(loaders, tokenizer, **bad)
+
+
+def test_train_model_refuses_an_empty_loader_and_a_zero_epoch_count(loaders, tokenizer):
+    from helpers.training import train_model
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = dict(eval_freq=1, eval_iter=1, start_context="Hi", tokenizer=tokenizer, warmup_steps=0)
+    with pytest.raises(ValueError, match="train_loader yields no batches"):
+        train_model(model, [], loaders[1], optimizer, "cpu", 1, **args)
+    with pytest.raises(ValueError, match="n_epochs must be a positive integer"):
+        train_model(model, loaders[0], loaders[1], optimizer, "cpu", 0, **args)
+
+
+def test_a_diverging_run_stops_before_the_weights_turn_to_nan(loaders, tokenizer, monkeypatch):
+    """A NaN loss at step 3 stops the run before that step's update: the weights are still those
+    after step 2, exactly what a run stopped there on purpose (max_steps=3) holds."""
+    import helpers.training as training
+    from helpers.training import train_model
+    calls = {"n": 0}
+    real = training.calc_loss_batch
+
+    def loss_that_blows_up(*args):
+        calls["n"] += args[2].training  # training steps only, not the evaluations
+        loss = real(*args)
+        return loss * float("nan") if args[2].training and calls["n"] == 4 else loss  # step 3
+    train, val = loaders
+    args = dict(eval_freq=100, eval_iter=1, start_context="Every effort moves you", tokenizer=tokenizer,
+                warmup_steps=3, initial_lr=1e-5, min_lr=1e-5, progress=False)
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)
+    monkeypatch.setattr(training, "calc_loss_batch", loss_that_blows_up)
+    with pytest.raises(FloatingPointError, match=r"loss at step 3 is nan \(learning rate 0.001\): training diverged"):
+        train_model(model, train, val, optimizer, "cpu", 2, **args)
+    monkeypatch.setattr(training, "calc_loss_batch", real)
+    stopped = new_model()
+    optimizer = torch.optim.AdamW(stopped.parameters(), lr=1e-3, weight_decay=0.1)
+    torch.manual_seed(42)
+    train_model(stopped, train, val, optimizer, "cpu", 2, max_steps=3, **args)
+    for (name, a), b in zip(stopped.state_dict().items(), model.state_dict().values()):
+        assert torch.isfinite(b).all() and torch.equal(a, b), name
+
+
+def test_train_model_refuses_to_resume_with_another_schedule(loaders, tokenizer, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, max_steps=5)
+    with pytest.raises(ValueError, match=r"run.pt was trained with n_epochs, warmup_steps, .* \[2, 3, 1e-05, 1e-05, False\], "
+                                         r"not \[2, 4, 1e-05, 1e-05, False\]"):
+        run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, resume=True, warmup_steps=4)
+
+
+def test_train_model_resumes_a_train_model_simple_checkpoint_with_its_rate_as_the_peak(loaders, tokenizer, tmp_path):
+    ckpt = tmp_path / "simple.pt"
+    run(loaders, tokenizer, checkpoint_path=ckpt, max_steps=5, progress=False)  # constant lr 1e-3
+    _, optimizer, (*_, lrs) = run_scheduled(loaders, tokenizer, optimizer_lr=0.5, checkpoint_path=ckpt, resume=True)
+    assert optimizer.param_groups[0]["peak_lr"] == 1e-3  # the checkpoint's rate, not 0.5, and not shrinking
+    assert lrs[3] == pytest.approx(1e-3) and lrs[-1] > 1e-5 and lrs[5:] == sorted(lrs[5:], reverse=True)
+
+
+def test_infinite_gradients_stop_the_run_at_the_first_clipped_step(loaders, tokenizer):
+    from helpers.training import train_model
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.final_norm.scale.register_hook(lambda grad: grad * float("inf"))  # finite loss, infinite gradient
+    with pytest.raises(FloatingPointError, match=r"the gradients at step 0 are not finite"):
+        train_model(model, *loaders, optimizer, "cpu", 1, eval_freq=100, eval_iter=1, start_context="Hi",
+                    tokenizer=tokenizer, warmup_steps=0, progress=False)
+    for name, value in model.state_dict().items():  # stopped before the first update
+        assert torch.equal(value, before[name]), name
