@@ -81,8 +81,9 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
 
 # ---- ch05_pretraining.ipynb, cell 93 ----
 def find_highest_gradient(model):
-    """The largest gradient entry over all parameters (a 0-d tensor), or None before the first
-    backward pass: a quick look at what clipping changes."""
+    """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
+    largest magnitude, as in the book), or None before the first backward pass: a quick look at
+    what clipping changes."""
     highest = None
     for param in model.parameters():
         if param.grad is not None:
@@ -341,7 +342,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
             or not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"warmup_steps must be an integer from 0 to the run's {total_steps} steps "
-                         f"({len(train_loader)} batches x {n_epochs} epochs), got {warmup_steps!r}")
+                         f"({len(train_loader)} batches x {n_epochs} epoch{'s' * (n_epochs != 1)}), got {warmup_steps!r}")
     return total_steps
 
 
@@ -353,9 +354,9 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
                 start_context, tokenizer, warmup_steps, initial_lr=3e-05, min_lr=1e-6, orig_book_version=False,
                 *, max_norm=1.0, checkpoint_path=None, resume=False, max_steps=None, progress=True):
     """The book's appendix D loop: `train_model_simple` with a linear warm-up from `initial_lr` to
-    the optimizer's learning rate over `warmup_steps` steps, cosine decay to `min_lr` at the last
-    step, and gradient clipping to `max_norm` from the end of the warm-up on (one step later with
-    `orig_book_version=True`, as the book's first printing did).
+    the optimizer's learning rate over `warmup_steps` steps, cosine decay towards `min_lr`
+    (reached one step after the last), and gradient clipping to `max_norm` from the end of the
+    warm-up on (one step later with `orig_book_version=True`, as the book's first printing did).
     Returns (train_losses, val_losses, track_tokens_seen, track_lrs).
 
     checkpoint_path, resume, max_steps and progress work as in `train_model_simple`. The peak
