@@ -55,6 +55,12 @@ def test_ch03_smoke_run(smoke_run):
     for key in ("v1_v2_max_abs_diff", "naive_vs_sdpa_max_abs_diff", "big_naive_vs_sdpa_max_abs_diff",
                 "kv_cache_step_max_abs_diff", "kv_cache_chunk_max_abs_diff"):
         assert 0 <= m[key] <= 1e-5, key
+    # "Under the hood": the exported layers give the book-sized layer's output, from the same seed
+    # (the same weights drawn in the same order: exactly) and from copied weights
+    assert m["exported_seeded_max_abs_diff"] == 0.0
+    assert m["exported_vs_book_max_abs_diff"] == 0.0
+    for key in ("exported_naive_vs_sdpa_max_abs_diff", "pytorch_mha_max_abs_diff"):
+        assert 0 <= m[key] <= 1e-5, key
 
     # the timing ran on the smoke-sized input (values themselves are not asserted: no timed tests)
     assert m["timing_input_shape"] == [2, 256, 768]
