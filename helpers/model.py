@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export model` and run `make export`.
 """
-__all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel', 'count_parameters', 'estimate_training_memory', 'largest_batch_that_fits']
+__all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'count_parameters', 'TransformerBlock', 'GPTModel', 'estimate_training_memory', 'largest_batch_that_fits']
 
 
 # ---- ch04_gpt_model.ipynb, cell 10 ----
@@ -70,7 +70,17 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 35 ----
+# ---- ch04_gpt_model.ipynb, cell 39 ----
+def count_parameters(model: nn.Module, tied: bool = False) -> int:
+    """Number of parameters; `tied=True` counts the output head as sharing the token embedding
+    (as OpenAI's GPT-2 does), so it is left out."""
+    total = sum(p.numel() for p in model.parameters())
+    if tied:
+        total -= model.out_head.weight.numel()
+    return total
+
+
+# ---- ch04_gpt_model.ipynb, cell 65 ----
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
 
@@ -95,7 +105,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-# ---- ch04_gpt_model.ipynb, cell 43 ----
+# ---- ch04_gpt_model.ipynb, cell 69 ----
 import numbers
 
 
@@ -137,7 +147,7 @@ def _check_token_ids(in_idx, past, cfg):
         torch._assert_async(in_range, f"token IDs must be integers in [0, {cfg['vocab_size']})")
 
 
-# ---- ch04_gpt_model.ipynb, cell 44 ----
+# ---- ch04_gpt_model.ipynb, cell 70 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
@@ -195,23 +205,13 @@ class GPTModel(nn.Module):
         return self.out_head(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 50 ----
-def count_parameters(model: nn.Module, tied: bool = False) -> int:
-    """Number of parameters; `tied=True` counts the output head as sharing the token embedding
-    (as OpenAI's GPT-2 does), so it is left out."""
-    total = sum(p.numel() for p in model.parameters())
-    if tied:
-        total -= model.out_head.weight.numel()
-    return total
-
-
-# ---- ch04_gpt_model.ipynb, cell 59 ----
+# ---- ch04_gpt_model.ipynb, cell 91 ----
 def estimate_training_memory(cfg, batch_size, num_tokens, device="cuda"):
     """Bytes one float32 training step with AdamW needs, part by part ("total" is their sum).
 
     Parameters: 16 bytes each (weight, gradient, AdamW's two averages). Activations: what the
-    forward pass keeps for the backward pass, counted for this chapter's GPTModel (section 4.6
-    checks it): per token and layer 32 x emb_dim float32 numbers and each head's softmax
+    forward pass keeps for the backward pass, counted for this chapter's GPTModel (its "Under
+    the hood" checks it): per token and layer 32 x emb_dim float32 numbers and each head's softmax
     normaliser, plus dropout's masks when drop_rate > 0, plus the heads x tokens x tokens
     attention weights where they are kept (cfg["attention"] == "naive", or dropout on a
     device other than CUDA, where PyTorch's fused attention falls back to its plain version);
