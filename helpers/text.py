@@ -46,7 +46,7 @@ def build_vocab(tokens, special_tokens=()):
     return vocab
 
 
-# ---- ch02_text_data.ipynb, cell 22 ----
+# ---- ch02_text_data.ipynb, cell 84 ----
 class SimpleTokenizerV1:
     """A word-level tokenizer over a fixed vocabulary (a ``{token: id}`` dict).
 
@@ -85,7 +85,7 @@ class SimpleTokenizerV1:
         return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
 
 
-# ---- ch02_text_data.ipynb, cell 30 ----
+# ---- ch02_text_data.ipynb, cell 86 ----
 class SimpleTokenizerV2(SimpleTokenizerV1):
     """Like `SimpleTokenizerV1`, but words outside the vocabulary become ``unk_token``.
 
@@ -117,7 +117,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
         return ids
 
 
-# ---- ch02_text_data.ipynb, cell 49 ----
+# ---- ch02_text_data.ipynb, cell 90 ----
 import torch
 
 
@@ -134,7 +134,7 @@ def _check_positive(name, value):
         raise ValueError(f"{name} must be positive, got {value}")
 
 
-# ---- ch02_text_data.ipynb, cell 51 ----
+# ---- ch02_text_data.ipynb, cell 92 ----
 from torch.utils.data import Dataset
 
 
@@ -169,7 +169,7 @@ class GPTDatasetV1(Dataset):
         return self.input_ids[idx], self.target_ids[idx]
 
 
-# ---- ch02_text_data.ipynb, cell 53 ----
+# ---- ch02_text_data.ipynb, cell 94 ----
 from torch.utils.data import DataLoader
 
 

@@ -31,3 +31,6 @@ def test_ch02_smoke_run(smoke_run, verdict_text, tokenizer):
     assert metrics["batches_b8_len4_stride4"] == count_windows(len(ids), 4, 4) // 8
     assert metrics["input_embeddings_shape"] == [8, 4, 256]
     assert 0 < metrics["batches_embedded"] <= metrics["batches_b8_len4_stride4"]
+    # "Under the hood": the exported classes give the book-sized ones' IDs, windows and batches
+    for key in ("exported_same_tokenizers", "exported_same_windows", "exported_same_batches"):
+        assert metrics[key] is True, key
