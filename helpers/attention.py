@@ -77,7 +77,7 @@ class MultiHeadAttentionWrapper(nn.Module):
         return torch.cat([head(x) for head in self.heads], dim=-1)
 
 
-# ---- ch03_attention.ipynb, cell 95 ----
+# ---- ch03_attention.ipynb, cell 96 ----
 import torch
 import torch.nn as nn
 
@@ -172,7 +172,7 @@ class MultiHeadAttention(nn.Module):
         return self._merge_heads(attn_weights @ values)
 
 
-# ---- ch03_attention.ipynb, cell 101 ----
+# ---- ch03_attention.ipynb, cell 102 ----
 import torch.nn.functional as F
 
 
@@ -199,7 +199,7 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         return self._merge_heads(context)
 
 
-# ---- ch03_attention.ipynb, cell 105 ----
+# ---- ch03_attention.ipynb, cell 106 ----
 class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
     """`MultiHeadAttentionSDPA` under the book's name and signature: no `context_length`, so any
     sequence length; `context_length` may still be given (keyword) to get the stored mask and
@@ -210,7 +210,7 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
 
 
-# ---- ch03_attention.ipynb, cell 109 ----
+# ---- ch03_attention.ipynb, cell 110 ----
 import torch
 
 
