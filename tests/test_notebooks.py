@@ -68,6 +68,27 @@ def test_committed_outputs_are_clean(notebook):
     assert not re.search(r"/(tmp|work|home|root|Users)/", text), f"{path.name}: an output shows a local path"
 
 
+LESSON_CELL_LINES = 40  # the longest code cell a main section may show (STYLE.md)
+
+
+def test_main_sections_keep_code_cells_book_sized(notebook):
+    """Before a notebook's closing "Under the hood" / "Appendix" sections, every code cell a
+    reader sees is at most LESSON_CELL_LINES lines, and the closing sections exist wherever an
+    exported cell is longer: the robust versions go there. (Folded cells, such as drawing code,
+    are not part of the lesson.)"""
+    path, nb = notebook
+    closing = False
+    for i, cell in enumerate(nb.cells, 1):
+        if cell.cell_type == "markdown" and re.match(r"## (Under the hood|Appendix)\b", cell.source):
+            closing = True
+        folded = cell.metadata.get("jupyter", {}).get("source_hidden", False)
+        if cell.cell_type == "code" and not closing and not folded:
+            n = len(cell.source.splitlines())
+            assert n <= LESSON_CELL_LINES, (
+                f"{path.name} cell {i}: {n} lines before the closing sections; keep the book-sized "
+                f"version here and move the exported one to an 'Under the hood' section")
+
+
 def test_export_directives_are_first_lines(notebook):
     path, nb = notebook
     for i, cell in enumerate(nb.cells, 1):
