@@ -10,8 +10,8 @@ import re
 
 # Special markers first (kept whole), then single punctuation marks, the double dash, whitespace.
 _SPLIT_PATTERN = re.compile(r'(<\|[^|\s]+\|>|[,.:;?_!"()\']|--|\s)')
-_SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")
-# For decoding (SimpleTokenizerV1 below): the space a join puts before a punctuation mark.
+_SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")  # the exported SimpleTokenizerV2's check
+# For decoding in the exported SimpleTokenizerV1: the space a join puts before a punctuation mark.
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
 
 

@@ -191,6 +191,9 @@ def test_windows_are_slices_and_targets_shift_by_one(tokenizer, verdict_text, ve
         assert y.tolist() == verdict_ids[start + 1:start + max_length + 1]
         assert x.dtype == y.dtype == torch.long and x.shape == y.shape == (max_length,)
         assert torch.equal(x[1:], y[:-1])
+        # views into the one tensor of IDs, not copies (what "Under the hood" of ch02 promises)
+        base = ds.token_ids.untyped_storage().data_ptr()
+        assert x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr() == base
 
 
 def test_overlap_between_consecutive_windows(tokenizer, verdict_text):
