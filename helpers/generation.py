@@ -109,7 +109,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 149 ----
+# ---- ch05_pretraining.ipynb, cell 153 ----
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -139,7 +139,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 151 ----
+# ---- ch05_pretraining.ipynb, cell 155 ----
 def _check_generation_args(idx, max_new_tokens, context_size):
     """Refuse what would silently return the prompt unchanged or crop it to nothing."""
     if idx.ndim != 2 or idx.shape[1] == 0:
@@ -178,7 +178,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 155 ----
+# ---- ch05_pretraining.ipynb, cell 159 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -211,7 +211,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
                          f"(at most {max(1, free // per_beam):,} here)")
 
 
-# ---- ch05_pretraining.ipynb, cell 157 ----
+# ---- ch05_pretraining.ipynb, cell 161 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

@@ -33,7 +33,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return total / num_batches
 
 
-# ---- ch05_pretraining.ipynb, cell 31 ----
+# ---- ch05_pretraining.ipynb, cell 32 ----
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
     model.eval()
@@ -61,7 +61,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     return text
 
 
-# ---- ch05_pretraining.ipynb, cell 39 ----
+# ---- ch05_pretraining.ipynb, cell 40 ----
 def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
     import matplotlib.pyplot as plt
@@ -79,7 +79,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     return fig
 
 
-# ---- ch05_pretraining.ipynb, cell 93 ----
+# ---- ch05_pretraining.ipynb, cell 97 ----
 def find_highest_gradient(model):
     """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
     largest magnitude, as in the book), or None before the first backward pass: a quick look at
@@ -93,7 +93,7 @@ def find_highest_gradient(model):
     return highest
 
 
-# ---- ch05_pretraining.ipynb, cell 124 ----
+# ---- ch05_pretraining.ipynb, cell 128 ----
 import contextlib
 import pickle
 import signal
@@ -125,7 +125,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 125 ----
+# ---- ch05_pretraining.ipynb, cell 129 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -173,7 +173,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 127 ----
+# ---- ch05_pretraining.ipynb, cell 131 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -233,7 +233,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 129 ----
+# ---- ch05_pretraining.ipynb, cell 133 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -250,7 +250,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 131 ----
+# ---- ch05_pretraining.ipynb, cell 135 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -303,7 +303,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 138 ----
+# ---- ch05_pretraining.ipynb, cell 142 ----
 import math
 import numbers
 
@@ -346,7 +346,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return total_steps
 
 
-# ---- ch05_pretraining.ipynb, cell 139 ----
+# ---- ch05_pretraining.ipynb, cell 143 ----
 from pathlib import Path
 
 
