@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export generation` and run `make exp
 __all__ = ['next_token_logits', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 77 ----
+# ---- ch04_gpt_model.ipynb, cell 78 ----
 import torch
 
 
@@ -25,7 +25,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 78 ----
+# ---- ch04_gpt_model.ipynb, cell 79 ----
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
     """The context size to use (None: the model's), once the arguments make sense."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
@@ -65,7 +65,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cach
     return idx
 
 
-# ---- ch04_gpt_model.ipynb, cell 84 ----
+# ---- ch04_gpt_model.ipynb, cell 85 ----
 def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=None, context_size=None):
     """`generate_text_simple` as a generator: yields each new token, (batch, 1), as it is chosen.
 

@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export model` and run `make export`.
 __all__ = ['GPT_CONFIG_124M', 'GPT_CONFIGS', 'LayerNorm', 'GELU', 'FeedForward', 'count_parameters', 'TransformerBlock', 'GPTModel', 'estimate_training_memory', 'largest_batch_that_fits']
 
 
-# ---- ch04_gpt_model.ipynb, cell 10 ----
+# ---- ch04_gpt_model.ipynb, cell 11 ----
 import torch
 import torch.nn as nn
 
@@ -30,7 +30,7 @@ GPT_CONFIGS = {
 }
 
 
-# ---- ch04_gpt_model.ipynb, cell 15 ----
+# ---- ch04_gpt_model.ipynb, cell 16 ----
 class LayerNorm(nn.Module):
     """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned)."""
 
@@ -46,7 +46,7 @@ class LayerNorm(nn.Module):
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
 
 
-# ---- ch04_gpt_model.ipynb, cell 21 ----
+# ---- ch04_gpt_model.ipynb, cell 22 ----
 class GELU(nn.Module):
     """GELU in the tanh approximation GPT-2 was trained with."""
 
@@ -54,7 +54,7 @@ class GELU(nn.Module):
         return 0.5 * x * (1 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x.pow(3))))
 
 
-# ---- ch04_gpt_model.ipynb, cell 25 ----
+# ---- ch04_gpt_model.ipynb, cell 26 ----
 class FeedForward(nn.Module):
     """Per-token MLP: widen 4x, GELU, project back."""
 
@@ -70,7 +70,7 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 39 ----
+# ---- ch04_gpt_model.ipynb, cell 40 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
     (as OpenAI's GPT-2 does), so it is left out."""
@@ -80,7 +80,7 @@ def count_parameters(model: nn.Module, tied: bool = False) -> int:
     return total
 
 
-# ---- ch04_gpt_model.ipynb, cell 65 ----
+# ---- ch04_gpt_model.ipynb, cell 66 ----
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
 
@@ -105,7 +105,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-# ---- ch04_gpt_model.ipynb, cell 69 ----
+# ---- ch04_gpt_model.ipynb, cell 70 ----
 import numbers
 
 
@@ -147,7 +147,7 @@ def _check_token_ids(in_idx, past, cfg):
         torch._assert_async(in_range, f"token IDs must be integers in [0, {cfg['vocab_size']})")
 
 
-# ---- ch04_gpt_model.ipynb, cell 70 ----
+# ---- ch04_gpt_model.ipynb, cell 71 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
@@ -205,7 +205,7 @@ class GPTModel(nn.Module):
         return self.out_head(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 91 ----
+# ---- ch04_gpt_model.ipynb, cell 92 ----
 def estimate_training_memory(cfg, batch_size, num_tokens, device="cuda"):
     """Bytes one float32 training step with AdamW needs, part by part ("total" is their sum).
 

@@ -73,9 +73,8 @@ LESSON_CELL_LINES = 40  # the longest code cell a main section may show (STYLE.m
 
 def test_main_sections_keep_code_cells_book_sized(notebook):
     """Before a notebook's closing "Under the hood" / "Appendix" sections, every code cell a
-    reader sees is at most LESSON_CELL_LINES lines, and the closing sections exist wherever an
-    exported cell is longer: the robust versions go there. (Folded cells, such as drawing code,
-    are not part of the lesson.)"""
+    reader sees is at most LESSON_CELL_LINES lines: longer, robust versions go in those sections.
+    (Folded cells, such as drawing code, are not part of the lesson.)"""
     path, nb = notebook
     closing = False
     for i, cell in enumerate(nb.cells, 1):
