@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export instruction` and run `make export`.
 """
-__all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'download_and_load_file', 'custom_collate_draft_1', 'custom_collate_draft_2', 'custom_collate_fn', 'InstructionDataset', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'score_responses', 'generate_model_scores', 'query_model', 'check_if_running', 'LoopbackOllama']
+__all__ = ['PREAMBLE', 'RESPONSE_HEADER', 'format_input', 'format_example', 'load_instruction_data', 'split_instruction_data', 'download_and_load_file', 'custom_collate_draft_1', 'custom_collate_draft_2', 'custom_collate_fn', 'InstructionDataset', 'extract_response', 'generate_response', 'generate_responses', 'save_responses', 'OLLAMA_DEFAULT_PORT', 'JudgeUnavailable', 'ollama_base_url', 'ollama_status', 'query_ollama', 'parse_score', 'judge_prompt', 'score_responses', 'generate_model_scores', 'query_model', 'check_if_running', 'LoopbackOllama']
 
 
 # ---- ch07_instruction.ipynb, cell 11 ----
@@ -54,60 +54,7 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
 
-# ---- ch07_instruction.ipynb, cell 56 ----
-import os
-
-from tqdm.auto import tqdm
-
-from helpers.generation import generate
-
-
-def extract_response(generated_text):
-    """The answer in the text a model generated after the prompt: without the leading response
-    header, and cut where the model starts another example instead of stopping."""
-    text = generated_text.strip()
-    if text.startswith(RESPONSE_HEADER.strip()):
-        text = text[len(RESPONSE_HEADER.strip()):]
-    for marker in ("### Instruction:", PREAMBLE[:30]):
-        text = text.split(marker, 1)[0]
-    return text.strip()
-
-
-def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
-                      eos_id=50256):
-    """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
-    context_size = context_size or model.pos_emb.weight.shape[0]
-    prompt = tokenizer.encode(format_input(entry))[-context_size:]
-    was_training = model.training
-    model.eval()
-    try:
-        out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
-    finally:
-        model.train(was_training)
-    return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
-
-
-# ---- ch07_instruction.ipynb, cell 58 ----
-from helpers.support.files import write_atomically
-
-
-def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
-                       progress=True):
-    """`generate_response` for every entry, with a progress bar; returns the list of answers."""
-    return [generate_response(model, tokenizer, entry, device, max_new_tokens, context_size)
-            for entry in tqdm(entries, desc="responses", unit="entry", disable=not progress)]
-
-
-def save_responses(entries, responses, path, key="model_response"):
-    """Write one record per entry (its fields plus `key`: the response) as a JSON list; the file
-    is replaced atomically (temporary file, fsync, rename). Returns the path."""
-    if len(entries) != len(responses):
-        raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
-    records = [{**entry, key: response} for entry, response in zip(entries, responses)]
-    return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
-
-
-# ---- ch07_instruction.ipynb, cell 104 ----
+# ---- ch07_instruction.ipynb, cell 101 ----
 from helpers.support.download import download_file
 
 
@@ -125,7 +72,7 @@ def download_and_load_file(file_path, url):
                          f"anew from {url}") from None
 
 
-# ---- ch07_instruction.ipynb, cell 106 ----
+# ---- ch07_instruction.ipynb, cell 103 ----
 def _padded_rows(batch, pad_token_id):
     """Each item plus one end-of-text, padded to the batch's longest + 1: an int64 tensor."""
     if len(batch) == 0:
@@ -147,7 +94,7 @@ def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
     return rows[:, :-1].to(device), rows[:, 1:].to(device)
 
 
-# ---- ch07_instruction.ipynb, cell 108 ----
+# ---- ch07_instruction.ipynb, cell 105 ----
 import numbers
 
 
@@ -183,7 +130,7 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     return inputs.to(device), targets.to(device)
 
 
-# ---- ch07_instruction.ipynb, cell 111 ----
+# ---- ch07_instruction.ipynb, cell 108 ----
 class InstructionDataset(Dataset):
     """Pre-tokenized instruction examples.
 
@@ -211,7 +158,60 @@ class InstructionDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch07_instruction.ipynb, cell 115 ----
+# ---- ch07_instruction.ipynb, cell 112 ----
+import os
+
+from tqdm.auto import tqdm
+
+from helpers.generation import generate
+
+
+def extract_response(generated_text):
+    """The answer in the text a model generated after the prompt: without the leading response
+    header, and cut where the model starts another example instead of stopping."""
+    text = generated_text.strip()
+    if text.startswith(RESPONSE_HEADER.strip()):
+        text = text[len(RESPONSE_HEADER.strip()):]
+    for marker in ("### Instruction:", PREAMBLE[:30]):
+        text = text.split(marker, 1)[0]
+    return text.strip()
+
+
+def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
+                      eos_id=50256):
+    """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
+    context_size = context_size or model.pos_emb.weight.shape[0]
+    prompt = tokenizer.encode(format_input(entry))[-context_size:]
+    was_training = model.training
+    model.eval()
+    try:
+        out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
+    finally:
+        model.train(was_training)
+    return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
+
+
+# ---- ch07_instruction.ipynb, cell 114 ----
+from helpers.support.files import write_atomically
+
+
+def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
+                       progress=True):
+    """`generate_response` for every entry, with a progress bar; returns the list of answers."""
+    return [generate_response(model, tokenizer, entry, device, max_new_tokens, context_size)
+            for entry in tqdm(entries, desc="responses", unit="entry", disable=not progress)]
+
+
+def save_responses(entries, responses, path, key="model_response"):
+    """Write one record per entry (its fields plus `key`: the response) as a JSON list; the file
+    is replaced atomically (temporary file, fsync, rename). Returns the path."""
+    if len(entries) != len(responses):
+        raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
+    records = [{**entry, key: response} for entry, response in zip(entries, responses)]
+    return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
+
+
+# ---- ch07_instruction.ipynb, cell 119 ----
 import time
 import urllib.parse
 
@@ -259,7 +259,7 @@ def ollama_base_url(host=None):
     return f"{scheme}://{hostname}:{explicit_port or port}{parts.path.rstrip('/')}"
 
 
-# ---- ch07_instruction.ipynb, cell 117 ----
+# ---- ch07_instruction.ipynb, cell 121 ----
 def _clip(text, limit=200):
     """`text` on one line, cut at a word boundary to at most `limit` characters (marked "...")."""
     text = " ".join(str(text).split())
@@ -310,7 +310,7 @@ def ollama_status(host, model, timeout=5.0):
     return True, f"Ollama at {base} is up and has {model}."
 
 
-# ---- ch07_instruction.ipynb, cell 119 ----
+# ---- ch07_instruction.ipynb, cell 123 ----
 def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0.0, num_ctx=2048,
                  timeout=120.0, stream=False):
     """Send one user message to Ollama's /api/chat and return the reply's text.
@@ -361,7 +361,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
                                f"({type(e).__name__}: {_clip(e)}).") from None
 
 
-# ---- ch07_instruction.ipynb, cell 121 ----
+# ---- ch07_instruction.ipynb, cell 125 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(100|10)(?![\d.])", re.IGNORECASE)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
@@ -393,7 +393,7 @@ def parse_score(text):
     return _on_scale(numbers[0]) if len(numbers) == 1 else None
 
 
-# ---- ch07_instruction.ipynb, cell 123 ----
+# ---- ch07_instruction.ipynb, cell 127 ----
 def judge_prompt(entry, response):
     """What the judge is asked about one answer."""
     return (f"You are grading how well a model followed an instruction.\n\n{format_input(entry)}"
@@ -435,7 +435,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
     return scores
 
 
-# ---- ch07_instruction.ipynb, cell 125 ----
+# ---- ch07_instruction.ipynb, cell 129 ----
 def query_model(prompt, model="llama3", url="http://localhost:11434/api/chat", seed=123, timeout=120.0):
     """The book's signature: one chat request to Ollama at `url` (its /api/chat endpoint, or
     just the server's address); returns the reply's text. Errors as in `query_ollama`."""
@@ -468,7 +468,7 @@ def check_if_running(process_name):
     return False
 
 
-# ---- ch07_instruction.ipynb, cell 127 ----
+# ---- ch07_instruction.ipynb, cell 131 ----
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -530,7 +530,7 @@ class _LoopbackServer(ThreadingHTTPServer):
         pass
 
 
-# ---- ch07_instruction.ipynb, cell 129 ----
+# ---- ch07_instruction.ipynb, cell 133 ----
 class LoopbackOllama:
     """A stand-in for an Ollama server, for demonstrations and tests: a real HTTP server on
     127.0.0.1 (a free port) that answers GET /api/tags (listing `models`) and POST /api/chat

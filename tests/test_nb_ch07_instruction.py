@@ -19,11 +19,15 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-def _formatted(entry):
+def _prompt(entry):
     text = f"{PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
     if entry["input"]:
         text += f"\n\n### Input:\n{entry['input']}"
-    return text + f"\n\n### Response:\n{entry['output']}"
+    return text
+
+
+def _formatted(entry):
+    return _prompt(entry) + f"\n\n### Response:\n{entry['output']}"
 
 
 def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
@@ -56,8 +60,20 @@ def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
     for record in records:
         assert set(record) == {"instruction", "input", "output", "model_response"}
         assert isinstance(record["model_response"], str)
-        assert "Below is an instruction" not in record["model_response"]
-        assert "### Instruction:" not in record["model_response"]
+        assert _prompt(record) not in record["model_response"]  # 7.7 cut the prompt off
+
+    # Under the hood: the exported generate_response on the first entries, against 7.7's book-sized
+    # answers (same greedy tokens: each exported answer begins its book-sized one), and save_responses
+    e = m["exported_responses"]
+    assert e["compared"] == min(10, len(records)) and 0 <= e["same"] <= e["compared"]
+    assert e["begin_book"] is True and e["round_trip"] is True
+    markers = ("### Instruction:", PREAMBLE[:30])
+    assert e["run_on"] == sum(any(k in r["model_response"] for k in markers) for r in records)
+    exported = json.loads((path.parent / "exported-responses.json").read_text(encoding="utf-8"))
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in exported] == \
+        [{k: r[k] for k in ("instruction", "input", "output")} for r in records[:e["compared"]]]
+    for r in exported:
+        assert not any(k in r["model_response"] for k in markers)  # the exported version cuts there
 
     # the finetuned weights: a plain state dict of tensors
     model_path = Path(m["model_path"])

@@ -74,14 +74,13 @@ LESSON_CELL_LINES = 40  # the longest code cell a main section may show (STYLE.m
 def test_main_sections_keep_code_cells_book_sized(notebook):
     """Before a notebook's closing "Under the hood" / "Appendix" sections, every code cell a
     reader sees is at most LESSON_CELL_LINES lines: longer, robust versions go in those sections.
-    (Folded cells, such as drawing code, are not part of the lesson.)"""
+    Folded cells (drawing code) count too: a reader who unfolds one should find a screenful."""
     path, nb = notebook
     closing = False
     for i, cell in enumerate(nb.cells, 1):
         if cell.cell_type == "markdown" and re.match(r"## (Under the hood|Appendix)\b", cell.source):
             closing = True
-        folded = cell.metadata.get("jupyter", {}).get("source_hidden", False)
-        if cell.cell_type == "code" and not closing and not folded:
+        if cell.cell_type == "code" and not closing:
             n = len(cell.source.splitlines())
             assert n <= LESSON_CELL_LINES, (
                 f"{path.name} cell {i}: {n} lines before the closing sections; keep the book-sized "
