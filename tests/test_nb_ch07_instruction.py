@@ -26,6 +26,12 @@ def _prompt(entry):
     return text
 
 
+def _words(text):
+    while "### Response:" in text:  # one pass of replace can join two halves into a new header
+        text = text.replace("### Response:", "")
+    return " ".join(text.split())
+
+
 def _formatted(entry):
     return _prompt(entry) + f"\n\n### Response:\n{entry['output']}"
 
@@ -65,15 +71,20 @@ def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
     # Under the hood: the exported generate_response on the first entries, against 7.7's book-sized
     # answers (same greedy tokens: each exported answer begins its book-sized one), and save_responses
     e = m["exported_responses"]
-    assert e["compared"] == min(10, len(records)) and 0 <= e["same"] <= e["compared"]
-    assert e["begin_book"] is True and e["round_trip"] is True
+    assert e["compared"] == min(10, len(records)) and e["round_trip"] is True
     markers = ("### Instruction:", PREAMBLE[:30])
     assert e["run_on"] == sum(any(k in r["model_response"] for k in markers) for r in records)
     exported = json.loads((path.parent / "exported-responses.json").read_text(encoding="utf-8"))
-    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in exported] == \
-        [{k: r[k] for k in ("instruction", "input", "output")} for r in records[:e["compared"]]]
-    for r in exported:
-        assert not any(k in r["model_response"] for k in markers)  # the exported version cuts there
+    pairs = list(zip(exported, records))
+    assert len(exported) == e["compared"]
+    assert all({k: x[k] for k in ("instruction", "input", "output")} == {k: r[k] for k in ("instruction", "input", "output")}
+               for x, r in pairs)
+    assert e["same"] == sum(x["model_response"] == r["model_response"] for x, r in pairs)
+    # recomputed from the two files: the same greedy tokens, so the exported answer is the
+    # book-sized one cut at a new example (headers removed until none is left, whitespace collapsed)
+    assert all(_words(r["model_response"]).startswith(_words(x["model_response"])) for x, r in pairs)
+    for x in exported:  # extract_response's promise, whatever the model generated
+        assert not any(k in x["model_response"] for k in markers)
 
     # the finetuned weights: a plain state dict of tensors
     model_path = Path(m["model_path"])
