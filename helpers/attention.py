@@ -49,6 +49,7 @@ class CausalAttention(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
         super().__init__()
+        self.d_out = d_out
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -204,10 +205,29 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
     """`MultiHeadAttentionSDPA` under the book's name and signature: no `context_length`, so any
     sequence length; `context_length` may still be given (keyword) to get the stored mask and
     the length check. Same parameters and state dict keys as `MultiHeadAttention` (no `mask`
-    entry without a context length)."""
+    entry without a context length); also loads the book package's state dicts (`qkv`, `proj`)."""
 
     def __init__(self, d_in, d_out, num_heads, dropout=0.0, qkv_bias=False, context_length=None):
-        super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
+        with torch.random.fork_rng(devices=[]):  # the parent's random weights are replaced below
+            super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
+        self.register_load_state_dict_pre_hook(_split_fused_qkv)
+        # Drawn as the book draws them, one `qkv` layer (all weights, then all biases) and then
+        # `proj`, so that the same seed gives the book's weights with qkv_bias=True too.
+        fused = {f"qkv.{k}": v for k, v in nn.Linear(d_in, 3 * d_out, bias=qkv_bias).state_dict().items()}
+        fused |= {f"proj.{k}": v for k, v in nn.Linear(d_out, d_out).state_dict().items()}
+        self.load_state_dict(fused, strict=False)  # strict=False: no `mask` among them
+
+
+def _split_fused_qkv(module, state_dict, prefix, *_):
+    """Load-time hook: the book package's layout -> ours. Its `qkv` stacks the query, key and
+    value rows (in that order) in one matrix; its `proj` is our `out_proj`."""
+    for kind in ("weight", "bias"):
+        if prefix + f"qkv.{kind}" in state_dict:
+            fused = state_dict.pop(prefix + f"qkv.{kind}")
+            for name, part in zip(("W_query", "W_key", "W_value"), fused.chunk(3)):
+                state_dict[prefix + f"{name}.{kind}"] = part
+    for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
+        state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
 
 
 # ---- ch03_attention.ipynb, cell 110 ----

@@ -17,10 +17,22 @@ from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _c
 
 class FusedLayerNorm(LayerNorm):
     """`LayerNorm` (same `scale`/`shift` parameters, biased variance) in PyTorch's one-kernel
-    implementation, which avoids four temporary tensors per call."""
+    implementation, which avoids four temporary tensors per call. Also loads `nn.LayerNorm`'s
+    `weight`/`bias` (the names in the book package's fast model)."""
+
+    def __init__(self, emb_dim, eps=1e-5):
+        super().__init__(emb_dim, eps)
+        self.register_load_state_dict_pre_hook(_load_weight_bias)
 
     def forward(self, x):
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+def _load_weight_bias(module, state_dict, prefix, *_):
+    """Load-time hook: nn.LayerNorm's `weight`/`bias` -> `scale`/`shift`."""
+    for theirs, ours in (("weight", "scale"), ("bias", "shift")):
+        if prefix + theirs in state_dict:
+            state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
 
 
 class FusedFeedForward(FeedForward):
@@ -35,7 +47,8 @@ class FusedFeedForward(FeedForward):
 class FusedQKVAttention(nn.Module):
     """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
     (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
-    `W_key`, `W_value`, `out_proj`, `mask`).
+    `W_key`, `W_value`, `out_proj`, `mask`); also loads the book package's fused layout
+    (`qkv`, `proj`).
 
     forward(x, kv_cache=None, layer=0, attn_mask=None): x is (batch, tokens, d_in). With a
     cache, x holds only new tokens. `attn_mask` (True = may attend), broadcastable to
@@ -77,20 +90,27 @@ _BOOK_QKV = ("W_query", "W_key", "W_value")
 
 
 def _stack_book_qkv(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-    """Load-time hook: the book's three projections -> one stacked `qkv`; its mask is not needed."""
+    """Load-time hook: the book's three projections -> one stacked `qkv`; its mask is not needed.
+    The book package's fast layer has `qkv` stacked already and calls `out_proj` `proj`."""
     for kind in ("weight", "bias"):
         parts = [prefix + f"{name}.{kind}" for name in _BOOK_QKV]
         if all(p in state_dict for p in parts):
             state_dict[prefix + f"qkv.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
+    for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
+        state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
     state_dict.pop(prefix + "mask", None)
 
 
 def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
     """Save-time hook: `qkv` -> the book's W_query/W_key/W_value and its causal `mask` buffer,
-    in the book's key order (this layer's keys are the last ones in the dict at this point)."""
+    in the book's key order (this layer's keys are the last ones in the dict at this point).
+    A wrapped `qkv` (LoRA's `qkv.linear`, `qkv.lora`) has one adapter for all three: it is
+    saved as it is, in the layout of the book package's fast model."""
+    if not isinstance(module.qkv, nn.Linear):
+        return
     own = {key[len(prefix):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(prefix)]}
     n = module.context_length
-    state_dict[prefix + "mask"] = torch.triu(torch.ones(n, n, device=module.qkv.weight.device), diagonal=1)
+    state_dict[prefix + "mask"] = torch.triu(torch.ones(n, n, device=own["qkv.weight"].device), diagonal=1)
     for i, name in enumerate(_BOOK_QKV):
         for kind in ("weight", "bias"):
             if f"qkv.{kind}" in own:
@@ -161,7 +181,8 @@ class FastTransformerBlock(TransformerBlock):
 
 # ---- ch04_gpt_model.ipynb, cell 111 ----
 class FastGPTModel(GPTModel):
-    """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts.
+    """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts, and
+    also loads those of the book package's `GPTModelFast`.
 
     cfg: `GPTModel`'s keys, plus optional "tie_weights" (share `out_head.weight` with
     `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).
@@ -265,7 +286,7 @@ def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_k
 
 
 # ---- ch04_gpt_model.ipynb, cell 115 ----
-# The book package's names for the fast model (llms_from_scratch.ch04), so its code runs here.
+# The book package's names for the fast model (llms_from_scratch.ch04), for code written against it.
 GPTModelFast = FastGPTModel
 TransformerBlockFast = FastTransformerBlock
 FeedForwardFast = FusedFeedForward

@@ -110,6 +110,9 @@ def token_ids_to_text(token_ids, tokenizer):
 
 
 # ---- ch05_pretraining.ipynb, cell 153 ----
+import numbers
+
+
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -118,9 +121,9 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     restricted to the `top_k` most likely tokens and/or to the nucleus: the smallest set of
     most likely tokens whose probabilities add up to at least `top_p`.
     """
-    if temperature < 0:
+    if not temperature >= 0:  # also refuses NaN
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
@@ -144,9 +147,9 @@ def _check_generation_args(idx, max_new_tokens, context_size):
     """Refuse what would silently return the prompt unchanged or crop it to nothing."""
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0 (how many tokens to add), got {max_new_tokens!r}")
-    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
+    if isinstance(context_size, bool) or not isinstance(context_size, numbers.Integral) or context_size < 1:
         raise ValueError(f"context_size must be a positive integer (the model's context_length), got {context_size!r}")
 
 
@@ -160,10 +163,13 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     keeps that end token and is padded with `eos_id`. Once every row has finished, generation
     stops and that last step is not appended (a single prompt ends without its end token, as in
     the book). With `use_cache`, and a model that has `new_kv_cache()`, each step feeds only the
-    newest token; the tokens are the same as without it.
+    newest token; the tokens are the same as without it. A model in training mode runs without
+    the cache: its dropout would draw different random numbers for the shorter input, and
+    sampled tokens would no longer be the book's for the same seed.
     """
     _check_generation_args(idx, max_new_tokens, context_size)
-    kv_cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
+    use_cache = use_cache and not model.training and hasattr(model, "new_kv_cache")
+    kv_cache = model.new_kv_cache() if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         with torch.no_grad():
@@ -197,7 +203,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     _check_generation_args(idx, max_new_tokens, context_size)
     if idx.shape[0] != 1:
         raise ValueError(f"beam_search takes one prompt, shape (1, tokens); got {tuple(idx.shape)}")
-    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+    if isinstance(num_beams, bool) or not isinstance(num_beams, numbers.Integral) or num_beams < 1:
         raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
     emb, device = getattr(model, "tok_emb", None), idx.device
     if not isinstance(emb, torch.nn.Embedding):

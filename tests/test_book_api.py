@@ -7,9 +7,9 @@ defaults), not its code. "Compatible" means: the book's positional parameters co
 the same order, under the same names (RENAMED lists the few deliberate exceptions); every
 default the book has is ours too; anything we add comes after, with a default or keyword-only.
 
-The last three tests compare with the book's package itself, seed for seed: `make` installs it
+The last four tests compare with the book's package itself, seed for seed and checkpoint for checkpoint: `make` installs it
 for the tests (`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports
-it, and without it these three tests skip.
+it, and without it these four tests skip.
 """
 import ast
 import importlib
@@ -353,7 +353,9 @@ def test_same_seed_same_results_as_the_book_package():
                           ("CausalAttention", (3, 2, 6, 0.0), batch),
                           ("MultiHeadAttentionWrapper", (3, 2, 6, 0.0, 2), batch),
                           ("MultiHeadAttention", (3, 4, 6, 0.0, 2), batch),
-                          ("PyTorchMultiHeadAttention", (3, 4, 2), batch)]:
+                          ("PyTorchMultiHeadAttention", (3, 4, 2), batch),
+                          ("MultiHeadAttention", (3, 4, 6, 0.0, 2, True), batch),  # with biases,
+                          ("PyTorchMultiHeadAttention", (3, 4, 2, 0.0, True), batch)]:  # drawn in the book's order
         with torch.no_grad():
             theirs = seeded(123, getattr(book3, name), *args)(x)
             ours = seeded(123, getattr(helpers, name), *args)(x)
@@ -417,6 +419,14 @@ def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer
         torch.manual_seed(5)
         sampled.append(generate(book_model, idx, 8, 16, temperature=1.4, top_k=25))
     assert torch.equal(*sampled)
+    # our model, still in training mode (dropout on): generate leaves its KV cache out, so
+    # dropout draws for the same positions and the tokens stay the book's
+    assert our_model.training
+    sampled = []
+    for generate in (helpers.generate, book5.generate):
+        torch.manual_seed(5)
+        sampled.append(generate(our_model, idx, 8, 16, temperature=1.4, top_k=25))
+    assert torch.equal(*sampled)
 
     # chapter 6: the accuracy of a two-class head on the same batches
     for model in (our_model, book_model):
@@ -477,3 +487,44 @@ def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text
                     param.copy_(torch.linspace(-0.1, 0.1, param.numel()).view_as(param))
             outs.append(model(torch.tensor([[5, 17, 3]])))
     assert torch.allclose(*outs, atol=1e-6)
+
+
+def test_the_book_packages_fast_state_dicts_load():
+    """A checkpoint of the book package's `GPTModelFast` or `PyTorchMultiHeadAttention` (fused
+    `qkv`, `proj`, nn.LayerNorm's `weight`/`bias`) loads, strictly, into ours and gives its
+    outputs; what ours then saves is GPTModel's layout."""
+    book3 = pytest.importorskip("llms_from_scratch.ch03")
+    book4 = importlib.import_module("llms_from_scratch.ch04")
+    idx = torch.tensor([[5, 17, 3, 96], [0, 1, 2, 3]])
+    for qkv_bias in (False, True):
+        cfg = {**SMALL, "qkv_bias": qkv_bias}
+        theirs = seeded(11, book4.GPTModelFast, cfg).eval()
+        ours = helpers.GPTModelFast(cfg).eval()
+        ours.load_state_dict(theirs.state_dict())
+        plain = helpers.GPTModel(cfg).eval()
+        plain.load_state_dict(ours.state_dict())
+        with torch.no_grad():
+            expected = theirs(idx)
+            assert torch.allclose(ours(idx), expected, atol=1e-5), qkv_bias
+            assert torch.allclose(plain(idx), expected, atol=1e-5), qkv_bias
+        batch = torch.stack((INPUTS, INPUTS))
+        theirs = seeded(5, book3.PyTorchMultiHeadAttention, 3, 4, 2, qkv_bias=qkv_bias).eval()
+        ours = helpers.PyTorchMultiHeadAttention(3, 4, 2, qkv_bias=qkv_bias).eval()
+        ours.load_state_dict(theirs.state_dict())
+        with torch.no_grad():
+            assert torch.allclose(ours(batch), theirs(batch), atol=1e-6), qkv_bias
+    # with LoRA around every linear layer (the book's appendix E on its fast model)
+    book_e = importlib.import_module("llms_from_scratch.appendix_e")
+    cfg = {**SMALL, "qkv_bias": True}
+    theirs = seeded(11, book4.GPTModelFast, cfg)
+    book_e.replace_linear_with_lora(theirs, 4, 8)
+    with torch.no_grad():  # B starts at zero: give the adapters something to carry
+        for name, p in theirs.named_parameters():
+            if name.endswith(".B"):
+                p.normal_()
+    ours = helpers.replace_linear_with_lora(helpers.GPTModelFast(cfg), 4, 8)
+    ours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(idx), theirs.eval()(idx), atol=1e-5)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a checkpoint of another size still says so
+        helpers.GPTModelFast(SMALL).load_state_dict(book4.GPTModelFast({**SMALL, "emb_dim": 32}).state_dict())

@@ -133,12 +133,23 @@ def test_beam_search_across_the_context_boundary(model, prompt):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1.0}, "temperature"), ({"temperature": 1.0, "top_k": 0}, "top_k"),
+    ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
+    ({"temperature": 1.0, "top_k": 0}, "top_k"),
     ({"temperature": 1.0, "top_p": 0.0}, "top_p"), ({"temperature": 1.0, "top_p": 1.5}, "top_p"),
 ])
 def test_bad_decoding_arguments(model, prompt, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(model, prompt, 3, 12, **kwargs)
+
+
+def test_numpy_integers_count_as_integers(model, prompt):
+    """Sizes computed with NumPy (np.int64) are accepted, with the same result as Python ints."""
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(3)
+    ours = generate(model, prompt, np.int64(6), np.int64(12), temperature=1.0, top_k=np.int64(5))
+    torch.manual_seed(3)
+    assert torch.equal(ours, generate(model, prompt, 6, 12, temperature=1.0, top_k=5))
+    assert beam_search(model, prompt, np.int32(4), 12, num_beams=np.int64(2)).shape == (1, prompt.shape[1] + 4)
 
 
 def test_empty_prompt(model):
