@@ -208,8 +208,9 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
     entry without a context length); also loads the book package's state dicts (`qkv`, `proj`)."""
 
     def __init__(self, d_in, d_out, num_heads, dropout=0.0, qkv_bias=False, context_length=None):
-        with torch.random.fork_rng(devices=[]):  # the parent's random weights are replaced below
-            super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
+        on_cuda = torch.empty(0).device.type == "cuda"  # where nn.Linear draws (the default device)
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if on_cuda else []):
+            super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)  # drawn again below
         self.register_load_state_dict_pre_hook(_split_fused_qkv)
         # Drawn as the book draws them, one `qkv` layer (all weights, then all biases) and then
         # `proj`, so that the same seed gives the book's weights with qkv_bias=True too.
@@ -220,14 +221,26 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
 
 def _split_fused_qkv(module, state_dict, prefix, *_):
     """Load-time hook: the book package's layout -> ours. Its `qkv` stacks the query, key and
-    value rows (in that order) in one matrix; its `proj` is our `out_proj`."""
-    for kind in ("weight", "bias"):
-        if prefix + f"qkv.{kind}" in state_dict:
-            fused = state_dict.pop(prefix + f"qkv.{kind}")
-            for name, part in zip(("W_query", "W_key", "W_value"), fused.chunk(3)):
-                state_dict[prefix + f"{name}.{kind}"] = part
+    value rows (in that order) in one matrix; its `proj` is our `out_proj`. With LoRA around
+    `qkv`, the one adapter splits exactly: its A is shared, its B splits by columns. A key whose
+    target is already there is left for strict loading to report."""
+    fused_keys = [k for k in state_dict if k.startswith(prefix + "qkv.")]
+    for key in fused_keys:
+        rest = key[len(prefix + "qkv."):]  # "weight", "bias", or LoRA's "linear.weight", "lora.A", ...
+        targets = [prefix + f"{name}.{rest}" for name in ("W_query", "W_key", "W_value")]
+        if any(t in state_dict for t in targets):
+            continue
+        fused = state_dict.pop(key)
+        if rest.endswith("lora.A"):
+            parts = [fused] * 3
+        else:
+            parts = fused.chunk(3, dim=1 if rest.endswith("lora.B") else 0)
+        state_dict.update(zip(targets, parts))
     for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
-        state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
+        if prefix + "out_" + key[len(prefix):] not in state_dict:
+            state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
+    if fused_keys and hasattr(module, "mask") and prefix + "mask" not in state_dict:
+        state_dict[prefix + "mask"] = module.mask  # the book's layer has none: keep ours
 
 
 # ---- ch03_attention.ipynb, cell 110 ----

@@ -31,7 +31,7 @@ class FusedLayerNorm(LayerNorm):
 def _load_weight_bias(module, state_dict, prefix, *_):
     """Load-time hook: nn.LayerNorm's `weight`/`bias` -> `scale`/`shift`."""
     for theirs, ours in (("weight", "scale"), ("bias", "shift")):
-        if prefix + theirs in state_dict:
+        if prefix + theirs in state_dict and prefix + ours not in state_dict:
             state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
 
 
@@ -48,7 +48,7 @@ class FusedQKVAttention(nn.Module):
     """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
     (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
     `W_key`, `W_value`, `out_proj`, `mask`); also loads the book package's fused layout
-    (`qkv`, `proj`).
+    (`qkv`, `proj`). With LoRA around `qkv` it saves that fused (one adapter cannot be split).
 
     forward(x, kv_cache=None, layer=0, attn_mask=None): x is (batch, tokens, d_in). With a
     cache, x holds only new tokens. `attn_mask` (True = may attend), broadcastable to
@@ -94,18 +94,19 @@ def _stack_book_qkv(module, state_dict, prefix, local_metadata, strict, missing_
     The book package's fast layer has `qkv` stacked already and calls `out_proj` `proj`."""
     for kind in ("weight", "bias"):
         parts = [prefix + f"{name}.{kind}" for name in _BOOK_QKV]
-        if all(p in state_dict for p in parts):
+        if all(p in state_dict for p in parts) and prefix + f"qkv.{kind}" not in state_dict:
             state_dict[prefix + f"qkv.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
     for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
-        state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
+        if prefix + "out_" + key[len(prefix):] not in state_dict:
+            state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
     state_dict.pop(prefix + "mask", None)
 
 
 def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
     """Save-time hook: `qkv` -> the book's W_query/W_key/W_value and its causal `mask` buffer,
     in the book's key order (this layer's keys are the last ones in the dict at this point).
-    A wrapped `qkv` (LoRA's `qkv.linear`, `qkv.lora`) has one adapter for all three: it is
-    saved as it is, in the layout of the book package's fast model."""
+    A wrapped `qkv` (LoRA's `qkv.linear`, `qkv.lora`) has one adapter for all three, which
+    chapter 3's three projections cannot hold: it is saved as it is, fused, without a mask."""
     if not isinstance(module.qkv, nn.Linear):
         return
     own = {key[len(prefix):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(prefix)]}
@@ -182,7 +183,8 @@ class FastTransformerBlock(TransformerBlock):
 # ---- ch04_gpt_model.ipynb, cell 111 ----
 class FastGPTModel(GPTModel):
     """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts, and
-    also loads those of the book package's `GPTModelFast`.
+    also loads those of the book package's `GPTModelFast`. (With LoRA around the attention's
+    fused `qkv`, that layer is saved fused: see `FusedQKVAttention`.)
 
     cfg: `GPTModel`'s keys, plus optional "tie_weights" (share `out_head.weight` with
     `tok_emb.weight`) and "grad_checkpointing" (recompute block activations in backward).

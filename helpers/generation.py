@@ -26,18 +26,21 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
 
 
 # ---- ch04_gpt_model.ipynb, cell 79 ----
+import numbers
+
+
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
     """The context size to use (None: the model's), once the arguments make sense."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if context_size is None:
         if not hasattr(model, "cfg"):
             raise ValueError("this model has no cfg to read its context length from: pass context_size")
         context_size = model.cfg["context_length"]
-    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
+    if isinstance(context_size, bool) or not isinstance(context_size, numbers.Integral) or context_size < 1:
         raise ValueError(f"context_size must be a positive integer (the model's context length), got {context_size!r}")
     return context_size
 
@@ -168,7 +171,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     sampled tokens would no longer be the book's for the same seed.
     """
     _check_generation_args(idx, max_new_tokens, context_size)
-    use_cache = use_cache and not model.training and hasattr(model, "new_kv_cache")
+    use_cache = use_cache and hasattr(model, "new_kv_cache") and not getattr(model, "training", False)
     kv_cache = model.new_kv_cache() if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):

@@ -526,5 +526,22 @@ def test_the_book_packages_fast_state_dicts_load():
     ours.load_state_dict(theirs.state_dict())
     with torch.no_grad():
         assert torch.allclose(ours.eval()(idx), theirs.eval()(idx), atol=1e-5)
+    # the book's attention layer, also LoRA-wrapped (one adapter on `qkv`: its A is shared by
+    # our three projections, its B split by columns), into ours with or without a context length
+    theirs = seeded(5, book3.PyTorchMultiHeadAttention, 3, 4, 2, qkv_bias=True)
+    book_e.replace_linear_with_lora(theirs, 2, 8)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if name.endswith(".B"):
+                p.normal_()
+    batch = torch.stack((INPUTS, INPUTS))
+    for context_length in (None, 6):
+        ours = helpers.replace_linear_with_lora(
+            helpers.PyTorchMultiHeadAttention(3, 4, 2, qkv_bias=True, context_length=context_length), 2, 8)
+        ours.load_state_dict(theirs.state_dict())
+        with torch.no_grad():
+            assert torch.allclose(ours.eval()(batch), theirs.eval()(batch), atol=1e-6), context_length
+    plain = seeded(5, book3.PyTorchMultiHeadAttention, 3, 4, 2).state_dict()
+    helpers.PyTorchMultiHeadAttention(3, 4, 2, context_length=6).load_state_dict(plain)  # strict, mask kept
     with pytest.raises(RuntimeError, match="size mismatch"):  # a checkpoint of another size still says so
         helpers.GPTModelFast(SMALL).load_state_dict(book4.GPTModelFast({**SMALL, "emb_dim": 32}).state_dict())

@@ -152,6 +152,24 @@ def test_numpy_integers_count_as_integers(model, prompt):
     assert beam_search(model, prompt, np.int32(4), 12, num_beams=np.int64(2)).shape == (1, prompt.shape[1] + 4)
 
 
+def test_generate_feeds_one_new_token_per_step_in_eval_mode_and_the_window_in_training_mode(prompt):
+    """The KV cache is used in eval mode (each step sees only the newest token) and left out in
+    training mode (dropout must see the whole window, as in the book)."""
+    torch.manual_seed(0)
+    m = GPTModel({**CFG, "drop_rate": 0.1})
+    lengths = []
+    m.register_forward_pre_hook(lambda module, args, kwargs: lengths.append((args or [kwargs["in_idx"]])[0].shape[1]),
+                                with_kwargs=True)
+    generate(m.eval(), prompt, 4, 12)
+    assert lengths == [4, 1, 1, 1]
+    lengths.clear()
+    generate(m.train(), prompt, 4, 12)
+    assert lengths == [4, 5, 6, 7]
+    lengths.clear()
+    generate(lambda idx, **kw: m.eval()(idx), prompt, 2, 12)  # a callable without .training works too
+    assert lengths == [4, 5]
+
+
 def test_empty_prompt(model):
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, torch.zeros((1, 0), dtype=torch.long), 3, 12)

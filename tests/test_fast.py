@@ -92,6 +92,21 @@ def test_book_state_dict_round_trip_both_ways():
     assert torch.equal(fast.trf_blocks[1].att.qkv.weight, expected)
 
 
+def test_a_state_dict_with_both_layouts_is_refused_by_strict_loading():
+    """The hooks translate only into keys that are not there yet, so a dict holding both the
+    three projections and `qkv` (or `weight` beside `scale`) leaves keys over for strict loading
+    to report, instead of one layout silently replacing the other."""
+    book = _perturbed_book_model(CFG)
+    state = book.state_dict()
+    state["trf_blocks.0.att.qkv.weight"] = torch.zeros(3 * CFG["emb_dim"], CFG["emb_dim"])
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        FastGPTModel(CFG).load_state_dict(state)
+    state = book.state_dict()
+    state["final_norm.weight"] = torch.zeros(CFG["emb_dim"])
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        FastGPTModel(CFG).load_state_dict(state)
+
+
 def test_state_dict_round_trip_through_a_file(tmp_path):
     book = _perturbed_book_model(CFG)
     fast = FastGPTModel.from_model(book)
