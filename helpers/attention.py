@@ -219,6 +219,19 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
         self.load_state_dict(fused, strict=False)  # strict=False: no `mask` among them
 
 
+_BOOK_QKV = ("W_query", "W_key", "W_value")
+
+
+def _rename_book_proj(state_dict, prefix):
+    """The book package's fused layers call the output projection `proj` (under LoRA also
+    `proj.linear...`, `proj.lora...`); ours is `out_proj`. A key whose target is already there
+    is left for strict loading to report."""
+    for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:
+        ours = prefix + "out_" + key[len(prefix):]
+        if ours not in state_dict:
+            state_dict[ours] = state_dict.pop(key)
+
+
 def _split_fused_qkv(module, state_dict, prefix, *_):
     """Load-time hook: the book package's layout -> ours. Its `qkv` stacks the query, key and
     value rows (in that order) in one matrix; its `proj` is our `out_proj`. With LoRA around
@@ -227,7 +240,7 @@ def _split_fused_qkv(module, state_dict, prefix, *_):
     fused_keys = [k for k in state_dict if k.startswith(prefix + "qkv.")]
     for key in fused_keys:
         rest = key[len(prefix + "qkv."):]  # "weight", "bias", or LoRA's "linear.weight", "lora.A", ...
-        targets = [prefix + f"{name}.{rest}" for name in ("W_query", "W_key", "W_value")]
+        targets = [prefix + f"{name}.{rest}" for name in _BOOK_QKV]
         if any(t in state_dict for t in targets):
             continue
         fused = state_dict.pop(key)
@@ -236,9 +249,7 @@ def _split_fused_qkv(module, state_dict, prefix, *_):
         else:
             parts = fused.chunk(3, dim=1 if rest.endswith("lora.B") else 0)
         state_dict.update(zip(targets, parts))
-    for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
-        if prefix + "out_" + key[len(prefix):] not in state_dict:
-            state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
+    _rename_book_proj(state_dict, prefix)
     if fused_keys and hasattr(module, "mask") and prefix + "mask" not in state_dict:
         state_dict[prefix + "mask"] = module.mask  # the book's layer has none: keep ours
 

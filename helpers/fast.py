@@ -44,6 +44,9 @@ class FusedFeedForward(FeedForward):
 
 
 # ---- ch04_gpt_model.ipynb, cell 104 ----
+from helpers.attention import _BOOK_QKV, _rename_book_proj
+
+
 class FusedQKVAttention(nn.Module):
     """Causal multi-head attention with the query, key and value projections in one `nn.Linear`
     (`qkv`). Loads and saves the state dict of chapter 3's `MultiHeadAttention` (`W_query`,
@@ -86,9 +89,6 @@ class FusedQKVAttention(nn.Module):
         return self.out_proj(context.transpose(1, 2).reshape(b, n, self.d_out))
 
 
-_BOOK_QKV = ("W_query", "W_key", "W_value")
-
-
 def _stack_book_qkv(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
     """Load-time hook: the book's three projections -> one stacked `qkv`; its mask is not needed.
     The book package's fast layer has `qkv` stacked already and calls `out_proj` `proj`."""
@@ -96,9 +96,7 @@ def _stack_book_qkv(module, state_dict, prefix, local_metadata, strict, missing_
         parts = [prefix + f"{name}.{kind}" for name in _BOOK_QKV]
         if all(p in state_dict for p in parts) and prefix + f"qkv.{kind}" not in state_dict:
             state_dict[prefix + f"qkv.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
-    for key in [k for k in state_dict if k.startswith(prefix + "proj.")]:  # also LoRA's proj.linear...
-        if prefix + "out_" + key[len(prefix):] not in state_dict:
-            state_dict[prefix + "out_" + key[len(prefix):]] = state_dict.pop(key)
+    _rename_book_proj(state_dict, prefix)
     state_dict.pop(prefix + "mask", None)
 
 

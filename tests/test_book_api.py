@@ -489,6 +489,15 @@ def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text
     assert torch.allclose(*outs, atol=1e-6)
 
 
+def _with_nonzero_lora_b(model):
+    """LoRA's B starts at zero: give every adapter something to carry, so a lost one shows."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".B"):
+                p.normal_()
+    return model
+
+
 def test_the_book_packages_fast_state_dicts_load():
     """A checkpoint of the book package's `GPTModelFast` or `PyTorchMultiHeadAttention` (fused
     `qkv`, `proj`, nn.LayerNorm's `weight`/`bias`) loads, strictly, into ours and gives its
@@ -517,11 +526,8 @@ def test_the_book_packages_fast_state_dicts_load():
     book_e = importlib.import_module("llms_from_scratch.appendix_e")
     cfg = {**SMALL, "qkv_bias": True}
     theirs = seeded(11, book4.GPTModelFast, cfg)
-    book_e.replace_linear_with_lora(theirs, 4, 8)
-    with torch.no_grad():  # B starts at zero: give the adapters something to carry
-        for name, p in theirs.named_parameters():
-            if name.endswith(".B"):
-                p.normal_()
+    book_e.replace_linear_with_lora(theirs, 4, 8)  # wraps in place, returns None
+    _with_nonzero_lora_b(theirs)
     ours = helpers.replace_linear_with_lora(helpers.GPTModelFast(cfg), 4, 8)
     ours.load_state_dict(theirs.state_dict())
     with torch.no_grad():
@@ -529,11 +535,8 @@ def test_the_book_packages_fast_state_dicts_load():
     # the book's attention layer, also LoRA-wrapped (one adapter on `qkv`: its A is shared by
     # our three projections, its B split by columns), into ours with or without a context length
     theirs = seeded(5, book3.PyTorchMultiHeadAttention, 3, 4, 2, qkv_bias=True)
-    book_e.replace_linear_with_lora(theirs, 2, 8)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            if name.endswith(".B"):
-                p.normal_()
+    book_e.replace_linear_with_lora(theirs, 2, 8)  # wraps in place, returns None
+    _with_nonzero_lora_b(theirs)
     batch = torch.stack((INPUTS, INPUTS))
     for context_length in (None, 6):
         ours = helpers.replace_linear_with_lora(
