@@ -26,7 +26,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
 
 
 # ---- ch04_gpt_model.ipynb, cell 79 ----
-import numbers
+from helpers.model import _is_count
 
 
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
@@ -34,13 +34,13 @@ def _check_greedy_args(model, idx, max_new_tokens, context_size):
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+    if not _is_count(max_new_tokens, 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if context_size is None:
         if not hasattr(model, "cfg"):
             raise ValueError("this model has no cfg to read its context length from: pass context_size")
         context_size = model.cfg["context_length"]
-    if isinstance(context_size, bool) or not isinstance(context_size, numbers.Integral) or context_size < 1:
+    if not _is_count(context_size, 1):
         raise ValueError(f"context_size must be a positive integer (the model's context length), got {context_size!r}")
     return context_size
 
@@ -112,8 +112,8 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 153 ----
-import numbers
+# ---- ch05_pretraining.ipynb, cell 152 ----
+from helpers.model import _is_count
 
 
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
@@ -126,7 +126,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     """
     if not temperature >= 0:  # also refuses NaN
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+    if top_k is not None and not _is_count(top_k, 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
@@ -145,14 +145,14 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 155 ----
+# ---- ch05_pretraining.ipynb, cell 154 ----
 def _check_generation_args(idx, max_new_tokens, context_size):
     """Refuse what would silently return the prompt unchanged or crop it to nothing."""
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+    if not _is_count(max_new_tokens, 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0 (how many tokens to add), got {max_new_tokens!r}")
-    if isinstance(context_size, bool) or not isinstance(context_size, numbers.Integral) or context_size < 1:
+    if not _is_count(context_size, 1):
         raise ValueError(f"context_size must be a positive integer (the model's context_length), got {context_size!r}")
 
 
@@ -187,7 +187,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 159 ----
+# ---- ch05_pretraining.ipynb, cell 158 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -206,7 +206,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     _check_generation_args(idx, max_new_tokens, context_size)
     if idx.shape[0] != 1:
         raise ValueError(f"beam_search takes one prompt, shape (1, tokens); got {tuple(idx.shape)}")
-    if isinstance(num_beams, bool) or not isinstance(num_beams, numbers.Integral) or num_beams < 1:
+    if not _is_count(num_beams, 1):
         raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
     emb, device = getattr(model, "tok_emb", None), idx.device
     if not isinstance(emb, torch.nn.Embedding):
@@ -220,7 +220,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
                          f"(at most {max(1, free // per_beam):,} here)")
 
 
-# ---- ch05_pretraining.ipynb, cell 161 ----
+# ---- ch05_pretraining.ipynb, cell 160 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

@@ -109,13 +109,18 @@ class TransformerBlock(nn.Module):
 import numbers
 
 
+def _is_count(value, minimum):
+    """A whole number (int or NumPy integer; not a bool, though True == 1) of at least `minimum`."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
 def _check_gpt_config(cfg):
     """A copy of `cfg` once every value makes sense, else an error that names the key."""
     missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
     if missing:
         raise KeyError(f"GPTModel config lacks {sorted(missing)}")
     for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], numbers.Integral) or cfg[key] < 1:
+        if not _is_count(cfg[key], 1):
             raise ValueError(f"cfg[{key!r}] must be a positive integer, got {cfg[key]!r}")
     if cfg["emb_dim"] % cfg["n_heads"]:
         raise ValueError(f"cfg['emb_dim'] ({cfg['emb_dim']}) must be divisible by cfg['n_heads'] "

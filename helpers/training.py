@@ -223,10 +223,16 @@ class TrainingState:
         save_checkpoint(path, model, optimizer, **values, rng_state=torch.get_rng_state())
 
     @classmethod
-    def load(cls, path, model, optimizer, device):
+    def load(cls, path, model, optimizer):
         if path is None or not Path(path).exists():
             raise FileNotFoundError(f"resume=True needs an existing checkpoint_path, got {path!r}")
-        saved = load_checkpoint(path, model, optimizer, map_location=device)
+        # Read onto the CPU: torch.set_rng_state takes CPU tensors only, and load_state_dict
+        # copies weights and optimizer state to wherever the model's parameters live.
+        saved = load_checkpoint(path, model, optimizer, map_location="cpu")
+        if "global_step" not in saved:
+            raise ValueError(f"{path} holds weights but no training state (step, losses, random states), so "
+                             "resume=True cannot continue it; to train on from these weights, keep them "
+                             "(they are now loaded) and pass resume=False")
         state = cls()
         state._restore = {k: saved.pop(k) for k in ("epoch_rng_state", "rng_state", "cuda_rng_state") if k in saved}
         vars(state).update(saved)
@@ -268,7 +274,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     `before_update(step, loss)`, if given, is called after each backward pass and before the
     optimizer step (`step` counts from 0): `train_model` sets its learning rate and clips there.
     """
-    state = TrainingState.load(checkpoint_path, model, optimizer, device) if resume else TrainingState()
+    state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
     bar = tqdm(total=num_epochs * len(train_loader), initial=state.global_step + 1, desc="training",
                unit="step", **({} if progress else {"disable": True}))  # else TQDM_DISABLE decides
     with bar, interrupt_after_step(enabled=checkpoint_path is not None) as interrupt:
@@ -307,6 +313,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
 import math
 import numbers
 
+from helpers.model import _is_count
+
 
 def _appendix_d_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
     """The learning rate of optimizer step `step` (from 0): a linear warm-up, then cosine decay.
@@ -328,7 +336,7 @@ def _check_peak_lr(peak_lr, min_lr):
 def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm):
     """The run's length in optimizer steps, once every argument of the schedule makes sense."""
     for name, value in (("n_epochs", n_epochs), ("eval_freq", eval_freq)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not _is_count(value, 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if len(train_loader) == 0:
         raise ValueError("train_loader yields no batches: is the text shorter than one batch of windows "
@@ -339,8 +347,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     if max_norm is not None and not (isinstance(max_norm, numbers.Real) and math.isfinite(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be a finite number > 0 (or None: no clipping), got {max_norm!r}")
     total_steps = len(train_loader) * n_epochs
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
-            or not 0 <= warmup_steps <= total_steps:
+    if not _is_count(warmup_steps, 0) or warmup_steps > total_steps:
         raise ValueError(f"warmup_steps must be an integer from 0 to the run's {total_steps} steps "
                          f"({len(train_loader)} batches x {n_epochs} epoch{'s' * (n_epochs != 1)}), got {warmup_steps!r}")
     return total_steps

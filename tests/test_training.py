@@ -153,7 +153,7 @@ def test_ctrl_c_mid_run_saves_and_resumes_exactly(loaders, tokenizer, tmp_path, 
         run(loaders, tokenizer, checkpoint_path=ckpt)
     monkeypatch.undo()
     assert len(steps) == 4  # the step in progress finished; no further step ran
-    state = TrainingState.load(ckpt, new_model(), None, "cpu")
+    state = TrainingState.load(ckpt, new_model(), None)
     assert state.global_step == 3 and state.batches_done == 4 and state.epoch == 0
     resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
     assert resumed == reference
@@ -164,6 +164,30 @@ def test_ctrl_c_mid_run_saves_and_resumes_exactly(loaders, tokenizer, tmp_path, 
 def test_resume_without_checkpoint_is_a_clear_error(loaders, tokenizer, tmp_path):
     with pytest.raises(FileNotFoundError, match="resume=True"):
         run(loaders, tokenizer, checkpoint_path=tmp_path / "missing.pt", resume=True)
+
+
+def test_resume_from_a_file_without_training_state_is_a_clear_error(loaders, tokenizer, tmp_path):
+    # e.g. 5.4's checkpoint (model and optimizer only): resuming it would silently start at step 0
+    model = new_model()
+    save_checkpoint(tmp_path / "weights.pt", model, torch.optim.AdamW(model.parameters()))
+    with pytest.raises(ValueError, match="no training state.*resume=False"):
+        run(loaders, tokenizer, checkpoint_path=tmp_path / "weights.pt", resume=True)
+
+
+def test_restored_random_states_are_cpu_byte_tensors(loaders, tokenizer, tmp_path, monkeypatch):
+    """torch.set_rng_state takes CPU tensors only: the checkpoint is read onto the CPU whatever
+    the training device (on a GPU, mapping it there broke every resume)."""
+    _, _, _ = run(loaders, tokenizer, checkpoint_path=tmp_path / "run.pt", max_steps=3)
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("map_location")) or real_load(*a, **k))
+    model = new_model()
+    state = TrainingState.load(tmp_path / "run.pt", model, torch.optim.AdamW(model.parameters()))
+    assert seen == ["cpu"]
+    assert {"epoch_rng_state", "rng_state"} <= set(state._restore)
+    for value in state._restore.values():
+        for t in value if isinstance(value, list) else [value]:
+            assert t.device.type == "cpu" and t.dtype == torch.uint8
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -317,6 +317,21 @@ def test_unreachable_hub_is_one_clean_line(tmp_path):
         download_gpt2_safetensors("125M", cache_dir=tmp_path)
 
 
+def test_behind_a_proxy_the_hub_client_is_asked(tmp_path, monkeypatch):
+    """With HTTPS_PROXY set, a direct connection may fail where the hub client (through the proxy)
+    gets through: the quick reachability probe is left out and hf_hub_download decides."""
+    import huggingface_hub
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed directly"))
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, **k: asked.append(name) or str(tmp_path / name))
+    assert download_gpt2_safetensors("124M", cache_dir=tmp_path, endpoint="https://hub.example") == tmp_path
+    assert asked == ["config.json", "model.safetensors"]
+
+
 def test_load_weights_works_without_tensorflow(hf_model, tokens, tmp_path, monkeypatch):
     import builtins
     real_import = builtins.__import__
