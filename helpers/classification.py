@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export classification` and run `make
 __all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora', 'safe_extract_zip', 'SMS_SPAM_FILE', 'download_and_unzip_spam_data', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'add_classification_head']
 
 
-# ---- ch06_classification.ipynb, cell 90 ----
+# ---- ch06_classification.ipynb, cell 91 ----
 import math
 
 import torch
@@ -43,7 +43,7 @@ class LinearWithLoRA(nn.Module):
         return self.linear(x) + self.lora(x)
 
 
-# ---- ch06_classification.ipynb, cell 92 ----
+# ---- ch06_classification.ipynb, cell 93 ----
 def replace_linear_with_lora(model, rank, alpha):
     """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
     Freeze the original parameters first (as the book does) so only A and B train."""
@@ -68,7 +68,7 @@ def merge_lora(layer):
     return merged
 
 
-# ---- ch06_classification.ipynb, cell 122 ----
+# ---- ch06_classification.ipynb, cell 123 ----
 import os
 import re
 import stat
@@ -109,7 +109,7 @@ def safe_extract_zip(archive, target_dir, members=None):
         return [Path(zf.extract(info, target)) for info in infos]
 
 
-# ---- ch06_classification.ipynb, cell 124 ----
+# ---- ch06_classification.ipynb, cell 125 ----
 from helpers.support.data import COURSE_FILES, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
@@ -154,7 +154,7 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
     print(f"File downloaded and saved as {data_file_path}")
 
 
-# ---- ch06_classification.ipynb, cell 128 ----
+# ---- ch06_classification.ipynb, cell 129 ----
 import csv
 import numbers
 
@@ -186,7 +186,7 @@ def create_balanced_dataset(df, seed=123):
     return pd.concat([ham.sample(len(spam), random_state=seed), spam])
 
 
-# ---- ch06_classification.ipynb, cell 129 ----
+# ---- ch06_classification.ipynb, cell 130 ----
 from helpers.support.files import write_atomically
 
 
@@ -227,20 +227,28 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     return paths
 
 
-# ---- ch06_classification.ipynb, cell 133 ----
+# ---- ch06_classification.ipynb, cell 134 ----
+import inspect
+
 import torch
 from torch.utils.data import Dataset
 
+from helpers.model import _is_count
+
 
 def _encode_message(tokenizer, text):
-    # A message that happens to contain "<|endoftext|>" is plain text, not the special token:
-    # so the pad ID 50256 never occurs inside a real message.
-    return tokenizer.encode(text, disallowed_special=())
+    # tiktoken: a message that happens to contain "<|endoftext|>" is plain text, not the special
+    # token, so the pad ID 50256 never occurs inside a real message. Tokenizers without that
+    # argument (chapter 2's SimpleTokenizerV2, as in the book) encode the text as it is.
+    try:
+        takes_it = "disallowed_special" in inspect.signature(tokenizer.encode).parameters
+    except (TypeError, ValueError):  # a builtin without a readable signature
+        takes_it = False
+    return tokenizer.encode(text, disallowed_special=()) if takes_it else tokenizer.encode(text)
 
 
 def _check_max_length(max_length):
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)
-                                   or max_length <= 0):
+    if max_length is not None and not _is_count(max_length, 1):
         raise ValueError(f"max_length={max_length!r} must be a positive number of tokens (or None: "
                          "the longest message); pass the training set's, e.g. train_dataset.max_length")
 
@@ -287,7 +295,7 @@ class SpamDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch06_classification.ipynb, cell 136 ----
+# ---- ch06_classification.ipynb, cell 137 ----
 import itertools
 
 
@@ -306,15 +314,17 @@ def last_token_logits(logits, lengths=None):
     return logits[rows, lengths.to(logits.device) - 1, :]
 
 
-def _check_loader(data_loader):
+def _check_loader(data_loader, num_batches):
     if len(data_loader) == 0:
         raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    if num_batches is not None and not _is_count(num_batches, 1):
+        raise ValueError(f"num_batches={num_batches!r} must be a whole number >= 1 (or None: every batch)")
 
 
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Share of correctly classified examples in the first `num_batches` batches (all when None).
     Puts the model in eval mode. Reads the last real token when the loader yields lengths."""
-    _check_loader(data_loader)
+    _check_loader(data_loader, num_batches)
     model.eval()
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     correct = seen = 0
@@ -336,14 +346,14 @@ def calc_loss_batch(input_batch, target_batch, model, device, lengths=None):
 
 def calc_loss_loader(data_loader, model, device, num_batches=None):
     """Average `calc_loss_batch` over the first `num_batches` batches (all when None)."""
-    _check_loader(data_loader)
+    _check_loader(data_loader, num_batches)
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     losses = [calc_loss_batch(x, y, model, device, lengths).item()
               for x, y, lengths in map(_split_batch, itertools.islice(data_loader, num_batches))]
     return sum(losses) / num_batches
 
 
-# ---- ch06_classification.ipynb, cell 137 ----
+# ---- ch06_classification.ipynb, cell 138 ----
 import time
 
 from tqdm.auto import tqdm
@@ -359,7 +369,7 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
 
 
 def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not _is_count(value, minimum):
         raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
 
 
@@ -426,7 +436,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     return fig
 
 
-# ---- ch06_classification.ipynb, cell 141 ----
+# ---- ch06_classification.ipynb, cell 142 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
     ids = _encode_message(tokenizer, text)
@@ -466,7 +476,7 @@ def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_
     return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
 
 
-# ---- ch06_classification.ipynb, cell 142 ----
+# ---- ch06_classification.ipynb, cell 143 ----
 import torch.nn as nn
 
 
@@ -479,6 +489,9 @@ def add_classification_head(model, num_classes=2, trainable_blocks=1):
     """
     _check_count("num_classes", num_classes, 2)
     _check_count("trainable_blocks", trainable_blocks, 0)
+    if trainable_blocks > len(model.trf_blocks):  # a negative slice start would train fewer, silently
+        raise ValueError(f"trainable_blocks={trainable_blocks} exceeds the model's {len(model.trf_blocks)} "
+                         f"transformer blocks; pass {len(model.trf_blocks)} to train them all")
     for param in model.parameters():
         param.requires_grad = False
     old = model.out_head

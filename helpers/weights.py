@@ -350,7 +350,7 @@ def gpt_config_from_hparams(settings, drop_rate=0.0):
             "drop_rate": drop_rate, "qkv_bias": True}
 
 
-# ---- ch06_classification.ipynb, cell 148 ----
+# ---- ch06_classification.ipynb, cell 149 ----
 import contextlib
 import importlib.util
 import io
@@ -388,7 +388,7 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
     return gpt
 
 
-# ---- ch06_classification.ipynb, cell 150 ----
+# ---- ch06_classification.ipynb, cell 151 ----
 def _short(err, limit=110):
     """An error (or its text) as one line of at most about `limit` characters, cut between words."""
     text = str(err).strip()
@@ -425,7 +425,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     return gpt_from_hf_folder(folder, drop_rate), shape
 
 
-# ---- ch06_classification.ipynb, cell 152 ----
+# ---- ch06_classification.ipynb, cell 153 ----
 def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=True, standin_cfg=None,
                          standin_epochs=10, data_dir=None, device="cpu", drop_rate=0.0):
     """A pretrained GPT-2 to finetune; returns (model, weights), the model in eval mode on `device`.

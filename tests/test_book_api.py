@@ -548,3 +548,40 @@ def test_the_book_packages_fast_state_dicts_load():
     helpers.PyTorchMultiHeadAttention(3, 4, 2, context_length=6).load_state_dict(plain)  # strict, mask kept
     with pytest.raises(RuntimeError, match="size mismatch"):  # a checkpoint of another size still says so
         helpers.GPTModelFast(SMALL).load_state_dict(book4.GPTModelFast({**SMALL, "emb_dim": 32}).state_dict())
+
+
+def test_chapter_6_takes_chapter_2s_tokenizer_as_the_book_does(tmp_path):
+    """`SpamDataset` and `classify_review` with chapter 2's `SimpleTokenizerV2` or any other
+    `encode(text)` without tiktoken's `disallowed_special`: the book package's tensors and labels
+    (its package has no SimpleTokenizerV2; the book's chapter 2 defines it, as ours does)."""
+    book6 = pytest.importorskip("llms_from_scratch.ch06")
+    import pandas as pd
+    from helpers.text import build_vocab, regex_tokenize
+    texts = ["Win a FREE prize now, call 0800!", "see you at the station", "ok", "free prize, see you now"]
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"Label": [1, 0, 0, 1], "Text": texts}).to_csv(path, index=False)
+    vocab = build_vocab(regex_tokenize(" ".join(texts[:3])), special_tokens=["<|endoftext|>", "<|unk|>"])
+    pad = vocab["<|endoftext|>"]
+    class ByWord:  # the plainest tokenizer a reader might write
+        def encode(self, text):
+            return [vocab.get(word, vocab["<|unk|>"]) for word in text.split()]
+
+    for tokenizer in (helpers.SimpleTokenizerV2(vocab), ByWord()):
+        for max_length in (None, 4):
+            ours = helpers.SpamDataset(path, tokenizer, max_length=max_length, pad_token_id=pad)
+            theirs = book6.SpamDataset(path, tokenizer, max_length=max_length, pad_token_id=pad)
+            assert ours.max_length == theirs.max_length and len(ours) == len(theirs) == 4
+            for a, b in zip(ours, theirs):
+                assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert {pad, vocab["<|unk|>"]} <= set(torch.cat([x for x, _ in ours]).tolist())
+        cfg = {**SMALL, "vocab_size": len(vocab), "context_length": 16}
+        labels = set()
+        for seed in range(6):
+            model = seeded(seed, helpers.GPTModel, cfg)
+            model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)
+            for text in texts:
+                label = helpers.classify_review(text, model, tokenizer, "cpu", max_length=12, pad_token_id=pad)
+                assert label == book6.classify_review(text, model, tokenizer, "cpu", max_length=12,
+                                                      pad_token_id=pad), (seed, text)
+                labels.add(label)
+        assert labels == {"spam", "not spam"}  # the comparison saw both answers

@@ -174,6 +174,17 @@ def test_head_freezing_and_closed_form_count(qkv_bias):
     assert out.shape == (3, 7, 2)
 
 
+def test_head_refuses_more_trainable_blocks_than_the_model_has():
+    model = GPTModel(TINY)
+    head_before = model.out_head
+    n = TINY["n_layers"]
+    clf.add_classification_head(GPTModel(TINY), trainable_blocks=n)  # all of them: fine
+    with pytest.raises(ValueError, match=f"trainable_blocks={n + 1} exceeds the model's {n}"):
+        clf.add_classification_head(model, trainable_blocks=n + 1)
+    # refused before anything changed
+    assert model.out_head is head_before and all(p.requires_grad for p in model.parameters())
+
+
 # ---- 6.6 accuracy and loss ---------------------------------------------------------------------
 
 class _FixedLogits(nn.Module):
@@ -216,6 +227,12 @@ def test_empty_loader_is_an_error():
         clf.calc_accuracy_loader([], _FixedLogits([]), "cpu")
     with pytest.raises(ValueError, match="no batch"):
         clf.calc_loss_loader([], _FixedLogits([]), "cpu")
+    # num_batches=0 would divide by zero, a negative one would break islice
+    loader = [(torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))]
+    for bad in (0, -1, 1.5, True):
+        for fn in (clf.calc_accuracy_loader, clf.calc_loss_loader):
+            with pytest.raises(ValueError, match="num_batches"):
+                fn(loader, _FixedLogits([torch.zeros(1, 2, 2)]), "cpu", num_batches=bad)
 
 
 # ---- 6.7 finetuning ----------------------------------------------------------------------------
