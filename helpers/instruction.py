@@ -95,7 +95,7 @@ def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
 
 
 # ---- ch07_instruction.ipynb, cell 105 ----
-import numbers
+from helpers.model import _is_count
 
 
 def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"):
@@ -109,8 +109,7 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     """
     if len(batch) == 0:
         raise ValueError("batch is empty: a collate function needs at least one example")
-    if allowed_max_length is not None and (isinstance(allowed_max_length, bool) or not isinstance(
-            allowed_max_length, numbers.Integral) or allowed_max_length < 1):
+    if allowed_max_length is not None and not _is_count(allowed_max_length, 1):
         raise ValueError(f"allowed_max_length must be a positive number of tokens (the model's context "
                          f"length, e.g. 1024) or None; got {allowed_max_length!r}")
     items = [(list(item[0]), int(item[1])) if isinstance(item, tuple) else (list(item), 0) for item in batch]
@@ -233,7 +232,8 @@ def ollama_base_url(host=None):
     As in Ollama's clients: no scheme means http with port 11434; an explicit http or https
     scheme without a port means 80 or 443; no host means 127.0.0.1. A bind-all address
     ("0.0.0.0", "::") is what a server listens on, not where a client can connect, so it
-    becomes the loopback address. Anything else (another scheme, a port that is not a number
+    becomes the loopback address. An endpoint at the end (".../api/chat", as the book writes the
+    URL) is dropped. Anything else (another scheme, a port that is not a number
     from 1 to 65535, a host name with spaces or other odd characters) raises ValueError.
     """
     host = (os.environ.get("OLLAMA_HOST", "") if host is None else str(host)).strip()
@@ -256,7 +256,9 @@ def ollama_base_url(host=None):
         hostname = "127.0.0.1"
     if ":" in hostname:  # IPv6 literals need brackets in a URL
         hostname = f"[{hostname}]"
-    return f"{scheme}://{hostname}:{explicit_port or port}{parts.path.rstrip('/')}"
+    # The book's URL ends in the endpoint (".../api/chat"): the server is what comes before it.
+    path = re.sub(r"/api/(?:chat|generate|tags)/?$", "", parts.path).rstrip("/")
+    return f"{scheme}://{hostname}:{explicit_port or port}{path}"
 
 
 # ---- ch07_instruction.ipynb, cell 121 ----
@@ -277,11 +279,14 @@ def _same_model(a, b):
 def _server_error(reply, model, base):
     try:
         detail = _clip(reply.json().get("error", ""))
-    except ValueError:
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
         detail = _clip(reply.text)
-    if reply.status_code == 404 or "not found" in detail:
-        return (f"The Ollama server at {base} has no model {model!r} ({detail or 'HTTP 404'}). "
+    if "model" in detail.lower() and "not found" in detail.lower():  # Ollama: model "x" not found, try pulling it
+        return (f"The Ollama server at {base} has no model {model!r} ({detail}). "
                 f"Pull the model with `ollama pull {model}`.")
+    if reply.status_code == 404:  # e.g. "404 page not found": the address is not an Ollama server's root
+        return (f"{reply.url} answered HTTP 404 ({detail or 'not found'}): no Ollama API at {base}. Give the "
+                f"server's address, e.g. 'localhost:11434' (check the host argument or OLLAMA_HOST).")
     return (f"The Ollama server at {base} answered HTTP {reply.status_code}: {detail or reply.reason}. "
             f"Check the server's log; restarting it (`ollama serve`) often helps.")
 
@@ -300,10 +305,11 @@ def ollama_status(host, model, timeout=5.0):
     except requests.ConnectionError:
         return False, (f"No Ollama server answers at {base}. Start the server with `ollama serve` "
                        f"(install it from https://ollama.com), or set OLLAMA_HOST to where it runs.")
+    except (requests.exceptions.JSONDecodeError, AttributeError, TypeError) as e:  # not JSON, or not Ollama's JSON
+        # before RequestException, which requests' JSON error also is
+        return False, f"Something answers at {base}, but not like Ollama does ({type(e).__name__}: {_clip(e)})."
     except requests.RequestException as e:
         return False, f"The request to {base} failed: {type(e).__name__}: {_clip(e)}"
-    except (ValueError, AttributeError) as e:  # not JSON, or not Ollama's JSON
-        return False, f"Something answers at {base}, but not like Ollama does ({type(e).__name__}: {_clip(e)})."
     if not any(_same_model(name, model) for name in listed):
         return False, (f"The Ollama server at {base} is running but does not have {model!r}. "
                        f"Pull the model with `ollama pull {model}`.")
@@ -354,18 +360,23 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
             raise JudgeUnavailable(f"The Ollama server at {base} stopped replying for {timeout} s.") from None
         raise JudgeUnavailable(f"No Ollama server answers at {base}. Start the server with `ollama serve`, "
                                f"then pull the model with `ollama pull {model}`.") from None
-    except requests.RequestException as e:  # e.g. the connection dropped in the middle of a reply
-        raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {_clip(e)}") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except (requests.exceptions.JSONDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        # before RequestException, which requests' JSON error also is
         raise JudgeUnavailable(f"The reply from {base} is not Ollama's chat format "
                                f"({type(e).__name__}: {_clip(e)}).") from None
+    except requests.RequestException as e:  # e.g. the connection dropped in the middle of a reply
+        raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {_clip(e)}") from None
 
 
 # ---- ch07_instruction.ipynb, cell 125 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
-_FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(100|10)(?![\d.])", re.IGNORECASE)
+# "(0-100)", "from 0 to 100", "1-10": the scale a judge repeats from the prompt, not its score
+_SCALE = re.compile(r"\(?\b(?:from\s+)?[01]\s*(?:-|–|to)\s*(?:5|10|100)\b\)?", re.IGNORECASE)
+_FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(\d+)(?![\d.])", re.IGNORECASE)
+_SCALES = (5, 10, 100)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
                          re.IGNORECASE)
+_RANGE_NEXT = re.compile(r"\s*(?:-|–|to|and|or)\s*\d")  # "70 and 80", "70-80": two candidates
 _ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER}(?![\w]|\.\d)")
 
 
@@ -377,18 +388,22 @@ def _on_scale(value, scale=100):
 def parse_score(text):
     """The 0-100 score in a judge's reply, or None when there is no clear one.
 
-    In order: a fraction with a scale of 10 or 100 ("85/100", "8/10", "7 out of 10"),
-    converted to 0-100; a number right after "score", "rating", "rate", "grade"; the reply's
-    only number. Values outside 0-100 and replies with several candidate numbers give None.
+    The scale repeated from the prompt ("(0-100)", "from 0 to 100") is set aside first. Then, in
+    order: a fraction with a scale of 5, 10 or 100 ("85/100", "8/10", "4 out of 5"), converted
+    to 0-100 (another scale gives None); a number right after "score", "rating", "rate",
+    "grade", unless a range follows ("between 70 and 80"); the reply's only number. Values
+    outside 0-100 and replies with several candidate numbers give None.
     """
     if not isinstance(text, str):
         return None
+    text = _SCALE.sub(" ", text)
     match = _FRACTION.search(text)
     if match:
-        return _on_scale(match.group(1), int(match.group(2)))
+        scale = int(match.group(2))
+        return _on_scale(match.group(1), scale) if scale in _SCALES else None
     match = _AFTER_WORD.search(text)
     if match:
-        return _on_scale(match.group(1))
+        return None if _RANGE_NEXT.match(text, match.end()) else _on_scale(match.group(1))
     numbers = _ANY_NUMBER.findall(text)
     return _on_scale(numbers[0]) if len(numbers) == 1 else None
 
@@ -407,15 +422,23 @@ def score_responses(entries, json_key="model_response", judge_model="llama3.1:8b
     """Ask the judge to score `entry[json_key]` for each entry; returns (scores, n_unparseable).
 
     scores holds the parsed 0-100 scores (replies without a clear score are left out and
-    counted). Raises JudgeUnavailable when the judge cannot be reached or fails.
+    counted). Raises JudgeUnavailable when the judge cannot be reached or fails; the scores
+    collected until then are in that error's `.scores` and `.unparseable`.
     """
     for i, entry in enumerate(entries):
         if json_key not in entry:
             raise KeyError(f"entry {i} has no {json_key!r} field; pass the key the responses were saved "
                            f"under (save_responses uses 'model_response')")
     scores, unparseable = [], 0
-    for entry in tqdm(entries, desc="scoring", unit="entry", disable=not progress):
-        reply = query_ollama(judge_prompt(entry, entry[json_key]), judge_model, host, seed=seed, timeout=timeout)
+    for done, entry in enumerate(tqdm(entries, desc="scoring", unit="entry", disable=not progress)):
+        try:
+            reply = query_ollama(judge_prompt(entry, entry[json_key]), judge_model, host, seed=seed, timeout=timeout)
+        except JudgeUnavailable as err:  # a timeout at entry 100 of 110 should not lose 99 scores
+            err.scores, err.unparseable = scores, unparseable
+            if done:
+                err.args = (f"{err} (Stopped after {done} of {len(entries)} entries; the error's .scores "
+                            f"holds the {len(scores)} scores so far.)",)
+            raise
         score = parse_score(reply)
         if score is None:
             unparseable += 1
@@ -439,10 +462,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
 def query_model(prompt, model="llama3", url="http://localhost:11434/api/chat", seed=123, timeout=120.0):
     """The book's signature: one chat request to Ollama at `url` (its /api/chat endpoint, or
     just the server's address); returns the reply's text. Errors as in `query_ollama`."""
-    base = str(url).strip().rstrip("/")
-    if base.endswith("/api/chat"):
-        base = base[:-len("/api/chat")]
-    return query_ollama(prompt, model, base, seed=seed, timeout=timeout)
+    return query_ollama(prompt, model, url, seed=seed, timeout=timeout)  # the host drops "/api/chat"
 
 
 def check_if_running(process_name):

@@ -7,8 +7,10 @@ each {"message": {"content": ...}, "done": false}, then a final line with "done"
 Unknown models get 404 {"error": "model ... not found"}; failures can be switched on per test.
 """
 import contextlib
+import http.server
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -62,6 +64,10 @@ def closed_port():
     ("https://example.com/ollama/", "https://example.com:443/ollama"),
     ("[::1]:11434", "http://[::1]:11434"),
     ("  localhost  ", "http://localhost:11434"),
+    # the book writes the chat endpoint's URL: the server is what comes before /api/...
+    ("http://localhost:11434/api/chat", "http://localhost:11434"),
+    ("localhost:11434/api/generate/", "http://localhost:11434"),
+    ("https://example.com/ollama/api/chat", "https://example.com:443/ollama"),
 ])
 def test_ollama_base_url(host, url):
     assert ollama_base_url(host) == url
@@ -81,6 +87,10 @@ def test_ollama_base_url_reads_the_environment(monkeypatch):
     ("**85**", 85), ("Rating: 85", 85), ("85 out of 100", 85), ("I'd score it 85, because it is right.", 85),
     ("0", 0), ("100", 100), ("100.0", 100), ("84.6", 85),
     ("Score: 8/10", 80), ("7 out of 10", 70),   # an explicit scale of 10 is converted
+    ("Rating: 4/5", 80), ("I would rate this response 3 out of 5", 60),  # and one of 5
+    # the scale repeated from the prompt is no score
+    ("Score (0-100): 75", 75), ("Score (0 to 100): 75", 75), ("Scoring from 0 to 100: 75", 75),
+    ("Scores range 0-100. My score: 72", 72), ("On a scale of 1-10, I'd say 8/10", 80),
 ])
 def test_parse_score(reply, score):
     assert parse_score(reply) == score
@@ -89,6 +99,7 @@ def test_parse_score(reply, score):
 @pytest.mark.parametrize("reply", [
     "", "I cannot evaluate this.", "N/A", "150", "-5", "Score: 101", "between 70 and 80",
     "8/1000", "llama3", None,
+    "I'd give it a score between 70 and 80", "Score: 70-80", "3/4",  # a range, an unknown scale
 ])
 def test_parse_score_rejects_junk_and_out_of_range(reply):
     assert parse_score(reply) is None
@@ -198,6 +209,66 @@ def test_status_of_a_server_that_does_not_answer_in_time():
         with fails_fast(5.0):
             ok, message = ollama_status(f"127.0.0.1:{listener.getsockname()[1]}", MODEL, timeout=0.5)
     assert not ok and "did not answer within 0.5 s" in message
+
+
+def test_a_wrong_address_is_not_a_missing_model(ollama):
+    """A 404 without Ollama's "model ... not found" (e.g. "404 page not found" from a path
+    that is no Ollama API root) names the address, not `ollama pull`."""
+    wrong = f"http://{ollama.host}/v1"
+    ok, message = ollama_status(wrong, MODEL, timeout=5)
+    assert not ok and "404" in message and "no Ollama API" in message and "ollama pull" not in message
+    with pytest.raises(JudgeUnavailable, match="no Ollama API") as err:
+        query_ollama("x", MODEL, wrong, timeout=5)
+    assert "ollama pull" not in str(err.value)
+
+
+class _HTMLHandler(http.server.BaseHTTPRequestHandler):
+    """A web server that is not Ollama: every request gets a 200 HTML page."""
+
+    def log_message(self, *args):
+        pass
+
+    def _page(self):
+        if self.command == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<html><body>Welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+
+def test_a_server_that_is_not_ollama_is_named_so():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HTMLHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        ok, message = ollama_status(host, MODEL, timeout=5)
+        assert not ok and "not like Ollama" in message, message
+        for stream in (False, True):
+            with pytest.raises(JudgeUnavailable, match="not Ollama's chat format"):
+                query_ollama("x", MODEL, host, stream=stream, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failure_half_way_keeps_the_scores_so_far():
+    class FailsAfterTwoReplies(LoopbackOllama):
+        def next_reply(self):
+            reply = super().next_reply()
+            if self._turn == 2:
+                self.status = 500  # every later request fails
+            return reply
+
+    entries = [dict(ENTRY, model_response=f"answer {i}") for i in range(4)]
+    with FailsAfterTwoReplies(replies=["85", "no idea", "90"], models=[MODEL]) as fake:
+        with pytest.raises(JudgeUnavailable, match="after 2 of 4 entries") as err:
+            score_responses(entries, "model_response", MODEL, fake.host, timeout=5, progress=False)
+    assert err.value.scores == [85] and err.value.unparseable == 1
 
 
 # ---- malformed hosts: a clear error, not a garbage URL ---------------------------------------
