@@ -146,16 +146,6 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
 
 
 # ---- ch05_pretraining.ipynb, cell 154 ----
-def _check_generation_args(idx, max_new_tokens, context_size):
-    """Refuse what would silently return the prompt unchanged or crop it to nothing."""
-    if idx.ndim != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {tuple(idx.shape)}")
-    if not _is_count(max_new_tokens, 0):
-        raise ValueError(f"max_new_tokens must be an integer >= 0 (how many tokens to add), got {max_new_tokens!r}")
-    if not _is_count(context_size, 1):
-        raise ValueError(f"context_size must be a positive integer (the model's context_length), got {context_size!r}")
-
-
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
              top_p=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
@@ -168,9 +158,10 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     the book). With `use_cache`, and a model that has `new_kv_cache()`, each step feeds only the
     newest token; the tokens are the same as without it. A model in training mode runs without
     the cache: its dropout would draw different random numbers for the shorter input, and
-    sampled tokens would no longer be the book's for the same seed.
+    sampled tokens would no longer be the book's for the same seed. `context_size=None`: the
+    model's `cfg['context_length']`.
     """
-    _check_generation_args(idx, max_new_tokens, context_size)
+    context_size = _check_greedy_args(model, idx, max_new_tokens, context_size)
     use_cache = use_cache and hasattr(model, "new_kv_cache") and not getattr(model, "training", False)
     kv_cache = model.new_kv_cache() if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
@@ -202,15 +193,15 @@ def _free_memory_bytes(device):
 def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams):
     """Refuse bad arguments, and a beam count whose per-step tensors would not fit: each beam has
     logits over the vocabulary (three float32 copies: logits, log-probabilities, scores) and,
-    with a cache, keys and values for every layer and position."""
-    _check_generation_args(idx, max_new_tokens, context_size)
+    with a cache, keys and values for every layer and position. Returns the context size."""
+    context_size = _check_greedy_args(model, idx, max_new_tokens, context_size)
     if idx.shape[0] != 1:
         raise ValueError(f"beam_search takes one prompt, shape (1, tokens); got {tuple(idx.shape)}")
     if not _is_count(num_beams, 1):
         raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
     emb, device = getattr(model, "tok_emb", None), idx.device
     if not isinstance(emb, torch.nn.Embedding):
-        return  # not a GPTModel-like model: its sizes are unknown
+        return context_size  # not a GPTModel-like model: its sizes are unknown
     vocab, dim = emb.weight.shape
     per_beam = 4 * (3 * vocab + 2 * len(getattr(model, "trf_blocks", ())) * dim * context_size)
     free = _free_memory_bytes(device)
@@ -218,6 +209,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
         raise ValueError(f"num_beams={num_beams} needs about {num_beams * per_beam / 2**30:,.1f} GiB per step, "
                          f"more than the {free / 2**30:,.1f} GiB free on {device}; use fewer beams "
                          f"(at most {max(1, free // per_beam):,} here)")
+    return context_size
 
 
 # ---- ch05_pretraining.ipynb, cell 160 ----
@@ -228,7 +220,7 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     that produces `eos_id` is finished (without the end token); finished and surviving beams are
     compared by score / length**length_penalty, so that longer continuations are not penalised
     just for having more (negative) log-probabilities."""
-    _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
+    context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
     beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)
     for _ in range(max_new_tokens):

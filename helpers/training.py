@@ -312,6 +312,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
 # ---- ch05_pretraining.ipynb, cell 142 ----
 import math
 import numbers
+import warnings
 
 from helpers.model import _is_count
 
@@ -374,9 +375,16 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
     total_steps = _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm)
     schedule_args = [n_epochs, warmup_steps, initial_lr, min_lr, orig_book_version]
     if not resume:  # the book's peak: the optimizer's learning rate now (resuming: the checkpoint's)
-        _check_peak_lr(optimizer.param_groups[0]["lr"], min_lr)
-        for group in optimizer.param_groups:
-            group["peak_lr"], group["schedule"] = optimizer.param_groups[0]["lr"], schedule_args
+        groups = optimizer.param_groups
+        peak_lr = groups[0]["lr"]
+        if "peak_lr" in groups[0] and groups[0].get("scheduled_lr") == peak_lr:
+            peak_lr = groups[0]["peak_lr"]  # the book would warm up to the rate its last run decayed to
+            warnings.warn(f"this optimizer's learning rate ({groups[0]['lr']:.3g}) is where an earlier train_model "
+                          f"call's schedule left it, so its peak ({peak_lr:.3g}) is the peak again; to choose "
+                          f"another, create a new optimizer or set each param group's 'lr'", stacklevel=2)
+        _check_peak_lr(peak_lr, min_lr)
+        for group in groups:
+            group["peak_lr"], group["schedule"] = peak_lr, schedule_args
     first_clipped_step = warmup_steps + 1 if orig_book_version else warmup_steps
     last_step = []
 
@@ -389,17 +397,21 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
         raise FloatingPointError(f"{why}: training diverged. Lower the learning rate or lengthen the warm-up"
                                  + (f"; {checkpoint_path} still holds the last saved state." if kept else "."))
 
+    def adopt_schedule():
+        """After a resume the groups are the checkpoint's: refuse another schedule, keep its peak."""
+        groups = optimizer.param_groups
+        if groups[0].get("schedule", schedule_args) != schedule_args:
+            raise ValueError(f"{checkpoint_path} was trained with n_epochs, warmup_steps, initial_lr, min_lr, "
+                             f"orig_book_version = {groups[0]['schedule']}, not {schedule_args}: resume it "
+                             f"with the same values")
+        _check_peak_lr(groups[0].get("peak_lr", groups[0]["lr"]), min_lr)
+        for group in groups:  # (a train_model_simple checkpoint: its constant rate is the peak)
+            group.setdefault("peak_lr", groups[0]["lr"])
+            group["schedule"] = schedule_args
+
     def before_update(step, loss):
-        if not last_step:  # the first step of this call: after a resume the groups are the checkpoint's
-            groups = optimizer.param_groups
-            if groups[0].get("schedule", schedule_args) != schedule_args:
-                raise ValueError(f"{checkpoint_path} was trained with n_epochs, warmup_steps, initial_lr, min_lr, "
-                                 f"orig_book_version = {groups[0]['schedule']}, not {schedule_args}: resume it "
-                                 f"with the same values")
-            _check_peak_lr(groups[0].get("peak_lr", groups[0]["lr"]), min_lr)
-            for group in groups:  # (a train_model_simple checkpoint: its constant rate is the peak)
-                group.setdefault("peak_lr", groups[0]["lr"])
-                group["schedule"] = schedule_args
+        if not last_step:  # the first step of this call
+            adopt_schedule()
         lr = schedule(step)
         if not torch.isfinite(loss):
             stop(f"the loss at step {step} is {loss.item()} (learning rate {lr:.3g})")
@@ -408,13 +420,14 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
             if not torch.isfinite(norm):
                 stop(f"the gradients at step {step} are not finite (learning rate {lr:.3g})")
         for group in optimizer.param_groups:  # looked up each time: loading a checkpoint replaces them
-            group["lr"] = lr
+            group["lr"] = group["scheduled_lr"] = lr  # scheduled_lr: a later call can tell it is no peak
         last_step[:] = [step]
 
     results = train_model_simple(model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq,
                                  eval_iter, start_context, tokenizer, checkpoint_path=checkpoint_path,
                                  resume=resume, max_steps=max_steps, progress=progress, before_update=before_update)
     if not last_step and resume:  # resumed at its very end: the steps are in the checkpoint
+        adopt_schedule()
         last_step = [torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]]
     track_lrs = [schedule(s) for s in range(last_step[0] + 1)] if last_step else []
     return (*results, track_lrs)

@@ -277,3 +277,16 @@ def test_sampling_the_books_toy_logits_gives_the_books_counts():
     torch.manual_seed(123)
     drawn = sample_next_token(logits.expand(1000, -1), temperature=1.0).flatten()
     assert torch.bincount(drawn, minlength=9).tolist() == [73, 0, 0, 582, 2, 0, 0, 343, 0]
+
+
+def test_generate_and_beam_search_check_their_arguments_as_generate_text_simple_does(model, prompt):
+    """One check for every decoder (chapter 4's): a list prompt is refused with the shape rule, not
+    an AttributeError, and context_size=None reads the model's own context length."""
+    for decode in (generate, beam_search):
+        with pytest.raises(ValueError, match=r"idx must be \(batch, tokens\).*got shape list"):
+            decode(model, prompt[0].tolist(), 3, 12)
+        long_prompt = torch.randint(0, CFG["vocab_size"], (1, 15), generator=torch.Generator().manual_seed(2))
+        assert torch.equal(decode(model, long_prompt, 4, None), decode(model, long_prompt, 4, CFG["context_length"]))
+    plain = torch.nn.Sequential(torch.nn.Embedding(CFG["vocab_size"], 8), torch.nn.Linear(8, CFG["vocab_size"]))
+    with pytest.raises(ValueError, match="pass context_size"):
+        generate(plain, prompt, 3, None)

@@ -544,3 +544,32 @@ def test_infinite_gradients_stop_the_run_at_the_first_clipped_step(loaders, toke
                     tokenizer=tokenizer, warmup_steps=0, progress=False)
     for name, value in model.state_dict().items():  # stopped before the first update
         assert torch.equal(value, before[name]), name
+
+
+def test_a_second_train_model_call_on_the_same_optimizer_warms_up_to_the_same_peak(loaders, tokenizer):
+    """The book's loop reads the peak from the optimizer's rate, which its previous run left decayed
+    to about min_lr: re-running a training cell without a new optimizer would barely train."""
+    from helpers.training import train_model
+    model, optimizer, (*_, first_lrs) = run_scheduled(loaders, tokenizer)
+    assert optimizer.param_groups[0]["lr"] < 1e-3 / 10  # where the schedule left it
+    with pytest.warns(UserWarning, match=r"where an earlier train_model call's schedule left it.*peak \(0.001\)"):
+        *_, second_lrs = train_model(model, *loaders, optimizer, "cpu", n_epochs=2, eval_freq=3, eval_iter=2,
+                                     start_context="Every effort moves you", tokenizer=tokenizer, progress=False,
+                                     warmup_steps=3, initial_lr=1e-5, min_lr=1e-5)
+    assert second_lrs == first_lrs and max(second_lrs) == pytest.approx(1e-3)
+    # a rate the user sets is a new peak, as in the book
+    for group in optimizer.param_groups:
+        group["lr"] = 5e-4
+    *_, third_lrs = train_model(model, *loaders, optimizer, "cpu", n_epochs=2, eval_freq=3, eval_iter=2,
+                                start_context="Every effort moves you", tokenizer=tokenizer, progress=False,
+                                warmup_steps=3, initial_lr=1e-5, min_lr=1e-5)
+    assert max(third_lrs) == pytest.approx(5e-4)
+
+
+def test_resuming_a_finished_run_with_another_schedule_is_refused_too(loaders, tokenizer, tmp_path):
+    ckpt = tmp_path / "done.pt"
+    *_, (*_, lrs) = run_scheduled(loaders, tokenizer, checkpoint_path=ckpt)  # runs to the end
+    _, _, (*_, again) = run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert again == lrs  # nothing left to train: the schedule it ran
+    with pytest.raises(ValueError, match=r"done.pt was trained with .* not \[2, 4, 1e-05, 1e-05, False\]"):
+        run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, resume=True, warmup_steps=4)
