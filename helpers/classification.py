@@ -229,6 +229,7 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
 
 # ---- ch06_classification.ipynb, cell 134 ----
 import inspect
+from functools import partial
 
 import torch
 from torch.utils.data import Dataset
@@ -236,7 +237,8 @@ from torch.utils.data import Dataset
 from helpers.model import _is_count
 
 
-def _encode_message(tokenizer, text):
+def _message_encoder(tokenizer):
+    """tokenizer.encode for messages (asked once per dataset or message, not once per text)."""
     # tiktoken: a message that happens to contain "<|endoftext|>" is plain text, not the special
     # token, so the pad ID 50256 never occurs inside a real message. Tokenizers without that
     # argument (chapter 2's SimpleTokenizerV2, as in the book) encode the text as it is.
@@ -244,7 +246,7 @@ def _encode_message(tokenizer, text):
         takes_it = "disallowed_special" in inspect.signature(tokenizer.encode).parameters
     except (TypeError, ValueError):  # a builtin without a readable signature
         takes_it = False
-    return tokenizer.encode(text, disallowed_special=()) if takes_it else tokenizer.encode(text)
+    return partial(tokenizer.encode, disallowed_special=()) if takes_it else tokenizer.encode
 
 
 def _check_max_length(max_length):
@@ -269,7 +271,8 @@ class SpamDataset(Dataset):
                  return_lengths=False, context_length=None):
         _check_max_length(max_length)
         self.data = pd.read_csv(csv_file, dtype={"Text": str}, keep_default_na=False)
-        self.encoded_texts = [_encode_message(tokenizer, text) for text in self.data["Text"]]
+        encode = _message_encoder(tokenizer)
+        self.encoded_texts = [encode(text) for text in self.data["Text"]]
         empty = [i for i, ids in enumerate(self.encoded_texts) if not ids]
         if empty:
             raise ValueError(f"{Path(csv_file).name}: row {empty[0]} (0-based, after the header) is an "
@@ -439,7 +442,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
 # ---- ch06_classification.ipynb, cell 142 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
-    ids = _encode_message(tokenizer, text)
+    ids = _message_encoder(tokenizer)(text)
     if not ids:
         raise ValueError("empty message: there is no token to classify")
     context_length = model.pos_emb.weight.shape[0]

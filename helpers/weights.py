@@ -404,6 +404,10 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     """(model, shape name) of the stand-in of shape `cfg`: loaded from models_dir, or built there
     when it is missing or cannot be loaded (half-written, truncated, damaged)."""
     shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{num_epochs}"
+    # what else changes the pretrained weights, named only where it departs from GPT-2's config
+    # (so the caches built before these were in the name keep theirs)
+    shape += f"-vocab{cfg['vocab_size']}" * (cfg["vocab_size"] != 50257) + "-qkvbias" * bool(cfg["qkv_bias"])
+    shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != 0.1)
     folder = Path(models_dir) / f"standin-{shape}"
     if folder.exists():
         try:

@@ -632,6 +632,36 @@ def test_half_written_standin_is_rebuilt_not_failed_on(data_dir, tmp_path, capsy
     assert "Pretraining" not in capsys.readouterr().out
 
 
+def test_a_standin_of_another_config_gets_its_own_cache(data_dir, tmp_path, capsys):
+    """Biases, vocabulary and dropout change the pretrained weights: a cached stand-in built without
+    them must not be handed out for a config with them (the name held only shape and epochs)."""
+    from helpers.weights import load_pretrained_gpt2
+
+    models = tmp_path / "models"
+    plain, _ = load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                    data_dir=data_dir)
+    biased, _ = load_pretrained_gpt2(models_dir=models, download=False, standin_cfg={**STANDIN, "qkv_bias": True},
+                                     standin_epochs=1, data_dir=data_dir)
+    assert capsys.readouterr().out.count("Pretraining a stand-in") == 2
+    names = sorted(p.name for p in models.iterdir())
+    assert names == ["standin-1x16x2-ctx16-ep1", "standin-1x16x2-ctx16-ep1-qkvbias"]  # the first keeps its name
+    assert biased.trf_blocks[0].att.W_query.bias.abs().max() > 0  # trained with biases
+    assert plain.trf_blocks[0].att.W_query.bias.abs().max() == 0  # saved as GPT-2's zero biases
+    load_pretrained_gpt2(models_dir=models, download=False, standin_cfg={**STANDIN, "drop_rate": 0.0},
+                         standin_epochs=1, data_dir=data_dir)
+    assert "standin-1x16x2-ctx16-ep1-drop0" in {p.name for p in models.iterdir()}
+
+
+def test_a_dataset_asks_for_the_tokenizers_signature_once(tokenizer, tmp_path, monkeypatch):
+    calls = []
+    real = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda f, **kw: calls.append(f) or real(f, **kw))
+    path = _write_csv(tmp_path / "many.csv", [f"message {i}" for i in range(50)])
+    ds = clf.SpamDataset(path, tokenizer)
+    asked = [f for f in calls if getattr(f, "__name__", "") == "encode"]
+    assert len(ds) == 50 and len(asked) == 1
+
+
 def test_error_lines_are_cut_between_words():
     from helpers.weights import _short
 
