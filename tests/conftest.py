@@ -58,6 +58,23 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def nonzero_lora_b():
+    """LoRA's B starts at zero, so a lost or unloaded adapter would change nothing: the returned
+    function gives every adapter's B something to carry (seeded, so two models with the same
+    adapters get the same values; small, so outputs stay in a float32-friendly range)."""
+    import torch
+
+    def fill(model, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".B"):
+                    param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+        return model
+    return fill
+
+
+@pytest.fixture(scope="session")
 def verdict_text() -> str:
     return (_CACHE / "the-verdict.txt").read_text(encoding="utf-8")
 

@@ -444,7 +444,7 @@ def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer
             assert torch.equal(a, b), limit
 
 
-def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text):
+def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text, nonzero_lora_b):
     """Appendix D's loop (both clipping variants) and appendix E's LoRA against llms_from_scratch
     1.0.19, seed for seed: the same learning rates to the bit, the same losses, the same highest
     gradient, the same LoRA outputs."""
@@ -481,24 +481,13 @@ def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text
         model = book4.GPTModel(SMALL)
         torch.manual_seed(2)
         module.replace_linear_with_lora(model, rank=4, alpha=8)
+        nonzero_lora_b(model)  # the same values for both: the LoRA path must count
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith(".B"):  # B starts at zero; move it so the LoRA path counts
-                    param.copy_(torch.linspace(-0.1, 0.1, param.numel()).view_as(param))
             outs.append(model(torch.tensor([[5, 17, 3]])))
     assert torch.allclose(*outs, atol=1e-6)
 
 
-def _with_nonzero_lora_b(model):
-    """LoRA's B starts at zero: give every adapter something to carry, so a lost one shows."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".B"):
-                p.normal_()
-    return model
-
-
-def test_the_book_packages_fast_state_dicts_load():
+def test_the_book_packages_fast_state_dicts_load(nonzero_lora_b):
     """A checkpoint of the book package's `GPTModelFast` or `PyTorchMultiHeadAttention` (fused
     `qkv`, `proj`, nn.LayerNorm's `weight`/`bias`) loads, strictly, into ours and gives its
     outputs; what ours then saves is GPTModel's layout."""
@@ -527,7 +516,7 @@ def test_the_book_packages_fast_state_dicts_load():
     cfg = {**SMALL, "qkv_bias": True}
     theirs = seeded(11, book4.GPTModelFast, cfg)
     book_e.replace_linear_with_lora(theirs, 4, 8)  # wraps in place, returns None
-    _with_nonzero_lora_b(theirs)
+    nonzero_lora_b(theirs)
     ours = helpers.replace_linear_with_lora(helpers.GPTModelFast(cfg), 4, 8)
     ours.load_state_dict(theirs.state_dict())
     with torch.no_grad():
@@ -536,7 +525,7 @@ def test_the_book_packages_fast_state_dicts_load():
     # our three projections, its B split by columns), into ours with or without a context length
     theirs = seeded(5, book3.PyTorchMultiHeadAttention, 3, 4, 2, qkv_bias=True)
     book_e.replace_linear_with_lora(theirs, 2, 8)  # wraps in place, returns None
-    _with_nonzero_lora_b(theirs)
+    nonzero_lora_b(theirs)
     batch = torch.stack((INPUTS, INPUTS))
     for context_length in (None, 6):
         ours = helpers.replace_linear_with_lora(

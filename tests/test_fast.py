@@ -118,7 +118,7 @@ def test_state_dict_round_trip_through_a_file(tmp_path):
         assert torch.equal(back.eval()(ids), book(ids))
 
 
-def test_lora_wrapped_fast_model_saves_every_parameter_and_loads_back(tmp_path):
+def test_lora_wrapped_fast_model_saves_every_parameter_and_loads_back(tmp_path, nonzero_lora_b):
     """With LoRA around every linear layer (the fused `qkv` included) the state dict still
     saves, holds every parameter, and a fresh LoRA-wrapped model loads it (strict) and gives
     the same logits."""
@@ -127,11 +127,7 @@ def test_lora_wrapped_fast_model_saves_every_parameter_and_loads_back(tmp_path):
     def lora_model(seed):
         torch.manual_seed(seed)
         model = replace_linear_with_lora(FastGPTModel.from_model(_perturbed_book_model(CFG, seed)), 4, 8)
-        with torch.no_grad():  # B starts at zero: give the adapters something to carry
-            for name, p in model.named_parameters():
-                if name.endswith(".B"):
-                    p.normal_()
-        return model.eval()
+        return nonzero_lora_b(model, seed).eval()
 
     model = lora_model(0)
     torch.save(model.state_dict(), tmp_path / "lora.pt")
