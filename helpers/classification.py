@@ -317,11 +317,16 @@ def last_token_logits(logits, lengths=None):
     return logits[rows, lengths.to(logits.device) - 1, :]
 
 
+def _check_count(name, value, minimum, hint=""):
+    if not _is_count(value, minimum):
+        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}{hint}")
+
+
 def _check_loader(data_loader, num_batches):
     if len(data_loader) == 0:
         raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
-    if num_batches is not None and not _is_count(num_batches, 1):
-        raise ValueError(f"num_batches={num_batches!r} must be a whole number >= 1 (or None: every batch)")
+    if num_batches is not None:
+        _check_count("num_batches", num_batches, 1, " (or None: every batch)")
 
 
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
@@ -369,11 +374,6 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
         losses = [calc_loss_loader(loader, model, device, num_batches=eval_iter) for loader in (train_loader, val_loader)]
     model.train()
     return tuple(losses)
-
-
-def _check_count(name, value, minimum):
-    if not _is_count(value, minimum):
-        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,

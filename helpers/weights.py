@@ -405,9 +405,11 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     when it is missing or cannot be loaded (half-written, truncated, damaged)."""
     shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{num_epochs}"
     # what else changes the pretrained weights, named only where it departs from GPT-2's config
-    # (so the caches built before these were in the name keep theirs)
-    shape += f"-vocab{cfg['vocab_size']}" * (cfg["vocab_size"] != 50257) + "-qkvbias" * bool(cfg["qkv_bias"])
-    shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != 0.1)
+    # (so the caches built before these were in the name keep theirs); every size shares these
+    gpt2 = GPT_CONFIGS["124M"]
+    shape += f"-vocab{cfg['vocab_size']}" * (cfg["vocab_size"] != gpt2["vocab_size"])
+    shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT-2's config has none
+    shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != gpt2["drop_rate"])
     folder = Path(models_dir) / f"standin-{shape}"
     if folder.exists():
         try:
@@ -438,7 +440,7 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     safetensors copy or, with TensorFlow installed, OpenAI's checkpoint; tried only with
     `download`) or "standin": a model of shape `standin_cfg` (default: GPT-2 `model_size` with
     a 256-token context; OpenAI's has 1,024) pretrained on The Verdict with chapter 5's recipe
-    for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs took 6.7-8.1
+    for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs took 6.2-8.1
     minutes on idle 2-core CPUs; the build prints its time), kept in models_dir/standin-<shape>/
     and built again if that copy cannot be loaded. It knows one short story: enough to see
     every finetuning mechanism work, not to match the book's accuracy. `model.cfg` is its config.
