@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04's): the same parser, from PyPI
+    import tomli as tomllib
 
 import nbformat
 
