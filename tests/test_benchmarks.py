@@ -111,3 +111,31 @@ def test_batch_auto_halves_until_every_implementation_fits(monkeypatch):
     limits["book"] = 0
     with pytest.raises(SystemExit, match="not even batch 1"):
         bench_speed.largest_batch({"vocab_size": 50}, torch.device("cpu"), args)
+
+
+def test_ch07_sizes_times_both_shapes_on_the_chapters_batches(tmp_path, data_dir):
+    import bench_ch07_sizes
+    result = bench_ch07_sizes.main(["--batches", "2", "--rounds", "2", "--emb-dim", "32", "--n-heads", "2",
+                                    "--data-dir", str(data_dir), "--no-record"])
+    for size in ("124M", "355M"):  # every batch timed in every round, once per shape
+        assert len(result["step_s"][size]) == len(result["forward_s"][size]) == 4
+        assert all(t > 0 for t in result["step_s"][size])
+        assert all(0 < loss < 20 for loss in result["losses"][size])
+    # the same batches in both rounds: AdamW's steps lower the loss on them
+    assert result["losses"]["124M"][2] < result["losses"]["124M"][0]
+    batches = bench_ch07_sizes.chapter_batches(3, 8, 256, 123, data_dir)
+    inputs, targets = batches[0]
+    assert inputs.shape[0] == 8 and inputs.shape == targets.shape
+    assert (targets == -100).any()  # padding beyond the first end-of-text is ignored, as in 7.3
+    assert bench_ch07_sizes.chapter_batches(1, 8, 256, 123, data_dir)[0][0].equal(inputs)  # seeded
+
+
+def test_ch07_sizes_estimate_reads_only_a_full_run_of_the_reference_shape(tmp_path):
+    import bench_ch07_sizes
+    saved = tmp_path / "m.json"
+    saved.write_text(json.dumps({"mode": "full", "gpt2_model_size": "124M", "training_s": 1392.0}))
+    assert bench_ch07_sizes.saved_finetuning_minutes(saved, "124M") == pytest.approx(23.2)
+    assert bench_ch07_sizes.saved_finetuning_minutes(saved, "355M") is None
+    saved.write_text(json.dumps({"mode": "smoke", "gpt2_model_size": "124M", "training_s": 3.0}))
+    assert bench_ch07_sizes.saved_finetuning_minutes(saved, "124M") is None
+    assert bench_ch07_sizes.saved_finetuning_minutes(tmp_path / "missing.json", "124M") is None
