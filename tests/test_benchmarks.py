@@ -113,7 +113,7 @@ def test_batch_auto_halves_until_every_implementation_fits(monkeypatch):
         bench_speed.largest_batch({"vocab_size": 50}, torch.device("cpu"), args)
 
 
-def test_ch07_sizes_times_both_shapes_on_the_chapters_batches(tmp_path, data_dir):
+def test_ch07_sizes_times_both_shapes_on_the_chapters_batches(data_dir):
     import bench_ch07_sizes
     result = bench_ch07_sizes.main(["--batches", "2", "--rounds", "2", "--emb-dim", "32", "--n-heads", "2",
                                     "--data-dir", str(data_dir), "--no-record"])
