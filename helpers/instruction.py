@@ -49,7 +49,7 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
         raise ValueError(f"need 0 < train_frac, 0 <= test_frac, sum <= 1; got {train_frac}, {test_frac}")
     shuffled = list(data)
     random.Random(seed).shuffle(shuffled)
-    n_train = math.floor(len(shuffled) * train_frac + 1e-9)  # 0.85 * 1100 is 935.0000000000001
+    n_train = math.floor(len(shuffled) * train_frac + 1e-9)  # 100 * 0.29 is 28.999999999999996: 28 without the nudge
     n_test = math.floor(len(shuffled) * test_frac + 1e-9)
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
@@ -133,7 +133,8 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
 class InstructionDataset(Dataset):
     """Pre-tokenized instruction examples.
 
-    Item i is the token-ID list of `format_example(data[i])`, or, with `mask_prompt=True`,
+    Item i is the token-ID list of `format_example(data[i])`, its prompt and answer encoded
+    apart (so the prompt's IDs are exactly those of `format_input`), or, with `mask_prompt=True`,
     the pair (token IDs, prompt length) that makes `custom_collate_fn` ignore the prompt in
     the loss. `prompt_lengths[i]` is the number of tokens of `format_input(data[i])`.
     """
