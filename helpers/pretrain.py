@@ -52,8 +52,9 @@ What the script guarantees about its output folder (nothing lost, nothing silent
   the first.
 * Nothing of an earlier run is deleted before the new run's first save: --overwrite (or a log
   left by a run that saved nothing) writes the new log beside the old one and replaces it at
-  the first save. --resume continues in the checkpoint's own folder (another --out must not
-  hold a checkpoint, unless --overwrite), cuts the log back to the checkpoint's step (rows of
+  the first save. --resume continues a run in --out: pass the checkpoint's own folder to
+  continue there (another --out must not hold a checkpoint, unless --overwrite); it cuts that
+  folder's log back to the checkpoint's step (rows of
   steps that were never saved are repeated, not duplicated), and takes the seed and the
   architecture from the checkpoint (flags that disagree are named in a note).
 
@@ -697,8 +698,9 @@ class Run:
             try:
                 self.val_set = GPTDatasetV1(text[split:], tokenizer, cfg["context_length"], stride)
             except ValueError as e:
+                shorter = "" if a.resume else ", a smaller --context-length"  # resuming: the checkpoint's
                 raise DataError(f"validation text (the last {a.val_fraction:.0%} of {a.data}): {e}; "
-                                f"use a longer text, a smaller --context-length or --val-fraction 0") from None
+                                f"use a longer text{shorter} or --val-fraction 0") from None
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=self.seed, drop_last=True)
         self.loader = DataLoader(self.train_set, batch_size=a.batch_size, sampler=self.sampler, drop_last=True)
