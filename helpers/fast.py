@@ -142,6 +142,9 @@ class StaticKVCache:
         end = self.pos + n
         if end > self.max_len:
             raise ValueError(f"{end} positions exceed the cache's max_len of {self.max_len}")
+        if self.pos and self.keys.shape[1] != b:  # reallocating would silently drop what is cached
+            raise ValueError(f"the cache holds {self.pos} positions for a batch of {self.keys.shape[1]}, "
+                             f"not {b}; clear() it for a new batch, or reorder() its rows")
         if self.keys is None or self.keys.shape[1:3] != (b, h) or self.keys.dtype != keys.dtype:
             shape = (self.n_layers, b, h, self.max_len, d)
             self.keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
@@ -152,6 +155,12 @@ class StaticKVCache:
 
     def advance(self, n: int) -> None:
         self.pos += n
+
+    def reorder(self, index) -> None:
+        """Keep, drop or duplicate batch rows (beam search): new row i is old row index[i]."""
+        if self.keys is not None:
+            index = torch.as_tensor(index, device=self.keys.device)
+            self.keys, self.values = self.keys.index_select(1, index), self.values.index_select(1, index)
 
     def clear(self) -> None:
         """Forget the cached positions (the memory is kept for the next prompt)."""
@@ -359,38 +368,47 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
     """Extend a batch of prompts `idx` (batch, tokens) by `max_new_tokens` tokens.
 
     `attention_mask` (batch, tokens; 1 = real, 0 = padding) marks left padding from
-    `pad_prompts`; None means every row is all real tokens. With `use_cache` (a model that has
-    `new_kv_cache`, e.g. FastGPTModel) each step feeds only the newest token. Returns
+    `pad_prompts` (FastGPTModel only); None means every row is all real tokens. With `use_cache`
+    (a model that has `new_kv_cache`: FastGPTModel, or GPTModel) each step feeds only the newest
+    token. The model runs in eval mode (dropout off); its mode is restored afterwards. Returns
     (batch, tokens + generated); fewer tokens are generated only when every row has hit `eos_id`.
     """
     context = _check_greedy_args(model, idx, max_new_tokens, None)  # None: the model's
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.to(idx.device, torch.long) if padded else None
-    cache = model.new_kv_cache() if use_cache else None
-    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
-        offset = max(0, idx.shape[1] - context)  # where the window the model can read starts
-        if cache is None or offset > 0:  # no cache, or a sliding window: read the whole window
-            if cache is not None:
-                cache.clear()
-            start = offset
-        else:
-            start = len(cache)
-        window_mask = positions = None
-        if mask is not None:
-            window_mask = mask[:, offset:]
-            positions = (window_mask.cumsum(-1) - 1).clamp(min=0)[:, start - offset:]
-        logits = model(idx[:, start:], kv_cache=cache, attention_mask=window_mask,
-                       position_ids=positions)[:, -1, :]
-        next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            next_ids = torch.where(finished[:, None], torch.full_like(next_ids, eos_id), next_ids)
-            finished |= next_ids[:, 0] == eos_id
-        idx = torch.cat([idx, next_ids], dim=1)
-        if mask is not None:
-            mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
-        if eos_id is not None and bool(finished.all()):
-            break
+    if padded and not isinstance(getattr(model, "_orig_mod", model), FastGPTModel):  # compiled: the model inside
+        raise ValueError("padded prompts need a FastGPTModel (FastGPTModel.from_model(model)); "
+                         "or generate each prompt on its own")
+    cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
+    was_training = model.training
+    model.eval()
+    try:
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            offset = max(0, idx.shape[1] - context)  # where the window the model can read starts
+            if cache is None or offset > 0:  # no cache, or a sliding window: read the whole window
+                if cache is not None:
+                    cache.clear()
+                start = offset
+            else:
+                start = len(cache)
+            window_mask = positions = None
+            if mask is not None:
+                window_mask = mask[:, offset:]
+                positions = (window_mask.cumsum(-1) - 1).clamp(min=0)[:, start - offset:]
+            padding = {} if mask is None else {"attention_mask": window_mask, "position_ids": positions}
+            logits = model(idx[:, start:], kv_cache=cache, **padding)[:, -1, :]
+            next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_ids = torch.where(finished[:, None], torch.full_like(next_ids, eos_id), next_ids)
+                finished |= next_ids[:, 0] == eos_id
+            idx = torch.cat([idx, next_ids], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+    finally:
+        model.train(was_training)
     return idx
 
 

@@ -73,9 +73,10 @@ class FeedForward(nn.Module):
 # ---- ch04_gpt_model.ipynb, cell 40 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
-    (as OpenAI's GPT-2 does), so it is left out."""
+    (as OpenAI's GPT-2 does), so it is left out. A model whose head really is its embedding
+    matrix (`FastGPTModel` with tie_weights) has it once in `parameters()` already."""
     total = sum(p.numel() for p in model.parameters())
-    if tied:
+    if tied and model.out_head.weight is not model.tok_emb.weight:
         total -= model.out_head.weight.numel()
     return total
 

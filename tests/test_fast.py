@@ -212,19 +212,30 @@ def test_sampling_with_top_k_and_eos():
     assert stopped.shape == (1, 5) and stopped[0, -1].item() == first
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
+    import helpers.fast
     cfg = {**CFG, "drop_rate": 0.1}  # with dropout: the recomputation must replay the same masks
     book = _perturbed_book_model(cfg)
     ids = torch.randint(0, cfg["vocab_size"], (2, 16))
-    grads = []
+    calls = []
+
+    def counted_checkpoint(*args, **kwargs):  # the same recomputation, counted
+        calls.append(1)
+        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.fast, "checkpoint", counted_checkpoint)
+    grads, used = [], []
     for checkpointing in (False, True):
         model = FastGPTModel({**cfg, "grad_checkpointing": checkpointing})
         model.load_state_dict(book.state_dict())
         model.train()
         torch.manual_seed(11)
+        calls.clear()
         loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
+        used.append(len(calls))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert used == [0, cfg["n_layers"]]  # off: never; on: once per block
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
 
@@ -364,3 +375,55 @@ def test_chunked_loss_edge_cases():
         linear_cross_entropy(hidden, weight, everything_ignored, chunk_tokens=0)
     with pytest.raises(ValueError, match="must match"):
         linear_cross_entropy(hidden, weight, torch.zeros(3, 2, dtype=torch.long))
+
+
+# ---- the fast model with chapter 5's beam search, GPTModel with generate_fast, counting ----
+
+def test_beam_search_on_the_fast_model_equals_gptmodel():
+    """beam_search reorders the cache's rows each step: the static cache must follow."""
+    from helpers.generation import beam_search
+    book = _perturbed_book_model(CFG)
+    fast = FastGPTModel.from_model(book).eval()
+    prompt = torch.randint(0, CFG["vocab_size"], (1, 5), generator=torch.Generator().manual_seed(2))
+    for steps in (6, 25):  # 25: beyond the 24-token context, the window slides
+        expected = beam_search(book, prompt, steps, CFG["context_length"], num_beams=3)
+        assert torch.equal(beam_search(fast, prompt, steps, CFG["context_length"], num_beams=3), expected), steps
+
+
+def test_static_cache_reorders_rows_and_refuses_a_silent_batch_change():
+    fast = FastGPTModel(CFG).eval()
+    ids = torch.randint(0, CFG["vocab_size"], (2, 6))
+    cache = fast.new_kv_cache()
+    with torch.no_grad():
+        fast(ids, kv_cache=cache)
+        keys = cache.keys.clone()
+        cache.reorder(torch.tensor([1, 1, 0]))
+        assert torch.equal(cache.keys[:, 0], keys[:, 1]) and torch.equal(cache.keys[:, 2], keys[:, 0])
+        fast(torch.randint(0, CFG["vocab_size"], (3, 1)), kv_cache=cache)  # the new batch of 3 fits
+        assert len(cache) == 7
+        with pytest.raises(ValueError, match="holds 7 positions for a batch of 3, not 2; clear"):
+            fast(ids[:, :1], kv_cache=cache)
+
+
+def test_generate_fast_on_gptmodel_and_in_training_mode():
+    book = _perturbed_book_model({**CFG, "drop_rate": 0.5})
+    prompt = torch.randint(0, CFG["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(4))
+    expected = generate_text_simple(book.eval(), prompt, 30, CFG["context_length"], use_cache=False)
+    book.train()  # dropout on: generate_fast must turn it off, and back on afterwards
+    for use_cache in (True, False):
+        assert torch.equal(generate_fast(book, prompt, 30, use_cache=use_cache), expected), use_cache
+        assert book.training
+    idx, mask = pad_prompts([[1, 2, 3], [4]])
+    with pytest.raises(ValueError, match="padded prompts need a FastGPTModel"):
+        generate_fast(book, idx, 3, attention_mask=mask)
+
+
+def test_count_parameters_of_a_model_whose_head_is_its_embedding():
+    from helpers.model import count_parameters
+    book = GPTModel(CFG)
+    tied = FastGPTModel({**CFG, "tie_weights": True})
+    untied = FastGPTModel(CFG)
+    head = CFG["vocab_size"] * CFG["emb_dim"]
+    assert count_parameters(untied) == count_parameters(book)
+    assert count_parameters(tied) == count_parameters(book) - head  # the shared matrix counted once
+    assert count_parameters(tied, tied=True) == count_parameters(book, tied=True) == count_parameters(tied)
