@@ -109,7 +109,11 @@ def text_to_token_ids(text, tokenizer):
 
 def token_ids_to_text(token_ids, tokenizer):
     """Decode a (1, tokens) or (tokens,) tensor of IDs back to text."""
-    return tokenizer.decode(token_ids.squeeze(0).tolist())
+    flat = token_ids.squeeze(0) if token_ids.ndim == 2 else token_ids  # (1, 1) must stay a list
+    if flat.ndim != 1:
+        raise ValueError(f"token_ids must be (1, tokens) or (tokens,), got shape {tuple(token_ids.shape)}; "
+                         "decode a batch row by row")
+    return tokenizer.decode(flat.tolist())
 
 
 # ---- ch05_pretraining.ipynb, cell 152 ----
@@ -219,34 +223,40 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     Keeps the `num_beams` best partial continuations (score: sum of log-probabilities). A beam
     that produces `eos_id` is finished (without the end token); finished and surviving beams are
     compared by score / length**length_penalty, so that longer continuations are not penalised
-    just for having more (negative) log-probabilities."""
+    just for having more (negative) log-probabilities. The model runs in eval mode; its mode is
+    restored afterwards."""
     context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
-    prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
-    beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)
-    for _ in range(max_new_tokens):
-        with torch.no_grad():
-            logits = next_token_logits(model, beams, context_size, kv_cache)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        vocab = log_probs.shape[-1]
-        candidates = (scores[:, None] + log_probs).view(-1)
-        top_scores, top_pos = candidates.topk(min(2 * num_beams, candidates.numel()))
-        keep_rows, keep_tokens, keep_scores = [], [], []
-        for score, pos in zip(top_scores.tolist(), top_pos.tolist()):
-            row, token = divmod(pos, vocab)
-            if token == eos_id:
-                finished.append((score / max(beams.shape[1] - prompt_len, 1) ** length_penalty, beams[row:row + 1]))
-            else:
-                keep_rows.append(row), keep_tokens.append(token), keep_scores.append(score)
-            if len(keep_rows) == num_beams:
+    was_training = model.training
+    model.eval()  # dropout would make the search random
+    try:
+        prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
+        beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                logits = next_token_logits(model, beams, context_size, kv_cache)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            vocab = log_probs.shape[-1]
+            candidates = (scores[:, None] + log_probs).view(-1)
+            top_scores, top_pos = candidates.topk(min(2 * num_beams, candidates.numel()))
+            keep_rows, keep_tokens, keep_scores = [], [], []
+            for score, pos in zip(top_scores.tolist(), top_pos.tolist()):
+                row, token = divmod(pos, vocab)
+                if token == eos_id:
+                    finished.append((score / max(beams.shape[1] - prompt_len, 1) ** length_penalty, beams[row:row + 1]))
+                else:
+                    keep_rows.append(row), keep_tokens.append(token), keep_scores.append(score)
+                if len(keep_rows) == num_beams:
+                    break
+            if not keep_rows or len(finished) >= num_beams:  # enough finished beams: stop early
                 break
-        if not keep_rows or len(finished) >= num_beams:  # enough finished beams: stop early
-            break
-        rows = torch.tensor(keep_rows, device=idx.device)
-        if kv_cache is not None:
-            kv_cache.reorder(rows)
-        beams = torch.cat([beams[rows], torch.tensor(keep_tokens, device=idx.device)[:, None]], dim=1)
-        scores = torch.tensor(keep_scores, device=idx.device)
-    else:
-        length = max(beams.shape[1] - prompt_len, 1)
-        finished += [(s / length ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
+            rows = torch.tensor(keep_rows, device=idx.device)
+            if kv_cache is not None:
+                kv_cache.reorder(rows)
+            beams = torch.cat([beams[rows], torch.tensor(keep_tokens, device=idx.device)[:, None]], dim=1)
+            scores = torch.tensor(keep_scores, device=idx.device)
+        else:
+            length = max(beams.shape[1] - prompt_len, 1)
+            finished += [(s / length ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
+    finally:
+        model.train(was_training)
     return max(finished, key=lambda f: f[0])[1]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.generation import generate_text_simple, text_to_token_ids, token_ids_to_text
+from helpers.model import _is_count
 
 
 def calc_loss_batch(input_batch, target_batch, model, device):
@@ -24,6 +25,8 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     if len(data_loader) == 0:
         raise ValueError("the data loader yields no batch (the text is too short for one batch of "
                          "windows); use a smaller batch_size or max_length, or drop_last=False")
+    if num_batches is not None and not _is_count(num_batches, 1):
+        raise ValueError(f"num_batches={num_batches!r} must be a whole number >= 1 (or None: every batch)")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     total = 0.0
     for i, (input_batch, target_batch) in enumerate(data_loader):
@@ -274,7 +277,12 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     `before_update(step, loss)`, if given, is called after each backward pass and before the
     optimizer step (`step` counts from 0): `train_model` sets its learning rate and clips there.
     """
+    if max_steps is not None and not _is_count(max_steps, 1):
+        raise ValueError(f"max_steps={max_steps!r} must be a whole number >= 1 (or None: all epochs)")
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
+    if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
+        print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")
+        return state.results()
     bar = tqdm(total=num_epochs * len(train_loader), initial=state.global_step + 1, desc="training",
                unit="step", **({} if progress else {"disable": True}))  # else TQDM_DISABLE decides
     with bar, interrupt_after_step(enabled=checkpoint_path is not None) as interrupt:

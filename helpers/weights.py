@@ -174,12 +174,16 @@ def load_weights_into_gpt(gpt, params):
     """Copy GPT-2 weights (the params dict of `load_hf_gpt2_safetensors`,
     `load_gpt2_params_from_tf_ckpt` or `download_and_load_gpt2`) into our GPTModel, row by row of
     `gpt2_weight_map`, checking every shape. `out_head` gets a copy of `wte`, as GPT-2 ties the
-    two (unless the dict holds a separate "out_head", as a model trained here has)."""
+    two (unless the dict holds a separate "out_head", as a model trained here has). A
+    FastGPTModel works too: its state dict has GPTModel's names, as views of its fused weights."""
     _check_params(params)
     if len(params["blocks"]) != len(gpt.trf_blocks):
         raise ValueError(f"the checkpoint has {len(params['blocks'])} transformer blocks, the model "
                          f"{len(gpt.trf_blocks)}: build the model with the checkpoint's n_layers")
-    ours = dict(gpt.named_parameters())
+    if "out_head" in params and gpt.out_head.weight is gpt.tok_emb.weight:
+        raise ValueError("the checkpoint has an output head of its own, but this model ties it to the token "
+                         "embedding; build it with tie_weights=False")
+    ours = gpt.state_dict()  # tensors sharing the parameters' memory: copying into them fills the model
     for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
         value = _lookup(params, path)
         value = value.T if transposed else value
@@ -215,10 +219,10 @@ def load_hf_gpt2_safetensors(path):
     tensors = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v for k, v in raw.items()}
     n_layers = len({k.split(".")[2] for k in tensors if k.startswith("transformer.h.")})
     params = {"blocks": [{} for _ in range(n_layers)]}
-    for path, _, _ in gpt2_weight_map(n_layers):
-        if hf_name(path) not in tensors:
-            raise ValueError(f"{path} has no tensor {hf_name(path)!r}: is it a GPT-2 checkpoint?")
-        _store(params, path, tensors[hf_name(path)])
+    for row, _, _ in gpt2_weight_map(n_layers):
+        if hf_name(row) not in tensors:
+            raise ValueError(f"{path} has no tensor {hf_name(row)!r}: is it a GPT-2 checkpoint?")
+        _store(params, row, tensors[hf_name(row)])
     if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], params["wte"]):
         params["out_head"] = tensors["lm_head.weight"]
     return params
@@ -237,7 +241,7 @@ def gpt_from_hf_folder(folder, drop_rate=0.0):
 def gpt_to_params(gpt):
     """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
     float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
-    ours = {k: v.detach().float().cpu() for k, v in gpt.named_parameters()}
+    ours = {k: v.detach().float().cpu() for k, v in gpt.state_dict().items()}  # GPTModel's names
     zeros = torch.zeros(gpt.tok_emb.weight.shape[1])
     params = {"blocks": [{} for _ in gpt.trf_blocks]}
     for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):

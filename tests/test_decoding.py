@@ -290,3 +290,22 @@ def test_generate_and_beam_search_check_their_arguments_as_generate_text_simple_
     plain = torch.nn.Sequential(torch.nn.Embedding(CFG["vocab_size"], 8), torch.nn.Linear(8, CFG["vocab_size"]))
     with pytest.raises(ValueError, match="pass context_size"):
         generate(plain, prompt, 3, None)
+
+
+def test_beam_search_turns_dropout_off_and_restores_the_mode(prompt):
+    torch.manual_seed(0)
+    noisy = GPTModel({**CFG, "drop_rate": 0.5})
+    expected = beam_search(noisy.eval(), prompt, 8, 12, num_beams=3)
+    noisy.train()
+    for _ in range(3):  # with dropout on, these would differ from each other
+        assert torch.equal(beam_search(noisy, prompt, 8, 12, num_beams=3), expected)
+    assert noisy.training
+
+
+def test_token_ids_to_text_takes_one_token_and_names_a_batch(tokenizer):
+    from helpers.generation import text_to_token_ids, token_ids_to_text
+    ids = text_to_token_ids("Hello", tokenizer)
+    assert ids.shape == (1, 1)
+    assert token_ids_to_text(ids, tokenizer) == token_ids_to_text(ids[0], tokenizer) == "Hello"
+    with pytest.raises(ValueError, match=r"got shape \(2, 1\); decode a batch row by row"):
+        token_ids_to_text(torch.cat([ids, ids]), tokenizer)

@@ -573,3 +573,22 @@ def test_resuming_a_finished_run_with_another_schedule_is_refused_too(loaders, t
     assert again == lrs  # nothing left to train: the schedule it ran
     with pytest.raises(ValueError, match=r"done.pt was trained with .* not \[2, 4, 1e-05, 1e-05, False\]"):
         run_scheduled(loaders, tokenizer, checkpoint_path=ckpt, resume=True, warmup_steps=4)
+
+
+@pytest.mark.parametrize("num_batches", [0, -1, 1.5, True])
+def test_calc_loss_loader_refuses_a_count_that_makes_no_sense(loaders, num_batches):
+    with pytest.raises(ValueError, match=rf"num_batches={num_batches!r} must be a whole number >= 1"):
+        calc_loss_loader(loaders[1], new_model(), "cpu", num_batches=num_batches)
+
+
+def test_resuming_a_run_that_reached_max_steps_trains_nothing(loaders, tokenizer, tmp_path, capsys):
+    ckpt = tmp_path / "run.pt"
+    model, _, first = run(loaders, tokenizer, checkpoint_path=ckpt, max_steps=3)
+    saved = ckpt.read_bytes()
+    resumed_model, _, again = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True, max_steps=3)
+    assert again == first and "the checkpoint has 3 steps, max_steps=3: nothing to train" in capsys.readouterr().out
+    for (name, a), b in zip(model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert ckpt.read_bytes() == saved
+    with pytest.raises(ValueError, match="max_steps=0 must be a whole number >= 1"):
+        run(loaders, tokenizer, max_steps=0)

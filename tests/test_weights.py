@@ -7,6 +7,7 @@ transformers GPT2LMHeadModel; "the same weights loaded another way" is that mode
 """
 import http.server
 import json
+import re
 import socket
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from helpers.weights import (GPT2_FILES, GPT2_HF_REPOS, download_and_load_gpt2, 
                              gpt2_weight_map, gpt_config_from_hparams, gpt_from_hf_folder, gpt_to_params,
                              hf_name, load_gpt2_params_from_tf_ckpt, load_hf_gpt2_safetensors,
                              load_weights_into_gpt, save_gpt_as_hf, tf_name)
+from helpers.weights import _lookup
 from hf_reference import random_hf_gpt2
 
 CFG = {"vocab_size": 1000, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
@@ -426,3 +428,42 @@ def test_download_file_takes_the_books_backup_url(storage, tmp_path):
                   storage.base("book-backup") + "/124M/hparams.json")
     assert (tmp_path / "hparams.json").read_bytes() == (storage.root / "124M" / "hparams.json").read_bytes()
     assert ("book-backup", "124M/hparams.json", None) in storage.requests
+
+
+# ---- FastGPTModel through the same loader and writer (its state dict has GPTModel's names) ----
+
+def _params_of_hf(hf_model, folder):
+    hf_model.save_pretrained(folder)
+    return load_hf_gpt2_safetensors(folder / "model.safetensors")
+
+
+def test_a_fast_model_loads_and_saves_gpt2_weights_like_gptmodel(hf_model, tokens, tmp_path):
+    from helpers.fast import FastGPTModel
+    params = _params_of_hf(hf_model, tmp_path)
+    reference = hf_model(tokens).logits.detach()
+    for fast in (FastGPTModel(CFG), FastGPTModel({**CFG, "tie_weights": True})):
+        load_weights_into_gpt(fast, params)  # the fused qkv is filled through its W_query/W_key/W_value views
+        assert (logits_of(fast.eval(), tokens) - reference).abs().max().item() <= 1e-4
+        written = gpt_to_params(fast)
+        assert written["blocks"][1]["attn"]["c_attn"]["w"].shape == params["blocks"][1]["attn"]["c_attn"]["w"].shape
+        for path, _, _ in gpt2_weight_map(CFG["n_layers"]):
+            assert torch.allclose(_lookup(written, path), _lookup(params, path)), path
+
+
+def test_a_tied_model_refuses_a_checkpoint_with_its_own_output_head(hf_model, tmp_path):
+    from helpers.fast import FastGPTModel
+    params = _params_of_hf(hf_model, tmp_path)
+    params["out_head"] = params["wte"] + 1  # a head that differs from the embedding
+    tied = FastGPTModel({**CFG, "tie_weights": True})
+    before = tied.tok_emb.weight.clone()
+    with pytest.raises(ValueError, match="ties it to the token embedding; build it with tie_weights=False"):
+        load_weights_into_gpt(tied, params)
+    assert torch.equal(tied.tok_emb.weight, before)  # refused before anything was copied
+
+
+def test_a_safetensors_file_without_a_gpt2_tensor_is_named(tmp_path):
+    from safetensors.torch import save_file
+    path = tmp_path / "not-gpt2.safetensors"
+    save_file({"transformer.h.0.ln_1.weight": torch.ones(4)}, str(path))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path} has no tensor 'transformer.wte.weight'")):
+        load_hf_gpt2_safetensors(path)
