@@ -7,10 +7,13 @@ from ../shared/data (or $COURSE_SHARED_DATA), and a TIKTOKEN_CACHE_DIR inside it
 from __future__ import annotations
 
 import atexit
+import errno
+import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,49 @@ os.environ["COURSE_MODELS_DIR"] = str(_CACHE / "models")
 os.environ["COURSE_CHECKPOINT_DIR"] = str(_CACHE / "checkpoints")
 
 from helpers.support.data import COURSE_FILES, seed_cache  # noqa: E402  (after the env is set)
+
+# No network: a connection from the test process to anything but this machine is refused (as
+# offline) and recorded, and the test that tried it fails (kernels and other subprocesses are
+# not covered; their tests point them at loopback servers or local files).
+_network_attempts: list = []
+
+
+def _is_local(address) -> bool:
+    if not isinstance(address, tuple):  # a Unix socket's path
+        return True
+    host = str(address[0]).split("%")[0]  # an IPv6 scope ("fe80::1%eth0") is not part of the address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: reaching it needs the network
+        return False
+
+
+def _refuse_remote(real, refused):
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address):
+            _network_attempts.append(address)
+            return refused(address)
+        return real(sock, address)
+    return connect
+
+
+def _unreachable(address):
+    raise OSError(errno.ENETUNREACH, f"tests need no network: refused a connection to {address!r}")
+
+
+socket.socket.connect = _refuse_remote(socket.socket.connect, _unreachable)
+socket.socket.connect_ex = _refuse_remote(socket.socket.connect_ex, lambda address: errno.ENETUNREACH)
+
+
+@pytest.fixture(autouse=True)
+def _no_network():
+    _network_attempts.clear()
+    yield
+    if _network_attempts:
+        pytest.fail(f"this test tried to reach the network ({', '.join(map(repr, _network_attempts[:3]))}); "
+                    "tests must run offline: use a loopback server, a local file or a monkeypatched download")
 
 _source = SHARED if SHARED.is_dir() else ROOT / "data"
 if len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):

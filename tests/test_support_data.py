@@ -372,3 +372,21 @@ def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, cap
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: {len(COURSE_FILES)} of {len(COURSE_FILES)} course files")
     assert "Traceback" not in err and "helpers.support seed DIR" in err
+
+
+def test_the_test_process_cannot_reach_the_network():
+    """conftest's guard: a connection to another machine is refused as offline and recorded (the
+    test that made it fails at teardown); loopback is left alone."""
+    import socket
+
+    import conftest
+    with pytest.raises(OSError, match="tests need no network"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: documentation only
+    assert conftest._network_attempts == [("192.0.2.1", 80)]
+    conftest._network_attempts.clear()  # the attempt above was the point of this test
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname(), timeout=5):
+            pass
+    assert conftest._network_attempts == []
