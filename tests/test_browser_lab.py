@@ -52,6 +52,7 @@ CHROMIUM_ARGS = [
 NB = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"  # the notebook on show
 RUN_TIMEOUT_S = 480     # one notebook's "Run All Cells" (smoke mode: about a minute on 2 cores)
 REACT_TIMEOUT_S = 90    # one interaction until the demo's output shows the expected change
+LOST_REPLY_S = 60       # the kernel idle this long while the page still shows a cell running: lost
 PLACEHOLDERS = ("Loading widget...", "Error displaying widget")
 
 
@@ -144,6 +145,9 @@ TOYS = {
     "toy_slider.ipynb": [
         "from ipywidgets import IntSlider, interact\n\n\n"
         "@interact(k=IntSlider(value=3, min=0, max=10))\ndef square(k):\n    print(f'{k} squared is {k * k}')",
+    ],
+    "toy_lost.ipynb": [  # its reply is dropped on the way to the page: the harness must notice
+        "print('the reply to this cell gets lost')",
     ],
 }
 
@@ -315,7 +319,9 @@ def shots_dir(tmp_path_factory) -> Path:
 
 # ---- driving the page --------------------------------------------------------------------------
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=lambda: ""):
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=lambda: "", page=None):
+    """Poll `predicate` until it is true. Given the `page`, wait through Playwright, which
+    meanwhile handles the page's events (a relayed websocket's messages among them)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -323,7 +329,10 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=la
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{detail()}")
-        time.sleep(interval)
+        if page is None:
+            time.sleep(interval)
+        else:
+            page.wait_for_timeout(interval * 1000)
 
 
 PROMPTS_JS = """() => Array.from(document.querySelectorAll('%s .jp-Cell')).map(c => {
@@ -352,9 +361,15 @@ ACTIVE_JS = """() => Array.from(document.querySelectorAll('%s .jp-Cell')).findIn
     c => c.classList.contains('jp-mod-active'))""" % NB
 
 
-def _run_all(page, lab: Lab, name: str, upto: int | None = None) -> None:
+class LostReply(Exception):
+    """The kernel is idle on the server, yet the page still shows a cell running ([*]): a reply
+    never reached the page, and waiting longer cannot help."""
+
+
+def _run_all(page, lab: Lab, name: str, upto: int | None = None, lost_reply_s: float = LOST_REPLY_S) -> None:
     """Run > Run All Cells (or, given `upto`, the cells 0 to `upto`: Run All Above Selected Cell
     with cell upto + 1 selected); wait until no cell is queued or running and the kernel is idle.
+    LostReply when the kernel has been idle for `lost_reply_s` while a cell still shows [*].
 
     The saved execution counts are cleared first (Edit > Clear Outputs of All Cells), so that a
     number in a cell's prompt can only come from this run. Run All stops at a failing cell and
@@ -378,14 +393,28 @@ def _run_all(page, lab: Lab, name: str, upto: int | None = None) -> None:
         _wait(lambda: page.evaluate(ACTIVE_JS) == upto + 1, 10, f"{name}: cell {upto + 1} to be selected")
         _menu(page, "Run", "Run All Above Selected Cell")
 
-    def done():
-        prompts = page.evaluate(PROMPTS_JS)
-        return ("[*]:" not in prompts and re.fullmatch(r"\[\d+\]:", prompts[code[0]] or "")
-                and lab.kernel_state(name) == "idle")
+    idle_since, state = None, None
 
-    _wait(done, RUN_TIMEOUT_S, f"{name}: Run All Cells to finish", interval=1.0)
-    time.sleep(1.0)
-    _wait(done, 60, f"{name}: the kernel to stay idle")  # idle between two queued cells is not the end
+    def done():
+        nonlocal idle_since, state
+        prompts, state = page.evaluate(PROMPTS_JS), lab.kernel_state(name)
+        running = [i for i, p in enumerate(prompts) if p == "[*]:"]
+        if not (running and state == "idle"):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > lost_reply_s:  # a gap between queued cells is far shorter
+            raise LostReply(f"{name}: the kernel has been idle for {lost_reply_s:.0f} s while cell(s) {running} "
+                            f"still show [*]: the page missed a reply. Server log:\n{lab.log_tail(1500)}")
+        return not running and re.fullmatch(r"\[\d+\]:", prompts[code[0]] or "") and state == "idle"
+
+    def why():
+        running = [i for i, p in enumerate(page.evaluate(PROMPTS_JS)) if p == "[*]:"]
+        return f"; kernel {state}, cells showing [*]: {running}; server log:\n{lab.log_tail(1500)}"
+
+    _wait(done, RUN_TIMEOUT_S, f"{name}: Run All Cells to finish", interval=1.0, detail=why, page=page)
+    page.wait_for_timeout(1000)
+    _wait(done, 60, f"{name}: the kernel to stay idle", detail=why, page=page)  # idle between queued cells is not the end
     prompts = page.evaluate(PROMPTS_JS)
     ran = [i for i in code if re.fullmatch(r"\[\d+\]:|collapsed:[1-9]\d*", prompts[i] or "")]
     if ran != code:
@@ -446,7 +475,27 @@ def _open(page, lab: Lab, name: str) -> None:
     page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={lab.token}",
               wait_until="domcontentloaded")
     page.wait_for_selector(f"{NB} .jp-Cell", timeout=120_000)
-    _wait(lambda: lab.kernel_state(name) == "idle", 120, f"{name}: its kernel to start")
+    _wait(lambda: lab.kernel_state(name) == "idle", 120, f"{name}: its kernel to start", page=page)
+
+
+def _open_and_run(new_page, lab: Lab, name: str, opened: list, upto: int | None = None,
+                  lost_reply_s: float = LOST_REPLY_S):
+    """A page (from `new_page()`, appended to `opened`) with notebook `name` open and its cells
+    run by _run_all. After a LostReply (seen once in many full test runs on a loaded machine,
+    never reproduced) the notebook runs once more, in a new page with a new kernel, and the
+    output says so; a second one fails the test."""
+    for attempt in (1, 2):
+        page = new_page()
+        opened.append(page)
+        _open(page, lab, name)
+        try:
+            _run_all(page, lab, name, upto=upto, lost_reply_s=lost_reply_s)
+            return page
+        except LostReply as e:
+            if attempt == 2:
+                pytest.fail(f"{e}\n(the second run in a row that lost a reply)")
+            print(f"{e}\n{name}: running it again in a new page, with a new kernel")
+            _close(page, lab, name)
 
 
 def _close(page, lab: Lab, name: str) -> None:
@@ -484,11 +533,10 @@ def test_widgets_in_jupyterlab(key, lab, context, shots_dir):
         pytest.skip(f"{demo.notebook}: no {demo.what} yet (no code cell matching {demo.marker!r} "
                     f"in a notebook that uses ipywidgets)")
 
-    page = context.new_page()
+    opened = []
     shot = shots_dir / f"{path.stem}.png"
     try:
-        _open(page, lab, demo.notebook)
-        _run_all(page, lab, demo.notebook, upto=index)
+        page = _open_and_run(context.new_page, lab, demo.notebook, opened, upto=index)
         if demo.shows:
             outputs = "\n".join(page.locator(f"{NB} .jp-OutputArea-output").all_inner_texts())
             assert re.search(demo.shows, outputs), f"no {demo.shows!r} in the outputs:\n{outputs[-2000:]}"
@@ -516,13 +564,15 @@ def test_widgets_in_jupyterlab(key, lab, context, shots_dir):
                   f"{time.monotonic() - t0:.1f} s) -> {now.strip()[-120:]!r}")
         assert not _placeholders(page), f"widget placeholders after the interaction: {_placeholders(page)}"
     finally:
-        try:
-            page.locator(f"{NB} .jp-Cell").nth(index).scroll_into_view_if_needed(timeout=5000)
-            page.screenshot(path=str(shot))
-            print(f"screenshot: {shot}")
-        except Exception as e:  # a screenshot must not hide the test's own failure
-            print(f"no screenshot of {demo.notebook}: {e}")
-        _close(page, lab, demo.notebook)
+        if opened and not opened[-1].is_closed():
+            page = opened[-1]
+            try:
+                page.locator(f"{NB} .jp-Cell").nth(index).scroll_into_view_if_needed(timeout=5000)
+                page.screenshot(path=str(shot))
+                print(f"screenshot: {shot}")
+            except Exception as e:  # a screenshot must not hide the test's own failure
+                print(f"no screenshot of {demo.notebook}: {e}")
+            _close(page, lab, demo.notebook)
 
 
 def test_a_failing_cell_fails_the_run(lab, context):
@@ -556,3 +606,55 @@ def test_an_unrendered_widget_is_noticed(lab, context):
         print(f"toy_stale.ipynb: placeholder seen: {found[0]!r}")
     finally:
         _close(page, lab, "toy_stale.ipynb")
+
+
+def _losing_replies(context, pages_that_lose: int):
+    """A new_page for _open_and_run whose first `pages_that_lose` pages never receive an
+    execute_reply: the kernel websocket is relayed, and those messages are dropped on their
+    way from the server to the page. Returns (new_page, the dropped messages)."""
+    dropped, made = [], []
+
+    def new_page():
+        page = context.new_page()
+        made.append(page)
+        if len(made) <= pages_that_lose:
+            def relay(ws):
+                server = ws.connect_to_server()
+
+                def to_page(message):
+                    text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                    if re.search(r'"msg_type":\s*"execute_reply"', text):
+                        dropped.append(text)
+                    else:
+                        ws.send(message)
+                server.on_message(to_page)
+            page.route_web_socket(re.compile(r"/api/kernels/[^/?]+/channels"), relay)
+        return page
+
+    return new_page, dropped
+
+
+def test_a_lost_reply_is_noticed_and_run_again(lab, context):
+    """The harness's own check: a cell whose reply never reaches the page is reported as a
+    LostReply once the kernel has idled for lost_reply_s (not waited out for RUN_TIMEOUT_S),
+    and _open_and_run runs the notebook once more; it passes when the second page gets its
+    replies and fails when that one loses them too."""
+    opened = []
+    try:
+        new_page, dropped = _losing_replies(context, pages_that_lose=1)
+        page = _open_and_run(new_page, lab, "toy_lost.ipynb", opened, lost_reply_s=5)
+        assert len(opened) == 2 and opened[0].is_closed() and dropped, (len(opened), len(dropped))
+        prompts = page.evaluate(PROMPTS_JS)
+        assert re.fullmatch(r"\[\d+\]:", prompts[1]), prompts
+        assert "the reply to this cell gets lost" in page.evaluate(OUTPUTS_JS, 1)
+        _close(page, lab, "toy_lost.ipynb")
+
+        opened.clear()
+        new_page, dropped = _losing_replies(context, pages_that_lose=2)
+        with pytest.raises(pytest.fail.Exception, match=r"cell\(s\) \[1\] still show \[\*\][\s\S]*second run in a row"):
+            _open_and_run(new_page, lab, "toy_lost.ipynb", opened, lost_reply_s=5)
+        assert len(opened) == 2 and len(dropped) >= 2
+    finally:
+        for page in opened:
+            if not page.is_closed():
+                _close(page, lab, "toy_lost.ipynb")
