@@ -333,7 +333,7 @@ def test_save_responses_writes_one_record_per_entry(tmp_path):
     path = ins.save_responses([WITH_INPUT, WITHOUT_INPUT], ["a", "b"], tmp_path / "sub" / "r.json")
     records = json.loads(path.read_text())
     assert records == [{**WITH_INPUT, "model_response": "a"}, {**WITHOUT_INPUT, "model_response": "b"}]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 entries but 0 responses"):
         ins.save_responses([WITH_INPUT], [], tmp_path / "x.json")
 
 

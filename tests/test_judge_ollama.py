@@ -192,7 +192,8 @@ def test_http_500(ollama):
 @pytest.mark.parametrize("stream", [False, True])
 def test_slow_reply_times_out(ollama, stream):
     ollama.delay = 2.0
-    with fails_fast(1.9), pytest.raises(JudgeUnavailable, match="within 0.5 s"):  # the server waits 2 s
+    # the server waits 2 s before it answers; a client that ignored its timeout would get the reply
+    with pytest.raises(JudgeUnavailable, match="within 0.5 s"):
         query_ollama("x", MODEL, ollama.host, stream=stream, timeout=0.5)
 
 

@@ -393,20 +393,17 @@ def _channel_missing_first_wakeup(monkeypatch, replies):
 
 def test_runner_survives_a_missed_kernel_reply(monkeypatch):
     import asyncio
-    import time
     from queue import Empty
 
     channel, slices = _channel_missing_first_wakeup(monkeypatch, [{"reply": 1}])
-    start = time.monotonic()
     # no timeout: one long poll would wait forever; the second slice finds the reply
     assert asyncio.run(channel.get_msg(timeout=None)) == {"reply": 1}
-    assert time.monotonic() - start < 2 and slices == [0.5, 0.5]
+    assert slices == [0.5, 0.5]
 
     channel, slices = _channel_missing_first_wakeup(monkeypatch, [])
-    start = time.monotonic()
-    with pytest.raises(Empty):  # a real silence still ends at the caller's timeout
+    with pytest.raises(Empty):  # a real silence still ends at the caller's timeout, in slices
         asyncio.run(channel.get_msg(timeout=1.2))
-    assert 1.15 < time.monotonic() - start < 2 and len(slices) == 3 and sum(slices) == pytest.approx(1.2, abs=0.05)
+    assert len(slices) == 3 and sum(slices) == pytest.approx(1.2, abs=0.05) and max(slices) <= 0.5
 
 
 def test_metrics_headline_is_checked_where_it_is_logged(tmp_path):

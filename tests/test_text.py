@@ -240,7 +240,7 @@ def test_non_positive_sizes_are_value_errors(tokenizer, verdict_text, max_length
 
 @pytest.mark.parametrize("max_length,stride", [(4.0, 1), ("4", 1), (4, 1.5), (True, 1)])
 def test_non_integer_sizes_are_type_errors(tokenizer, max_length, stride):
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="must be an int"):  # ours, not a TypeError from range()
         GPTDatasetV1("some text here, long enough for a window", tokenizer, max_length, stride)
 
 
