@@ -54,9 +54,11 @@ def _is_local(address) -> bool:
     if host in ("localhost", ""):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:  # a host name other than localhost: reaching it needs the network
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return ip.is_loopback or ip.is_unspecified or bool(mapped and mapped.is_loopback)  # 0.0.0.0: this machine
 
 
 def _refuse_remote(real, refused):
@@ -78,11 +80,22 @@ socket.socket.connect_ex = _refuse_remote(socket.socket.connect_ex, lambda addre
 
 @pytest.fixture(autouse=True)
 def _no_network():
-    _network_attempts.clear()
+    start = len(_network_attempts)  # earlier ones (a session fixture's) are reported at the end
     yield
-    if _network_attempts:
-        pytest.fail(f"this test tried to reach the network ({', '.join(map(repr, _network_attempts[:3]))}); "
+    tried = _network_attempts[start:]
+    if tried:
+        del _network_attempts[start:]
+        pytest.fail(f"this test tried to reach the network ({', '.join(map(repr, tried[:3]))}); "
                     "tests must run offline: use a loopback server, a local file or a monkeypatched download")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Connections tried outside any test (collection, session fixtures) fail the session (under
+    xdist: the worker's session, whose message is in the worker's output)."""
+    if _network_attempts:
+        print(f"\nconftest: connections to other machines were tried outside the tests: "
+              f"{', '.join(map(repr, _network_attempts[:3]))}; tests must run offline")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 _source = SHARED if SHARED.is_dir() else ROOT / "data"
 if len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):

@@ -32,6 +32,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -495,6 +496,7 @@ def _open_and_run(new_page, lab: Lab, name: str, opened: list, upto: int | None 
             if attempt == 2:
                 pytest.fail(f"{e}\n(the second run in a row that lost a reply)")
             print(f"{e}\n{name}: running it again in a new page, with a new kernel")
+            warnings.warn(f"{name}: the page lost a reply; the notebook ran again in a new page", stacklevel=2)
             _close(page, lab, name)
 
 

@@ -403,6 +403,9 @@ def test_static_cache_reorders_rows_and_refuses_a_silent_batch_change():
         assert len(cache) == 7
         with pytest.raises(ValueError, match="holds 7 positions for a batch of 3, not 2; clear"):
             fast(ids[:, :1], kv_cache=cache)
+        cache.clear()  # emptied, it takes any batch size
+        fast(ids[:1], kv_cache=cache)
+        assert len(cache) == 6 and cache.keys.shape[1] == 1
 
 
 def test_generate_fast_on_gptmodel_and_in_training_mode():

@@ -382,11 +382,14 @@ def test_the_test_process_cannot_reach_the_network():
     import conftest
     with pytest.raises(OSError, match="tests need no network"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: documentation only
-    assert conftest._network_attempts == [("192.0.2.1", 80)]
-    conftest._network_attempts.clear()  # the attempt above was the point of this test
+    assert conftest._network_attempts[-1:] == [("192.0.2.1", 80)]
+    conftest._network_attempts.pop()  # the attempt above was the point of this test
+    before = list(conftest._network_attempts)
+    assert all(conftest._is_local((host, 80)) for host in ("::1", "0.0.0.0", "::ffff:127.0.0.1", "localhost"))
+    assert not any(conftest._is_local((host, 80)) for host in ("8.8.8.8", "::ffff:8.8.8.8", "example.com"))
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         with socket.create_connection(listener.getsockname(), timeout=5):
             pass
-    assert conftest._network_attempts == []
+    assert conftest._network_attempts == before
