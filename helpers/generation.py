@@ -109,7 +109,7 @@ def text_to_token_ids(text, tokenizer):
 
 def token_ids_to_text(token_ids, tokenizer):
     """Decode a (1, tokens) or (tokens,) tensor of IDs back to text."""
-    flat = token_ids.squeeze(0) if token_ids.ndim == 2 else token_ids  # (1, 1) must stay a list
+    flat = token_ids.squeeze(0) if token_ids.ndim == 2 else token_ids  # a (tokens,) one must not become 0-d
     if flat.ndim != 1:
         raise ValueError(f"token_ids must be (1, tokens) or (tokens,), got shape {tuple(token_ids.shape)}; "
                          "decode a batch row by row")
