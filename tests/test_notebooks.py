@@ -352,6 +352,35 @@ def test_inplace_saves_progress_bars_in_their_final_state(tmp_path):
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
 
+def test_inplace_saves_a_control_widget_as_a_note_not_its_repr(tmp_path):
+    nb_path = _toy_notebook(tmp_path / "ch08_slider.ipynb",
+                            "import ipywidgets as widgets\nfrom IPython.display import display\n"
+                            "display(widgets.VBox([widgets.HBox([widgets.IntSlider(description='head')])]))\n"
+                            "display(widgets.HBox([widgets.HTML('no input here')]))\n"
+                            "from tqdm.auto import tqdm\nfor _ in tqdm(range(5), desc='work'):\n    pass")
+    assert run_course.main(["--inplace", "--mode", "smoke", "--out", str(tmp_path / "r"), str(nb_path)]) == 0
+    outputs = nbformat.read(nb_path, as_version=4).cells[2].outputs
+    texts = [o["data"]["text/plain"] for o in outputs if o.get("output_type") == "display_data"]
+    assert texts[0] == run_course.WIDGET_NOTE and "VBox" not in texts[0]  # a slider inside two boxes
+    assert texts[1].startswith("HBox(children=(HTML(")  # nothing to use: ipywidgets' own text stays
+    assert "5/5" in texts[2] and "100%" in texts[2]  # the bar still shows its final state
+
+
+def test_clean_metadata_merges_a_prints_pieces_into_one_output(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('a', end=''); print('b')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a"),
+                    nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="warning\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="c\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "pieces.ipynb"
+    nbformat.write(nb, path)
+    run_course.clean_metadata(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o["name"], o["text"]) for o in outputs] == [("stdout", "ab\n"), ("stderr", "warning\n"), ("stdout", "c\n")]
+
+
 def test_runner_inplace_leaves_clean_notebook(tmp_path):
     nb_path = _toy_notebook(tmp_path / "ch08_toy.ipynb", "import os\nprint(os.environ['COURSE_MODE'])")
     assert run_course.main(["--inplace", "--mode", "full", "--out", str(tmp_path / "r"), str(nb_path)]) == 0

@@ -217,9 +217,28 @@ def _final_bar_text(view: dict, state: dict) -> str | None:
     return html.unescape(f"{left.get('value', '')}|{bar}|{right.get('value', '')}").replace("\xa0", " ").replace("\u2007", " ")
 
 
+# What a saved copy shows for a control (slider, text box, button) instead of ipywidgets' repr
+# ("VBox(children=(HBox(children=(IntSlider(..."): without a kernel it does nothing anyway.
+WIDGET_NOTE = "[an interactive widget: run this cell in Jupyter or Colab to use it]"
+
+
+_CONTROLS = ("SliderModel", "TextModel", "TextareaModel", "ButtonModel", "ButtonsModel", "DropdownModel",
+             "CheckboxModel", "SelectModel", "ComboboxModel")  # widget model names that take input
+
+
+def _has_control(model_id, state: dict) -> bool:
+    """Whether the saved widget `model_id`, or a box inside it, takes input (a slider, a text
+    box, a button...); not so for a progress bar or an output area."""
+    model = state.get(model_id, {})
+    if model.get("model_name", "").endswith(_CONTROLS):
+        return True
+    return any(_has_control(ref.removeprefix("IPY_MODEL_"), state)
+               for ref in model.get("state", {}).get("children", []) if isinstance(ref, str))
+
+
 def clean_metadata(path: Path) -> None:
-    """Drop what changes on every run (papermill timings, execution stamps, widget state), and
-    turn progress-bar widgets into text showing their final state."""
+    """Drop what changes on every run (papermill timings, execution stamps, widget state), turn
+    progress-bar widgets into text showing their final state, and other widgets into WIDGET_NOTE."""
     import nbformat
     nb = nbformat.read(path, as_version=4)
     widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
@@ -232,10 +251,28 @@ def clean_metadata(path: Path) -> None:
         if cell.cell_type == "code":
             for out in cell.outputs:
                 view = out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
-                if view is not None and (text := _final_bar_text(view, widget_state)) is not None:
+                if view is None:
+                    continue
+                if (text := _final_bar_text(view, widget_state)) is not None:
                     out["data"]["text/plain"] = text
-            cell.outputs = [o for o in cell.outputs if not ("data" in o and not o["data"])]
+                elif _has_control(view.get("model_id"), widget_state):
+                    out["data"]["text/plain"] = WIDGET_NOTE
+            cell.outputs = _merge_streams([o for o in cell.outputs if not ("data" in o and not o["data"])])
     nbformat.write(nb, path)
+
+
+def _merge_streams(outputs: list) -> list:
+    """One output per run of stdout (or stderr) text, as a reader sees it: where a print's pieces
+    arrive in one message or in several depends on timing, and would show up as a change."""
+    merged = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == out.get("name")):
+            last["text"] += out["text"]
+        else:
+            merged.append(out)
+    return merged
 
 
 def figures(nb_path: Path) -> list[str]:
