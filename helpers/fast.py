@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from helpers.generation import _check_greedy_args, sample_next_token
+from helpers.generation import _check_greedy_args, eval_mode, sample_next_token
 from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids
 
 
@@ -142,16 +142,30 @@ class StaticKVCache:
         end = self.pos + n
         if end > self.max_len:
             raise ValueError(f"{end} positions exceed the cache's max_len of {self.max_len}")
-        if self.pos and self.keys.shape[1] != b:  # reallocating would silently drop what is cached
-            raise ValueError(f"the cache holds {self.pos} positions for a batch of {self.keys.shape[1]}, "
-                             f"not {b}; clear() it for a new batch, or reorder() its rows")
-        if self.keys is None or self.keys.shape[1:3] != (b, h) or self.keys.dtype != keys.dtype:
-            shape = (self.n_layers, b, h, self.max_len, d)
+        if values.shape != keys.shape or values.dtype != keys.dtype:
+            raise ValueError(f"keys {tuple(keys.shape)} {keys.dtype} and values {tuple(values.shape)} "
+                             f"{values.dtype} must have the same shape and dtype")
+        shape = (self.n_layers, b, h, self.max_len, d)
+        if self.keys is None or self.keys.shape != shape or (self.keys.dtype, self.keys.device) != (keys.dtype, keys.device):
+            # A new buffer would silently drop what is cached: the earlier steps, or this step's lower layers.
+            if self.pos:
+                raise ValueError(f"the cache holds {self.pos} positions for {self._layout(self.keys)}, not "
+                                 f"{self._layout(keys)}; clear() it (model.reset_kv_cache() for the model's own) and "
+                                 f"feed the whole text again, or reorder() its rows for a new batch order. Dtype "
+                                 f"and device stay as they are for a whole generation (autocast on or off throughout)")
+            if layer > 0 and self.keys is not None:
+                raise ValueError(f"layer {layer} gives {self._layout(keys)}, the layers before it "
+                                 f"{self._layout(self.keys)}: one StaticKVCache holds all layers, so they must agree "
+                                 f"(cast the whole model, not some of its blocks)")
             self.keys = torch.empty(shape, dtype=keys.dtype, device=keys.device)
             self.values = torch.empty(shape, dtype=values.dtype, device=values.device)
         self.keys[layer, :, :, self.pos:end] = keys
         self.values[layer, :, :, self.pos:end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    @staticmethod
+    def _layout(t) -> str:
+        return f"a batch of {t.shape[-4]} ({t.shape[-3]} heads of {t.shape[-1]}, {t.dtype}, {t.device})"
 
     def advance(self, n: int) -> None:
         self.pos += n
@@ -380,9 +394,7 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
         raise ValueError("padded prompts need a FastGPTModel (FastGPTModel.from_model(model)); "
                          "or generate each prompt on its own")
     cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             offset = max(0, idx.shape[1] - context)  # where the window the model can read starts
@@ -407,8 +419,6 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
                 mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
             if eos_id is not None and bool(finished.all()):
                 break
-    finally:
-        model.train(was_training)
     return idx
 
 

@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export generation` and run `make export`.
 """
-__all__ = ['next_token_logits', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
+__all__ = ['next_token_logits', 'eval_mode', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
 # ---- ch04_gpt_model.ipynb, cell 78 ----
@@ -26,7 +26,22 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
 
 
 # ---- ch04_gpt_model.ipynb, cell 79 ----
+from contextlib import contextmanager
+
 from helpers.model import _is_count
+
+
+@contextmanager
+def eval_mode(model):
+    """Run the `with` block with `model` in eval mode (dropout off), then give every submodule
+    back the mode it had (also when the block raises, or a generator using it is closed early)."""
+    modes = [(module, module.training) for module in model.modules()]  # some may be kept in eval
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
@@ -55,16 +70,12 @@ def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cach
     """
     context_size = _check_greedy_args(model, idx, max_new_tokens, context_size)
     kv_cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(max_new_tokens):
             with torch.no_grad():
                 logits = next_token_logits(model, idx, context_size, kv_cache)
             idx_next = torch.argmax(logits, dim=-1, keepdim=True)
             idx = torch.cat((idx, idx_next), dim=1)
-    finally:
-        model.train(was_training)
     return idx
 
 
@@ -76,9 +87,7 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
     """
     context_size = _check_greedy_args(model, token_ids, max_new_tokens, context_size)
     kv_cache = model.new_kv_cache() if hasattr(model, "new_kv_cache") else None
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # a generator: the mode comes back when it ends or is closed
         for _ in range(max_new_tokens):
             with torch.no_grad():  # per step: a generator must not leave no_grad on in the caller
                 logits = next_token_logits(model, token_ids, context_size, kv_cache)
@@ -87,8 +96,6 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
                 break
             yield next_token
             token_ids = torch.cat([token_ids, next_token], dim=1)
-    finally:
-        model.train(was_training)
 
 
 def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
@@ -226,9 +233,7 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     just for having more (negative) log-probabilities. The model runs in eval mode; its mode is
     restored afterwards."""
     context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
-    was_training = model.training
-    model.eval()  # dropout would make the search random
-    try:
+    with eval_mode(model):  # dropout would make the search random
         prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
         beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)
         for _ in range(max_new_tokens):
@@ -257,6 +262,4 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
         else:
             length = max(beams.shape[1] - prompt_len, 1)
             finished += [(s / length ** length_penalty, beams[i:i + 1]) for i, s in enumerate(scores.tolist())]
-    finally:
-        model.train(was_training)
     return max(finished, key=lambda f: f[0])[1]

@@ -163,7 +163,7 @@ import os
 
 from tqdm.auto import tqdm
 
-from helpers.generation import generate
+from helpers.generation import eval_mode, generate
 
 
 def extract_response(generated_text):
@@ -182,12 +182,8 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
     """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
     context_size = context_size or model.pos_emb.weight.shape[0]
     prompt = tokenizer.encode(format_input(entry))[-context_size:]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
-    finally:
-        model.train(was_training)
     return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
 
 

@@ -96,6 +96,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from helpers.fast import FastGPTModel, compile_model
+from helpers.generation import eval_mode
 from helpers.model import GPT_CONFIGS, GPTModel
 from helpers.support.files import write_atomically
 from helpers.support.runtime import autocast_dtype, get_device
@@ -595,14 +596,11 @@ def evaluate(model, val_set, args, device, rank, world, autocast) -> float:
     n = len(val_set) if args.eval_windows is None else min(args.eval_windows, len(val_set))
     shard = Subset(val_set, range(rank, n, world))
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss x windows, windows
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for inputs, targets in DataLoader(shard, batch_size=args.batch_size):
             with autocast():
                 loss = calc_loss_batch(inputs, targets, model, device)
             total += torch.tensor([loss.item() * len(inputs), len(inputs)], dtype=torch.float64, device=device)
-    model.train(was_training)
     if world > 1:
         dist.all_reduce(total)
     return (total[0] / total[1]).item()

@@ -170,6 +170,24 @@ def _check_params(params):
                          f"params dict (from {source}){hint}")
 
 
+_QKV_BIASES = (".W_query.bias", ".W_key.bias", ".W_value.bias")  # absent when qkv_bias=False
+
+
+def _gpt_state(gpt, fix):
+    """(model, its state dict) once the dict has every tensor of `gpt2_weight_map`'s rows; a
+    compiled model gives the model inside (same parameters, names without "_orig_mod.")."""
+    gpt = getattr(gpt, "_orig_mod", gpt)
+    ours = gpt.state_dict()
+    needed = [n for _, names, _ in gpt2_weight_map(len(gpt.trf_blocks))
+              for n in ([names] if isinstance(names, str) else names)] + ["out_head.weight"]
+    missing = [n for n in needed if n not in ours and not n.endswith(_QKV_BIASES)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"the model has no {missing[0]!r}{more}: GPT-2's weights map onto a plain GPTModel or "
+                         f"FastGPTModel; wrappers such as LoRA rename its layers, so {fix}")
+    return gpt, ours
+
+
 def load_weights_into_gpt(gpt, params):
     """Copy GPT-2 weights (the params dict of `load_hf_gpt2_safetensors`,
     `load_gpt2_params_from_tf_ckpt` or `download_and_load_gpt2`) into our GPTModel, row by row of
@@ -177,13 +195,13 @@ def load_weights_into_gpt(gpt, params):
     two (unless the dict holds a separate "out_head", as a model trained here has). A
     FastGPTModel works too: its state dict has GPTModel's names, as views of its fused weights."""
     _check_params(params)
+    gpt, ours = _gpt_state(gpt, "load the weights before wrapping")  # ours: tensors sharing the parameters' memory
     if len(params["blocks"]) != len(gpt.trf_blocks):
         raise ValueError(f"the checkpoint has {len(params['blocks'])} transformer blocks, the model "
                          f"{len(gpt.trf_blocks)}: build the model with the checkpoint's n_layers")
     if "out_head" in params and gpt.out_head.weight is gpt.tok_emb.weight:
         raise ValueError("the checkpoint has an output head of its own, but this model ties it to the token "
                          "embedding; build it with tie_weights=False")
-    ours = gpt.state_dict()  # tensors sharing the parameters' memory: copying into them fills the model
     for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
         value = _lookup(params, path)
         value = value.T if transposed else value
@@ -241,8 +259,9 @@ def gpt_from_hf_folder(folder, drop_rate=0.0):
 def gpt_to_params(gpt):
     """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
     float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
-    ours = {k: v.detach().float().cpu() for k, v in gpt.state_dict().items()}  # GPTModel's names
-    zeros = torch.zeros(gpt.tok_emb.weight.shape[1])
+    gpt, ours = _gpt_state(gpt, "merge them first (merge_lora)")
+    ours = {k: v.detach().float().cpu() for k, v in ours.items()}  # GPTModel's names
+    zeros = torch.zeros(gpt.tok_emb.weight.shape[1])  # the biases of a model without qkv_bias
     params = {"blocks": [{} for _ in gpt.trf_blocks]}
     for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
         value = ours[names] if isinstance(names, str) else torch.cat([ours.get(n, zeros) for n in names])

@@ -401,11 +401,37 @@ def test_static_cache_reorders_rows_and_refuses_a_silent_batch_change():
         assert torch.equal(cache.keys[:, 0], keys[:, 1]) and torch.equal(cache.keys[:, 2], keys[:, 0])
         fast(torch.randint(0, CFG["vocab_size"], (3, 1)), kv_cache=cache)  # the new batch of 3 fits
         assert len(cache) == 7
-        with pytest.raises(ValueError, match="holds 7 positions for a batch of 3, not 2; clear"):
+        with pytest.raises(ValueError, match=r"holds 7 positions for a batch of 3 \(.*\), not a batch of 2 .*; clear"):
             fast(ids[:, :1], kv_cache=cache)
         cache.clear()  # emptied, it takes any batch size
         fast(ids[:1], kv_cache=cache)
         assert len(cache) == 6 and cache.keys.shape[1] == 1
+
+
+def test_static_cache_refuses_a_silent_reallocation_of_what_it_holds():
+    """A change of dtype (autocast switched on between calls) or of head layout would need a new
+    buffer; with positions cached, that would lose them, so the cache refuses instead."""
+    cache = StaticKVCache(n_layers=2, max_len=8)
+    keys = torch.randn(1, 4, 3, 8)
+    cache.update(0, keys, keys)
+    cache.update(1, keys, keys)
+    cache.advance(3)
+    held = cache.keys.clone()
+    for other, what in ((keys.to(torch.bfloat16), "torch.bfloat16"), (torch.randn(1, 2, 1, 16), "2 heads of 16")):
+        with pytest.raises(ValueError, match=r"holds 3 positions for a batch of 1 \(4 heads of 8, torch.float32, cpu\), "
+                                             r"not a batch of 1 \(.*" + what):
+            cache.update(0, other, other)
+        assert len(cache) == 3 and torch.equal(cache.keys, held)  # nothing lost
+    cache.clear()  # emptied, it takes the new layout
+    k2, v2 = cache.update(0, keys.to(torch.bfloat16)[:, :, :1], keys.to(torch.bfloat16)[:, :, :1])
+    assert cache.keys.dtype == torch.bfloat16 and k2.shape == (1, 4, 1, 8)
+    # in the same step, a layer whose keys differ from the layers before it (some blocks cast)
+    with pytest.raises(ValueError, match=r"layer 1 gives a batch of 1 \(4 heads of 8, torch.float32, cpu\), the layers "
+                                         r"before it a batch of 1 \(4 heads of 8, torch.bfloat16"):
+        cache.update(1, keys[:, :, :1], keys[:, :, :1])
+    assert torch.equal(cache.keys[0, :, :, :1], k2)  # layer 0's step is still there
+    with pytest.raises(ValueError, match="must have the same shape and dtype"):
+        cache.update(1, keys[:, :, :1].bfloat16(), keys[:, :, :1])
 
 
 def test_generate_fast_on_gptmodel_and_in_training_mode():

@@ -111,6 +111,30 @@ def test_generation_runs_in_eval_mode_and_restores_the_mode():
     assert torch.equal(first, generate_text_simple(model.eval(), prompt, 6, use_cache=False))
 
 
+def test_eval_mode_restores_the_mode_after_an_error_and_a_closed_generator():
+    from helpers.generation import eval_mode, generate_text_simple_stream
+    model = GPTModel({**CFG, "drop_rate": 0.5}).train()
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(model) as inside:
+            assert inside is model and not model.training and not model.drop_emb.training
+            raise RuntimeError("inside")
+    assert model.training and model.drop_emb.training
+    with eval_mode(model.eval()):
+        pass
+    assert not model.training  # an eval-mode model stays in eval mode
+    model.train()
+    model.drop_emb.eval()  # a part the caller keeps in eval mode stays so
+    generate_text_simple(model, torch.zeros((1, 2), dtype=torch.long), 2)
+    assert model.training and model.trf_blocks[0].training and not model.drop_emb.training
+    model.train()
+    prompt = torch.randint(0, CFG["vocab_size"], (1, 4), generator=torch.Generator().manual_seed(8))
+    stream = generate_text_simple_stream(model, prompt, 10)
+    next(stream)
+    assert not model.training  # paused inside the generator: dropout off
+    stream.close()  # the reader stops early
+    assert model.training
+
+
 def test_stream_yields_the_loops_tokens_and_stops_at_eos():
     from helpers.generation import generate_text_simple_stream
     model = model_for("sdpa")

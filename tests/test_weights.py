@@ -467,3 +467,37 @@ def test_a_safetensors_file_without_a_gpt2_tensor_is_named(tmp_path):
     save_file({"transformer.h.0.ln_1.weight": torch.ones(4)}, str(path))
     with pytest.raises(ValueError, match="^" + re.escape(f"{path} has no tensor 'transformer.wte.weight'")):
         load_hf_gpt2_safetensors(path)
+
+
+def test_a_model_with_wrapped_layers_is_named_not_blamed_on_qkv_bias(hf_model, tmp_path):
+    """LoRA (ch06) renames W_query.weight to W_query.linear.weight: loading into, or reading from,
+    such a model must name the missing weight, not report qkv_bias or write zeros."""
+    from helpers.classification import LinearWithLoRA, replace_linear_with_lora
+    params = _params_of_hf(hf_model, tmp_path)
+    for qkv_bias in (True, False):
+        wrapped = replace_linear_with_lora(GPTModel({**CFG, "qkv_bias": qkv_bias}), rank=2, alpha=1.0)
+        with pytest.raises(ValueError, match=r"no 'trf_blocks.0.att.W_query.weight' \(and \d+ more\).*before wrapping"):
+            load_weights_into_gpt(wrapped, params)
+        with pytest.raises(ValueError, match=r"no 'trf_blocks.0.att.W_query.weight' .*merge them first"):
+            gpt_to_params(wrapped)
+    plain = GPTModel({**CFG, "qkv_bias": False})  # no biases at all: zeros are the right GPT-2 biases
+    assert not gpt_to_params(plain)["blocks"][0]["attn"]["c_attn"]["b"].any()
+    # one wrapped layer deep in the model: named, and refused before anything is copied
+    partly = GPTModel(CFG)
+    partly.trf_blocks[1].ff.layers[0] = LinearWithLoRA(partly.trf_blocks[1].ff.layers[0], rank=2, alpha=1.0)
+    before = {k: v.clone() for k, v in partly.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^the model has no 'trf_blocks.1.ff.layers.0.weight' \(and 1 more\): "):
+        load_weights_into_gpt(partly, params)
+    assert all(torch.equal(v, before[k]) for k, v in partly.state_dict().items())
+
+
+def test_a_compiled_model_loads_and_saves_gpt2_weights(hf_model, tokens, tmp_path):
+    """torch.compile's wrapper prefixes every name with _orig_mod.; the model inside is used."""
+    params = _params_of_hf(hf_model, tmp_path)
+    inner = GPTModel(CFG)
+    compiled = torch.compile(inner)  # lazy: nothing is compiled until it runs, which it does not here
+    load_weights_into_gpt(compiled, params)
+    assert (logits_of(inner.eval(), tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+    written = gpt_to_params(compiled)
+    for path, _, _ in gpt2_weight_map(CFG["n_layers"]):
+        assert torch.allclose(_lookup(written, path), _lookup(params, path)), path
