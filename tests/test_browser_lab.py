@@ -394,10 +394,10 @@ def _run_all(page, lab: Lab, name: str, upto: int | None = None, lost_reply_s: f
         _wait(lambda: page.evaluate(ACTIVE_JS) == upto + 1, 10, f"{name}: cell {upto + 1} to be selected")
         _menu(page, "Run", "Run All Above Selected Cell")
 
-    idle_since, state = None, None
+    idle_since, state, running = None, None, []
 
     def done():
-        nonlocal idle_since, state
+        nonlocal idle_since, state, running
         prompts, state = page.evaluate(PROMPTS_JS), lab.kernel_state(name)
         running = [i for i, p in enumerate(prompts) if p == "[*]:"]
         if not (running and state == "idle"):
@@ -409,8 +409,7 @@ def _run_all(page, lab: Lab, name: str, upto: int | None = None, lost_reply_s: f
                             f"still show [*]: the page missed a reply. Server log:\n{lab.log_tail(1500)}")
         return not running and re.fullmatch(r"\[\d+\]:", prompts[code[0]] or "") and state == "idle"
 
-    def why():
-        running = [i for i, p in enumerate(page.evaluate(PROMPTS_JS)) if p == "[*]:"]
+    def why():  # what the last poll saw: a page that stopped answering cannot be asked again
         return f"; kernel {state}, cells showing [*]: {running}; server log:\n{lab.log_tail(1500)}"
 
     _wait(done, RUN_TIMEOUT_S, f"{name}: Run All Cells to finish", interval=1.0, detail=why, page=page)
