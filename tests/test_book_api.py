@@ -145,6 +145,14 @@ RENAMED = {
 }
 
 
+# The book's per-layer cache calls, deliberately not reproduced (README, "What is not the same"):
+# they return (output, cache) pairs, and one name cannot also return chapter 3's tensor. The
+# model-level calls in BOOK_API are what the book's generation code uses.
+NOT_REPRODUCED = {
+    ("kv_cache.gpt2", "MultiHeadAttention.forward"): "x, use_cache=False, start_pos=0, cache=None",
+    ("kv_cache.gpt2", "TransformerBlock.forward"): "x, use_cache=False, start_pos=0, cache=None",
+}
+
 
 def book_params(spec):
     """[(name, has_default, default)] from 'a, b=1, c=None'."""
@@ -202,6 +210,15 @@ def entries():
 @pytest.mark.parametrize("module, name, spec", list(entries()))
 def test_book_name_exists_with_a_compatible_signature(module, name, spec):
     assert signature_problems(module, name, spec) == []
+
+
+@pytest.mark.parametrize("module, name", list(NOT_REPRODUCED))
+def test_the_calls_not_reproduced_still_differ_and_the_readme_says_so(module, name):
+    """Should one of them become compatible, it belongs in BOOK_API, where it would be checked."""
+    from pathlib import Path
+    assert signature_problems(module, name, NOT_REPRODUCED[(module, name)]) != []
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"`{name}" in readme, f"README does not name {name} as not reproduced"
 
 
 def test_the_checker_catches_what_it_should():
