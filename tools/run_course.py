@@ -240,6 +240,7 @@ def clean_metadata(path: Path) -> None:
     """Drop what changes on every run (papermill timings, execution stamps, widget state), turn
     progress-bar widgets into text showing their final state, and other widgets into WIDGET_NOTE."""
     import nbformat
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     nb = nbformat.read(path, as_version=4)
     widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
     widget_state = widgets.get("state", {})
@@ -257,22 +258,11 @@ def clean_metadata(path: Path) -> None:
                     out["data"]["text/plain"] = text
                 elif _has_control(view.get("model_id"), widget_state):
                     out["data"]["text/plain"] = WIDGET_NOTE
-            cell.outputs = _merge_streams([o for o in cell.outputs if not ("data" in o and not o["data"])])
+            cell.outputs = [o for o in cell.outputs if not ("data" in o and not o["data"])]
+    # One output per run of stdout (or stderr) text, as a reader sees it: whether a print's pieces
+    # arrive in one message or several depends on timing, and would show up as a change.
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
     nbformat.write(nb, path)
-
-
-def _merge_streams(outputs: list) -> list:
-    """One output per run of stdout (or stderr) text, as a reader sees it: where a print's pieces
-    arrive in one message or in several depends on timing, and would show up as a change."""
-    merged = []
-    for out in outputs:
-        last = merged[-1] if merged else None
-        if (out.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
-                and last.get("name") == out.get("name")):
-            last["text"] += out["text"]
-        else:
-            merged.append(out)
-    return merged
 
 
 def figures(nb_path: Path) -> list[str]:
