@@ -105,6 +105,16 @@ if len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):
 
 
 @pytest.fixture(scope="session")
+def refused_port() -> int:
+    """A loopback port where every connection is refused: bound but never listening, and held
+    for the whole session, so no kernel or other worker's server can take it meanwhile (a port
+    that was merely free a moment ago can be)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The test session's course cache, already holding every course file."""
     return _CACHE

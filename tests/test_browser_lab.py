@@ -26,7 +26,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -170,7 +169,7 @@ def _demo_cell_index(path: Path, demo: Demo) -> int | None:
 # ---- JupyterLab server -------------------------------------------------------------------------
 
 class Lab:
-    def __init__(self, url: str, token: str, root: Path, proc: subprocess.Popen, log: Path):
+    def __init__(self, url: str | None, token: str, root: Path, proc: subprocess.Popen, log: Path):
         self.url, self.token, self.root, self.proc, self.log = url, token, root, proc, log
 
     def api(self, path: str, method: str = "GET"):
@@ -196,12 +195,6 @@ class Lab:
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _lab_settings(settings: Path) -> None:
@@ -249,11 +242,12 @@ def lab(browser_ready, tmp_path_factory):
     env["COURSE_REPO_ROOT"] = str(ROOT)
     for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")):
         env[var] = str(base / sub)
-    token, port = secrets.token_hex(16), _free_port()
-    url = f"http://127.0.0.1:{port}"
+    # Port 0: the server takes a free port itself and names it in its runtime file (a port found
+    # free here could be taken by the other worker's servers during the seconds Lab starts up).
+    token = secrets.token_hex(16)
     log = base / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--IdentityProvider.token={token}", "--allow-root",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", "--ServerApp.port_retries=0",
            f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={base / 'settings'}",
            f"--LabApp.workspaces_dir={base / 'workspaces'}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
@@ -261,16 +255,20 @@ def lab(browser_ready, tmp_path_factory):
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # a process group of its own, killed at the end
-    server = Lab(url, token, root, proc, log)
+    server = Lab(None, token, root, proc, log)
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}")
             try:
+                if server.url is None:  # not yet listening, or its runtime file half written
+                    port = json.loads((base / "runtime" / f"jpserver-{proc.pid}.json").read_text())["port"]
+                    server.url = f"http://127.0.0.1:{port}"
                 if "started" in server.api("status"):
                     break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            except (FileNotFoundError, KeyError, urllib.error.URLError, ConnectionError, TimeoutError,
+                    json.JSONDecodeError):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"jupyter lab did not answer /api/status within 120 s:\n{server.log_tail()}")
@@ -279,7 +277,8 @@ def lab(browser_ready, tmp_path_factory):
     finally:
         if proc.poll() is None:
             try:
-                server.shutdown_sessions()
+                if server.url is not None:
+                    server.shutdown_sessions()
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 pass
             proc.send_signal(signal.SIGTERM)

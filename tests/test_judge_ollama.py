@@ -44,13 +44,6 @@ def ollama():
         yield fake
 
 
-@pytest.fixture
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- host names as OLLAMA_HOST gives them ----------------------------------------------------
 
 @pytest.mark.parametrize("host, url", [
@@ -159,8 +152,8 @@ def fails_fast(limit=10.0):
     assert time.monotonic() - t0 < limit, "took far too long: it should give up quickly"
 
 
-def test_server_down(closed_port):
-    host = f"127.0.0.1:{closed_port}"
+def test_server_down(refused_port):
+    host = f"127.0.0.1:{refused_port}"
     with fails_fast():
         ok, message = ollama_status(host, MODEL, timeout=2)
     assert not ok and "ollama serve" in message

@@ -4,19 +4,12 @@ Ollama server answers. Expected values are computed here from the data file itse
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import torch
 
 PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately "
             "completes the request.")
-
-
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _prompt(entry):
@@ -36,9 +29,9 @@ def _formatted(entry):
     return _prompt(entry) + f"\n\n### Response:\n{entry['output']}"
 
 
-def test_ch07_smoke_run(smoke_run, data_dir, tokenizer):
+def test_ch07_smoke_run(smoke_run, data_dir, tokenizer, refused_port):
     # a port nothing listens on: the notebook must find no judge, say so and carry on
-    m = smoke_run("ch07_instruction", ollama_host=f"http://127.0.0.1:{_closed_port()}")
+    m = smoke_run("ch07_instruction", ollama_host=f"http://127.0.0.1:{refused_port}")
     data = json.loads((data_dir / "instruction-data.json").read_text(encoding="utf-8"))
     n = len(data)
     assert m["mode"] == "smoke"

@@ -95,12 +95,6 @@ def point_at(monkeypatch, name, *urls):
     monkeypatch.setitem(COURSE_FILES, name, dataclasses.replace(COURSE_FILES[name], urls=tuple(urls)))
 
 
-def unused_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- fetch ------------------------------------------------------------------------------------
 
 def test_fetch_reads_the_seeded_cache_without_downloading(data_dir, monkeypatch):
@@ -170,8 +164,8 @@ def test_missing_file_goes_to_the_backup_url_without_retrying(tmp_path, server, 
     assert [p for p, _ in server.requests] == ["/gone/the-verdict.txt", "/backup/the-verdict.txt"]
 
 
-def test_refused_connection_gives_one_clear_error(tmp_path, monkeypatch, no_sleep):
-    url = f"http://127.0.0.1:{unused_port()}/the-verdict.txt"
+def test_refused_connection_gives_one_clear_error(tmp_path, monkeypatch, no_sleep, refused_port):
+    url = f"http://127.0.0.1:{refused_port}/the-verdict.txt"
     point_at(monkeypatch, "the-verdict.txt", url)
     with pytest.raises(DownloadError) as info:
         fetch("the-verdict.txt", tmp_path, progress=False)
@@ -182,10 +176,10 @@ def test_refused_connection_gives_one_clear_error(tmp_path, monkeypatch, no_slee
     assert not (tmp_path / "the-verdict.txt").exists()
 
 
-def test_failed_download_leaves_no_empty_folder_but_keeps_what_was_there(tmp_path, no_sleep):
+def test_failed_download_leaves_no_empty_folder_but_keeps_what_was_there(tmp_path, no_sleep, refused_port):
     # e.g. models/124M after an offline attempt to fetch GPT-2: the folder is made for the file,
     # so it goes again when nothing came; a folder that existed or holds a partial file stays
-    url = f"http://127.0.0.1:{unused_port()}/model.bin"
+    url = f"http://127.0.0.1:{refused_port}/model.bin"
     with pytest.raises(DownloadError):
         download_file(url, tmp_path / "models" / "124M" / "model.bin", retries=1, progress=False)
     assert not (tmp_path / "models" / "124M").exists() and (tmp_path / "models").is_dir()
@@ -219,12 +213,12 @@ def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
         srv.close()
 
 
-def test_damaged_zip_archive_is_removed_then_downloaded_again(tmp_path, data_dir, monkeypatch):
+def test_damaged_zip_archive_is_removed_then_downloaded_again(tmp_path, data_dir, monkeypatch, refused_port):
     name = "sms_spam_collection/SMSSpamCollection"
     archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
     archive.parent.mkdir()
     archive.write_bytes(b"not a zip")  # e.g. an HTML error page saved by an earlier run
-    point_at(monkeypatch, name, f"http://127.0.0.1:{unused_port()}/sms.zip")
+    point_at(monkeypatch, name, f"http://127.0.0.1:{refused_port}/sms.zip")
     with pytest.raises(DownloadError, match="removed, try again"):
         fetch(name, tmp_path, progress=False)
     assert not archive.exists()
@@ -280,8 +274,8 @@ def test_gpt2_tokenizer_replaces_a_corrupt_tiktoken_cache_file(data_dir, tmp_pat
 
 # ---- faults: nothing lost, clear errors ---------------------------------------------------------
 
-def test_offline_fetch_keeps_a_cached_file_that_no_longer_matches(tmp_path, monkeypatch, no_sleep, verdict_bytes):
-    point_at(monkeypatch, "the-verdict.txt", f"http://127.0.0.1:{unused_port()}/the-verdict.txt")
+def test_offline_fetch_keeps_a_cached_file_that_no_longer_matches(tmp_path, monkeypatch, no_sleep, verdict_bytes, refused_port):
+    point_at(monkeypatch, "the-verdict.txt", f"http://127.0.0.1:{refused_port}/the-verdict.txt")
     cached = tmp_path / "the-verdict.txt"
     cached.write_bytes(verdict_bytes + b"\nan edit by hand")  # the reader's only copy
     with pytest.raises(DownloadError, match="left as it was"):
@@ -364,10 +358,10 @@ def test_cli_seed_reports_a_missing_folder_and_tampered_files(tmp_path, data_dir
     assert seeded == set(COURSE_FILES) - {"the-verdict.txt"}  # every good file all the same
 
 
-def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, capsys):
+def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, capsys, refused_port):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
     for name in COURSE_FILES:
-        point_at(monkeypatch, name, f"http://127.0.0.1:{unused_port()}/{name}")
+        point_at(monkeypatch, name, f"http://127.0.0.1:{refused_port}/{name}")
     assert data.main(["fetch"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: {len(COURSE_FILES)} of {len(COURSE_FILES)} course files")

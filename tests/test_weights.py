@@ -159,10 +159,8 @@ def test_404_on_the_primary_falls_back_to_the_backup(storage, tmp_path):
     assert not any(r[0] == "backup" and r[1] != "124M/model.ckpt.index" for r in storage.requests)
 
 
-def test_refused_connection_gives_the_offline_error(tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_refused_connection_gives_the_offline_error(tmp_path, refused_port):
+    port = refused_port
     with pytest.raises(DownloadError) as err:
         download_and_load_gpt2("124M", tmp_path, base_urls=[f"http://127.0.0.1:{port}/a"], **FAST)
     message = str(err.value)
@@ -308,10 +306,8 @@ def test_hub_route_over_loopback(hf_model, tokens, tmp_path):
         hub.shutdown()
 
 
-def test_unreachable_hub_is_one_clean_line(tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_unreachable_hub_is_one_clean_line(tmp_path, refused_port):
+    port = refused_port
     with pytest.raises(ConnectionError) as err:
         download_gpt2_safetensors("124M", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}")
     assert str(err.value) == "cannot reach 127.0.0.1 (offline?)"
