@@ -175,9 +175,12 @@ def read_sms_spam(path):
 
 def create_balanced_dataset(df, seed=123):
     """As many ham messages (drawn at random) as there are spam messages, plus all the spam."""
+    if "Label" not in df:
+        raise ValueError(f"df has no Label column (columns: {', '.join(map(str, df.columns)) or 'none'}); "
+                         "read the data with read_sms_spam, which names its columns Label and Text")
     spam, ham = df[df["Label"] == "spam"], df[df["Label"] == "ham"]
     if len(spam) == 0:
-        found = ", ".join(map(repr, sorted(map(str, df["Label"].unique()))[:5])) if "Label" in df else "no Label column"
+        found = ", ".join(map(repr, sorted(map(str, df["Label"].unique()))[:5]))
         raise ValueError(f"df has no rows labelled 'spam' (Label values: {found or 'none'}), so there is "
                          "nothing to balance; balance before mapping labels to 0/1")
     if len(ham) < len(spam):

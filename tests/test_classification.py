@@ -582,6 +582,10 @@ def test_create_balanced_dataset_refuses_data_it_cannot_balance(sms_df):
     mapped = sms_df.assign(Label=sms_df["Label"].map(clf.SMS_LABELS))  # labels already 0/1
     with pytest.raises(ValueError, match="before mapping"):
         clf.create_balanced_dataset(mapped)
+    with pytest.raises(ValueError, match=r"no Label column \(columns: 0, 1\).*read_sms_spam"):
+        clf.create_balanced_dataset(pd.DataFrame(sms_df.to_numpy()))  # read without names
+    with pytest.raises(ValueError, match=r"Label values: none\)"):
+        clf.create_balanced_dataset(sms_df.head(0))
     few_ham = pd.concat([sms_df[sms_df["Label"] == "ham"].head(3), sms_df[sms_df["Label"] == "spam"]])
     with pytest.raises(ValueError, match="fewer 'ham' rows"):
         clf.create_balanced_dataset(few_ham)
