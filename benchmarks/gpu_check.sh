@@ -25,7 +25,7 @@ out=${1:-runs/gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
 py=${PYTHON:-python3}
-# DEVICE, EAGER_ARGS, COMPILED_ARGS, PRETRAIN_ARGS and CORPUS_REPEAT override the defaults (a dry
+# DEVICE, EAGER_ARGS, COMPILED_ARGS, PRETRAIN_ARGS, CORPUS_REPEAT and TIMEOUT_SCALE override the defaults (a dry
 # run on a CPU: see tests/test_benchmarks.py)
 device=${DEVICE:-cuda}
 eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 2 --train-rounds 3 \
@@ -37,6 +37,8 @@ pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 
 --eval-every 100}
 memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}
 status=0
+# each step's limit in seconds, times TIMEOUT_SCALE (the CPU dry run shares 2 cores with other tests)
+limit() { echo $(( $1 * ${TIMEOUT_SCALE:-1} )); }
 
 if [ "$device" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -45,11 +47,11 @@ if [ "$device" = cuda ]; then
 fi
 
 echo "== 1. bench_speed, eager: every implementation with the same bf16 autocast; generation"
-timeout 150 $py benchmarks/bench_speed.py --device "$device" $eager_args --results "$out/RESULTS.md" \
+timeout $(limit 150) $py benchmarks/bench_speed.py --device "$device" $eager_args --results "$out/RESULTS.md" \
     --note "benchmarks/gpu_check.sh, eager" 2>&1 | tee "$out/bench_eager.log" || status=1
 
 echo "== 2. bench_speed, compiled: largest batch, padded vocabulary, profile"
-timeout 200 $py benchmarks/bench_speed.py --device "$device" $compiled_args --results "$out/RESULTS.md" \
+timeout $(limit 200) $py benchmarks/bench_speed.py --device "$device" $compiled_args --results "$out/RESULTS.md" \
     --note "benchmarks/gpu_check.sh, compiled" 2>&1 | tee "$out/bench_compiled.log" || status=1
 
 echo "== 3. helpers.pretrain at scale on $device"
@@ -68,7 +70,7 @@ repeat = int(sys.argv[3])
 Path(sys.argv[2]).write_text("\n\n".join([text] * repeat), encoding="utf-8")
 print(f"corpus: {repeat * len(text):,} characters")
 PY
-timeout ${PRETRAIN_TIMEOUT:-150} $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
+timeout $(limit ${PRETRAIN_TIMEOUT:-150}) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
     --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0 --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
 # MFU of the run, from its summary and the same FLOP count and matmul peak as bench_speed
 $py - "$out/pretrain/summary.json" "$device" $pretrain_args <<'PY' 2>&1 | tee -a "$out/pretrain.log" || status=1
@@ -92,11 +94,11 @@ cat "$out/pretrain/summary.json"; echo
 rm -f "$out/pretrain/"*.pt  # 1.5 GB: the summary and the log are what we keep
 
 echo "== 4. the older-GPU (T4) path forced, and the training-memory estimate against the measured peak"
-COURSE_NO_BF16=1 timeout 120 $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain_fp16" --device "$device" \
+COURSE_NO_BF16=1 timeout $(limit 120) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain_fp16" --device "$device" \
     $pretrain_args --max-steps 20 --amp bf16 --overwrite 2>&1 | tail -n 5 | tee "$out/pretrain_fp16.log" || status=1
 grep -q '"autocast": "float16"' "$out/pretrain_fp16/summary.json" || { echo "T4 path: not float16"; status=1; }
 rm -f "$out/pretrain_fp16/"*.pt
-timeout 150 $py benchmarks/bench_memory.py --device "$device" $memory_args 2>&1 | tee "$out/memory.md" || status=1
+timeout $(limit 150) $py benchmarks/bench_memory.py --device "$device" $memory_args 2>&1 | tee "$out/memory.md" || status=1
 grep -q failed "$out/memory.md" && status=1
 
 echo "gpu_check: exit $status; results in $out"

@@ -21,7 +21,7 @@ import bench_speed  # noqa: E402
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     tiny = "--n-layers 1 --context 32 --batch 1 --train-rounds 1 --no-memory "
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "COURSE_DATA_DIR": str(data_dir),
-           "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "PRETRAIN_TIMEOUT": "500",
+           "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "TIMEOUT_SCALE": "3",
            "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book default default-fused fast hf --gen-batches 1 "
                           "--gen-rounds 1 --new-tokens 4 --profile default hf --profile-rows 3",
            "COMPILED_ARGS": tiny + "--train fast fast-pad fast-ce --gen --profile fast --profile-rows 3",
