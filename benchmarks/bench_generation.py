@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Greedy generation speed of the course's GPTModel: with and without the KV cache, and
 against a reference-style baseline (chapter 3's step-by-step attention, no cache, which is how
-the book's chapter-4 code generates). Also one forward pass, naive vs fused (SDPA) attention.
+the book's chapter-4 code generates). Beam search (chapter 5) with GPTModel's and
+FastGPTModel's caches. Also one forward pass, naive vs fused (SDPA) attention.
 
     .venv/bin/python benchmarks/bench_generation.py                  # 124M shape, random weights
     .venv/bin/python benchmarks/bench_generation.py --device cuda --new-tokens 500
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers.generation import generate_text_simple  # noqa: E402
+from helpers.fast import FastGPTModel  # noqa: E402
+from helpers.generation import beam_search, generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
 from helpers.support.runtime import get_device  # noqa: E402
 
@@ -48,6 +50,8 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=100)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--forward-tokens", type=int, default=1024, help="sequence length of the forward-pass comparison")
+    p.add_argument("--beams", type=int, default=3, help="beam search width for the beam comparison (0: skip it)")
+    p.add_argument("--beam-tokens", type=int, default=30, help="new tokens of the beam search")
     args = p.parse_args(argv)
 
     device = get_device(args.device)
@@ -78,6 +82,24 @@ def main(argv=None):
     print(f"  speed-up of the KV cache over the reference style: {results['course, KV cache (SDPA)'] / base:.1f}x")
     same = torch.equal(runs["course, no cache (SDPA)"](), runs["course, KV cache (SDPA)"]())
     print(f"  cached and uncached tokens identical: {same}")
+
+    if args.beams:
+        # both models keep a cache that beam search reorders at every step: GPTModel's KVCache
+        # (a tensor per layer, as long as the text) and FastGPTModel's StaticKVCache (one
+        # buffer of context_length positions, of which only the cached ones are copied)
+        fast = FastGPTModel.from_model(fused).eval()
+        one = prompt[:1]
+        beam_runs = {
+            "GPTModel + KVCache": lambda: beam_search(fused, one, args.beam_tokens, ctx, num_beams=args.beams),
+            "FastGPTModel + StaticKVCache": lambda: beam_search(fast, one, args.beam_tokens, ctx, num_beams=args.beams),
+        }
+        print(f"\nbeam search, {args.beams} beams, prompt {args.prompt_tokens} tokens, {args.beam_tokens} new tokens "
+              f"(cache of {ctx} positions):")
+        for name, fn in beam_runs.items():
+            seconds = timed(fn, device)
+            print(f"  {name:45s} {args.beam_tokens / seconds:8.1f} steps/s  ({seconds:.2f} s)")
+        same = torch.equal(*(fn() for fn in beam_runs.values()))
+        print(f"  both find the same continuation: {same}")
 
     T = min(args.forward_tokens, ctx)
     x = torch.randint(0, cfg["vocab_size"], (1, T), device=device)

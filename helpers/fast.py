@@ -172,9 +172,18 @@ class StaticKVCache:
 
     def reorder(self, index) -> None:
         """Keep, drop or duplicate batch rows (beam search): new row i is old row index[i]."""
-        if self.keys is not None:
-            index = torch.as_tensor(index, device=self.keys.device)
-            self.keys, self.values = self.keys.index_select(1, index), self.values.index_select(1, index)
+        if self.keys is None:
+            return
+        index = torch.as_tensor(index, device=self.keys.device)
+        for name in ("keys", "values"):
+            buffer = getattr(self, name)
+            # Only the cached positions: copying all max_len of them cost more than the model's
+            # step itself in a beam search on the CPU. Same batch size: the buffer is reused.
+            held = buffer[:, :, :, :self.pos].index_select(1, index)
+            if len(index) != buffer.shape[1]:
+                buffer = buffer.new_empty(buffer.shape[:1] + (len(index),) + buffer.shape[2:])
+            buffer[:, :, :, :self.pos] = held
+            setattr(self, name, buffer)
 
     def clear(self) -> None:
         """Forget the cached positions (the memory is kept for the next prompt)."""

@@ -403,6 +403,12 @@ def test_static_cache_reorders_rows_and_refuses_a_silent_batch_change():
         assert torch.equal(held[:, 2], keys[:, 0])
         fast(torch.randint(0, CFG["vocab_size"], (3, 1)), kv_cache=cache)  # the new batch of 3 fits
         assert len(cache) == 7
+        # the same batch size again: the rows change in the same buffer (beam search reorders at every step)
+        buffer, keys, values = cache.keys, cache.keys[..., :7, :].clone(), cache.values[..., :7, :].clone()
+        cache.reorder([2, 0, 0])
+        assert cache.keys is buffer and cache.keys.shape[-2] == CFG["context_length"]
+        assert torch.equal(cache.keys[..., :7, :], keys[:, [2, 0, 0]])
+        assert torch.equal(cache.values[..., :7, :], values[:, [2, 0, 0]])
         with pytest.raises(ValueError, match=r"holds 7 positions for a batch of 3 \(.*\), not a batch of 2 .*; clear"):
             fast(ids[:, :1], kv_cache=cache)
         cache.clear()  # emptied, it takes any batch size
