@@ -180,8 +180,8 @@ class StaticKVCache:
             # Only the cached positions: copying all max_len of them cost more than the model's
             # step itself in a beam search on the CPU. Same batch size: the buffer is reused.
             held = buffer[:, :, :, :self.pos].index_select(1, index)
-            if len(index) != buffer.shape[1]:
-                buffer = buffer.new_empty(buffer.shape[:1] + (len(index),) + buffer.shape[2:])
+            if held.shape[1] != buffer.shape[1]:
+                buffer = buffer.new_empty(buffer.shape[:1] + held.shape[1:2] + buffer.shape[2:])
             buffer[:, :, :, :self.pos] = held
             setattr(self, name, buffer)
 

@@ -5,6 +5,8 @@ to the very same losses."""
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +23,29 @@ import bench_speed  # noqa: E402
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
     tiny = "--n-layers 1 --context 32 --batch 1 --train-rounds 1 --no-memory "
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "COURSE_DATA_DIR": str(data_dir),
-           "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "TIMEOUT_SCALE": "3",
+           "OMP_NUM_THREADS": "1", "CORPUS_REPEAT": "1", "TIMEOUT_SCALE": "2",
            "EAGER_ARGS": tiny + "--amp bf16 --amp-all --train book default default-fused fast hf --gen-batches 1 "
                           "--gen-rounds 1 --new-tokens 4 --profile default hf --profile-rows 3",
            "COMPILED_ARGS": tiny + "--train fast fast-pad fast-ce --gen --profile fast --profile-rows 3",
            "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 "
                             "--tie-weights --max-steps 4 --eval-windows 4",
            "MEMORY_ARGS": "--batch 1 --tokens 16"}
-    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # a session of its own: on a hang, every process of it is killed (the steps run under
+    # `timeout`, which moves them to process groups of their own), not only bash
+    proc = subprocess.Popen(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        if shutil.which("pkill"):
+            subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = proc.communicate()
+        pytest.fail("gpu_check.sh's dry run took over 900 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     entry = (tmp_path / "RESULTS.md").read_text()
     for line in ("| fast |", "| book |", "| hf |", "| fast-pad |", "| fast-ce |", "- fast / book:", "- fast-pad / fast:", "- fast-ce / fast:",
                  "measured matmul peak", "Greedy generation: batch 1", "(all implementations)",

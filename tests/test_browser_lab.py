@@ -264,6 +264,9 @@ def lab(browser_ready, tmp_path_factory):
             try:
                 if server.url is None:  # not yet listening, or its runtime file half written
                     port = json.loads((base / "runtime" / f"jpserver-{proc.pid}.json").read_text())["port"]
+                    if port == 0:
+                        pytest.fail("jupyter_server names port 0 in its runtime file instead of the port it bound; "
+                                    "it needs jupyter_server>=2.20 (pip install -r requirements.txt)")
                     server.url = f"http://127.0.0.1:{port}"
                 if "started" in server.api("status"):
                     break
