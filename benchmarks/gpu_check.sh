@@ -38,8 +38,9 @@ pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 
 memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}
 status=0
 # each step's limit in seconds, times TIMEOUT_SCALE (a whole number; the CPU dry run shares 2 cores with other tests)
-case ${TIMEOUT_SCALE:-1} in ''|*[!0-9]*|0) echo "TIMEOUT_SCALE=${TIMEOUT_SCALE}: give a whole number of 1 or more" >&2; exit 2;; esac
-limit() { echo $(( $1 * ${TIMEOUT_SCALE:-1} )); }
+scale=${TIMEOUT_SCALE:-1}
+case $scale in ''|*[!0-9]*|0) echo "TIMEOUT_SCALE=$scale: give a whole number of 1 or more" >&2; exit 2;; esac
+limit() { echo $(( $1 * scale )); }
 
 if [ "$device" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"

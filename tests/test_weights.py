@@ -160,11 +160,10 @@ def test_404_on_the_primary_falls_back_to_the_backup(storage, tmp_path):
 
 
 def test_refused_connection_gives_the_offline_error(tmp_path, refused_port):
-    port = refused_port
     with pytest.raises(DownloadError) as err:
-        download_and_load_gpt2("124M", tmp_path, base_urls=[f"http://127.0.0.1:{port}/a"], **FAST)
+        download_and_load_gpt2("124M", tmp_path, base_urls=[f"http://127.0.0.1:{refused_port}/a"], **FAST)
     message = str(err.value)
-    assert f"http://127.0.0.1:{port}/a/124M/checkpoint" in message
+    assert f"http://127.0.0.1:{refused_port}/a/124M/checkpoint" in message
     assert str((tmp_path / "124M" / "checkpoint").resolve()) in message
 
 
@@ -307,9 +306,8 @@ def test_hub_route_over_loopback(hf_model, tokens, tmp_path):
 
 
 def test_unreachable_hub_is_one_clean_line(tmp_path, refused_port):
-    port = refused_port
     with pytest.raises(ConnectionError) as err:
-        download_gpt2_safetensors("124M", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}")
+        download_gpt2_safetensors("124M", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{refused_port}")
     assert str(err.value) == "cannot reach 127.0.0.1 (offline?)"
     with pytest.raises(ValueError, match="124M, 355M"):
         download_gpt2_safetensors("125M", cache_dir=tmp_path)
