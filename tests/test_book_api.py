@@ -12,6 +12,7 @@ for the tests (`pip install llms-from-scratch==1.0.19 --no-deps`); the course ne
 it, and without it these four tests skip.
 """
 import ast
+import json
 import importlib
 import inspect
 
@@ -591,3 +592,25 @@ def test_chapter_6_takes_chapter_2s_tokenizer_as_the_book_does(tmp_path):
                                                       pad_token_id=pad), (seed, text)
                 labels.add(label)
         assert labels == {"spam", "not spam"}  # the comparison saw both answers
+
+
+def test_chapter_7_gives_the_book_packages_tokens_and_batches_on_the_course_data(data_dir, tokenizer):
+    """All 1,100 instruction examples: `InstructionDataset` encodes the prompt and the answer
+    apart (the prompt's IDs are then exactly what generation sees), the book's package in one
+    string; they agree unless a prompt ends in a line break, which none of the course's data
+    does, and the collated batches (the book's batch size, 8) are the book's too."""
+    book7 = pytest.importorskip("llms_from_scratch.ch07")
+    data = json.loads((data_dir / "instruction-data.json").read_text(encoding="utf-8"))
+    assert len(data) == 1100
+    ours = helpers.InstructionDataset(data, tokenizer)
+    theirs = book7.InstructionDataset(data, tokenizer)
+    assert len(ours) == len(theirs)
+    assert [ours[i] for i in range(len(ours))] == [theirs[i] for i in range(len(theirs))]
+    for start in range(0, len(data), 8):
+        batch = [ours[i] for i in range(start, min(start + 8, len(data)))]
+        for a, b in zip(helpers.custom_collate_fn(batch, allowed_max_length=1024),
+                        book7.custom_collate_fn(batch, allowed_max_length=1024)):
+            assert torch.equal(a, b), start
+    # where they part: a prompt ending in a line break (one string merges it with the answer's "\n\n")
+    odd = [{**data[0], "input": data[0]["input"] + "\n"}]
+    assert helpers.InstructionDataset(odd, tokenizer)[0] != book7.InstructionDataset(odd, tokenizer)[0]
