@@ -143,9 +143,15 @@ class InstructionDataset(Dataset):
         self.data = list(data)
         self.mask_prompt = mask_prompt
         self.encoded_texts, self.prompt_lengths = [], []
-        for entry in self.data:
-            prompt = tokenizer.encode(format_input(entry))
-            answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
+        for i, entry in enumerate(self.data):
+            try:
+                prompt = tokenizer.encode(format_input(entry))
+                answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
+            except ValueError as e:  # tiktoken's message suggests an argument this class does not take
+                if "disallowed special token" not in str(e):
+                    raise
+                raise ValueError(f"example {i} holds the text of a special token such as '<|endoftext|>', which "
+                                 f"tiktoken refuses inside ordinary text; remove it from that example") from e
             self.encoded_texts.append(prompt + answer)
             self.prompt_lengths.append(len(prompt))
 

@@ -7,9 +7,10 @@ defaults), not its code. "Compatible" means: the book's positional parameters co
 the same order, under the same names (RENAMED lists the few deliberate exceptions); every
 default the book has is ours too; anything we add comes after, with a default or keyword-only.
 
-The last four tests compare with the book's package itself, seed for seed and checkpoint for checkpoint: `make` installs it
-for the tests (`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports
-it, and without it these four tests skip.
+The tests from test_same_seed_same_results_as_the_book_package on compare with the book's
+package itself, seed for seed and checkpoint for checkpoint: `make` installs it for the tests
+(`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports it, and without
+it those tests skip.
 """
 import ast
 import json

@@ -262,6 +262,30 @@ def test_dataset_tokenizes_each_example_like_the_tokenizer_does(data, tokenizer)
     assert tokenizer.decode(dataset[7]) == format_example(data[7])
 
 
+@pytest.mark.parametrize("field", ["instruction", "input", "output"])
+def test_dataset_names_the_example_with_special_token_text(data, tokenizer, field):
+    broken = [dict(entry) for entry in data[:3]]
+    broken[2][field] += " <|endoftext|>"
+    with pytest.raises(ValueError, match=r"example 2 holds the text of a special token.*remove it"):
+        InstructionDataset(broken, tokenizer)
+
+
+def test_dataset_passes_other_tokenizer_errors_on(data):
+    class Refusing:
+        def encode(self, text):
+            raise ValueError("this tokenizer takes no text today")
+    with pytest.raises(ValueError, match="no text today"):
+        InstructionDataset(data[:1], Refusing())
+    # chapter 2's tokenizer names its own fix for a special token it lacks: that message stays
+    from helpers.text import SimpleTokenizerV2, build_vocab, regex_tokenize
+    entry = {**data[0], "output": data[0]["output"] + " <|endoftext|>"}
+    words = regex_tokenize(format_example(data[0]))
+    with pytest.raises(ValueError, match=r"not in the vocabulary; add it with build_vocab"):
+        InstructionDataset([entry], SimpleTokenizerV2(build_vocab(words, special_tokens=["<|unk|>"])))
+    with_eot = SimpleTokenizerV2(build_vocab(words, special_tokens=["<|endoftext|>", "<|unk|>"]))
+    assert InstructionDataset([entry], with_eot)[0][-1] == with_eot.str_to_int["<|endoftext|>"]
+
+
 def test_prompt_masking_masks_exactly_the_prompt_tokens(data, tokenizer):
     entries = [data[0], data[5], data[999]]  # with input, and without
     assert any(e["input"] for e in entries) and any(not e["input"] for e in entries)
