@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_speed import append_results, cpu_name  # noqa: E402
+from helpers.pretrain import NON_NEGATIVE_INT, POSITIVE_INT  # noqa: E402  (argparse types: a bad count is one line)
 
 # The chapter-5 recipe, as one piece of code both sides run. {epochs}, {context}, {seed},
 # {threads} and {overrides} (config keys) are filled in; the result is printed as one JSON line
@@ -102,14 +103,14 @@ def run_notebook(code: str, workdir: Path) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=10, help="passes over The Verdict (chapter 5: 10)")
-    p.add_argument("--context", type=int, default=256, help="context length (chapter 5: 256)")
-    p.add_argument("--rounds", type=int, default=1, help="notebook/script pairs, alternating")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in both (0: PyTorch's default)")
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--n-layers", type=int, help="override the 124M shape (quick checks)")
-    p.add_argument("--emb-dim", type=int, help="override the 124M shape (quick checks)")
-    p.add_argument("--n-heads", type=int, help="override the 124M shape (quick checks)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=10, help="passes over The Verdict (chapter 5: 10)")
+    p.add_argument("--context", type=POSITIVE_INT, default=256, help="context length (chapter 5: 256)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=1, help="notebook/script pairs, alternating")
+    p.add_argument("--threads", type=NON_NEGATIVE_INT, default=0, help="torch.set_num_threads in both (0: PyTorch's default)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=123)
+    p.add_argument("--n-layers", type=POSITIVE_INT, help="override the 124M shape (quick checks)")
+    p.add_argument("--emb-dim", type=POSITIVE_INT, help="override the 124M shape (quick checks)")
+    p.add_argument("--n-heads", type=POSITIVE_INT, help="override the 124M shape (quick checks)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="", help="free text for the results entry (e.g. 'machine idle')")

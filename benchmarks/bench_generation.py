@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.fast import FastGPTModel  # noqa: E402
 from helpers.generation import beam_search, generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
+from helpers.pretrain import NON_NEGATIVE_INT, POSITIVE_INT  # noqa: E402  (argparse types: a bad count is one line)
 from helpers.support.runtime import get_device  # noqa: E402
 
 
@@ -46,15 +47,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="124M", choices=list(GPT_CONFIGS))
     p.add_argument("--device", default="auto")
-    p.add_argument("--prompt-tokens", type=int, default=4)
-    p.add_argument("--new-tokens", type=int, default=100)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--forward-tokens", type=int, default=1024, help="sequence length of the forward-pass comparison")
-    p.add_argument("--beams", type=int, default=3, help="beam search width for the beam comparison (0: skip it)")
-    p.add_argument("--beam-tokens", type=int, default=30, help="new tokens of the beam search")
+    p.add_argument("--prompt-tokens", type=POSITIVE_INT, default=4)
+    p.add_argument("--new-tokens", type=POSITIVE_INT, default=100)
+    p.add_argument("--batch", type=POSITIVE_INT, default=1)
+    p.add_argument("--forward-tokens", type=POSITIVE_INT, default=1024, help="sequence length of the forward-pass comparison")
+    p.add_argument("--beams", type=NON_NEGATIVE_INT, default=3, help="beam search width for the beam comparison (0: skip it)")
+    p.add_argument("--beam-tokens", type=POSITIVE_INT, default=30, help="new tokens of the beam search")
     args = p.parse_args(argv)
 
-    device = get_device(args.device)
+    try:
+        device = get_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        p.error(f"--device {args.device}: {e}")
     cfg = {**GPT_CONFIGS[args.size], "drop_rate": 0.0}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))

@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 from helpers.fast import FastGPTModel, compile_model, generate_fast  # noqa: E402
 from helpers.generation import generate_text_simple  # noqa: E402
 from helpers.model import GPT_CONFIGS, GPTModel  # noqa: E402
+from helpers.pretrain import POSITIVE_INT  # noqa: E402  (argparse types: a bad count is one line)
 from helpers.support.runtime import get_device  # noqa: E402
 
 TRAIN_IMPLS = ["book", "default", "fast", "fast-untied", "hf", "fast-pad", "fast-ce", "default-fused"]
@@ -397,16 +398,16 @@ def table(title, results, ratios):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="124M", choices=list(GPT_CONFIGS))
-    p.add_argument("--n-layers", type=int, help="override the number of blocks (quick checks)")
+    p.add_argument("--n-layers", type=POSITIVE_INT, help="override the number of blocks (quick checks)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the CPU (default 2)")
-    p.add_argument("--context", type=int, default=256, help="training sequence length")
+    p.add_argument("--threads", type=POSITIVE_INT, default=2, help="torch.set_num_threads on the CPU (default 2)")
+    p.add_argument("--context", type=POSITIVE_INT, default=256, help="training sequence length")
     p.add_argument("--batch", default="2",
                    help="training batch size, or 'auto' (CUDA): the largest power of two <= --max-batch "
                         "at which every selected implementation fits")
-    p.add_argument("--max-batch", type=int, default=64, help="upper bound for --batch auto")
-    p.add_argument("--steps", type=int, default=1, help="training steps per timed run")
-    p.add_argument("--train-rounds", type=int, default=5)
+    p.add_argument("--max-batch", type=POSITIVE_INT, default=64, help="upper bound for --batch auto")
+    p.add_argument("--steps", type=POSITIVE_INT, default=1, help="training steps per timed run")
+    p.add_argument("--train-rounds", type=POSITIVE_INT, default=5)
     p.add_argument("--train", nargs="*", default=TRAIN_IMPLS, choices=TRAIN_IMPLS)
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the fast path")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
@@ -417,19 +418,22 @@ def main(argv=None):
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA)")
     p.add_argument("--profile", nargs="*", default=[], choices=TRAIN_IMPLS,
                    help="profile one run of each of these implementations")
-    p.add_argument("--profile-rows", type=int, default=15)
+    p.add_argument("--profile-rows", type=POSITIVE_INT, default=15)
     p.add_argument("--gen", nargs="*", default=GEN_IMPLS, choices=GEN_IMPLS)
-    p.add_argument("--gen-batches", type=int, nargs="*", default=[1, 8])
-    p.add_argument("--prompt-tokens", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--gen-rounds", type=int, default=3)
+    p.add_argument("--gen-batches", type=POSITIVE_INT, nargs="*", default=[1, 8])
+    p.add_argument("--prompt-tokens", type=POSITIVE_INT, default=16)
+    p.add_argument("--new-tokens", type=POSITIVE_INT, default=64)
+    p.add_argument("--gen-rounds", type=POSITIVE_INT, default=3)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass (saves one run of each)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="", help="free text for the results entry (e.g. 'machine idle')")
     args = p.parse_args(argv)
 
-    device = get_device(args.device)
+    try:
+        device = get_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        p.error(f"--device {args.device}: {e}")
     missing = [name for name in args.profile if name not in args.train]
     if missing:
         p.error(f"--profile {' '.join(missing)}: add it to --train")

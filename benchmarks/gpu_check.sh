@@ -34,7 +34,7 @@ eager_args=${EAGER_ARGS:---context 1024 --batch 16 --amp bf16 --amp-all --steps 
 compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp bf16 --amp-all --compile --compile-hf \
 --steps 4 --train-rounds 3 --train fast fast-pad fast-ce hf --gen --profile fast}
 pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \
---eval-every 100}
+--eval-every 100 --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0}
 memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}
 status=0
 # each step's limit in seconds, times TIMEOUT_SCALE (a whole number; the CPU dry run shares 2 cores with other tests)
@@ -73,7 +73,7 @@ Path(sys.argv[2]).write_text("\n\n".join([text] * repeat), encoding="utf-8")
 print(f"corpus: {repeat * len(text):,} characters")
 PY
 timeout $(limit ${PRETRAIN_TIMEOUT:-150}) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
-    --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0 --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
+    --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
 # MFU of the run, from its summary and the same FLOP count and matmul peak as bench_speed
 $py - "$out/pretrain/summary.json" "$device" $pretrain_args <<'PY' 2>&1 | tee -a "$out/pretrain.log" || status=1
 import json, sys

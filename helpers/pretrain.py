@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", help="checkpoint to continue from (its seed and architecture are used)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh even if OUT already holds a checkpoint (replaced at the new run's first save)")
-    g.add_argument("--seed", type=int, help=f"default {DEFAULT_SEED}; on --resume the checkpoint's")
+    g.add_argument("--seed", type=_number(int, 0, 2**32 - 1), help=f"default {DEFAULT_SEED}; on --resume the checkpoint's")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     g.add_argument("--system-malloc", action="store_true",
                    help="CPU: leave glibc's allocation threshold alone (by default, in a single process, "
@@ -370,6 +370,11 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{where}: the file is empty (a copy or save that was cut short); "
                               f"resume from another checkpoint or start afresh")
     try:
+        with path.open("rb"):
+            pass
+    except OSError as e:  # else torch's error reads like a damaged file
+        raise CheckpointError(f"{where}: cannot read it ({e.strerror}); check its permissions") from None
+    try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for damaged files; the message decides
         if not zipfile.is_zipfile(path):
@@ -403,7 +408,7 @@ class RunLog:
 
     def __init__(self, path: Path, staged: bool = False):
         self.path = path
-        self.csv = path.suffix == ".csv"
+        self.csv = path.suffix.lower() == ".csv"
         self.target = path.with_name(f".{path.name}.{os.getpid()}.new") if staged else path
         if self.csv and (not self.target.exists() or self.target.stat().st_size == 0):
             with self.target.open("w", newline="") as f:
@@ -418,6 +423,8 @@ class RunLog:
 
     def commit(self) -> None:
         if self.target != self.path:
+            with self.target.open("ab") as f:  # on disk before it takes the old log's place
+                os.fsync(f.fileno())
             os.replace(self.target, self.path)
             self.target = self.path
 
@@ -434,7 +441,7 @@ def cut_log(path: Path, step: int) -> int:
     keep = []
     for i, line in enumerate(lines):
         try:
-            if path.suffix == ".csv":
+            if path.suffix.lower() == ".csv":
                 if i == 0:
                     keep.append(line)
                     continue
@@ -453,7 +460,7 @@ def cut_log(path: Path, step: int) -> int:
 def read_log(path: str | Path) -> list[dict]:
     """The rows of a log written by this script (numbers as floats/ints; missing values None)."""
     path = Path(path)
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
             return [{k: (None if v == "" else (int(v) if k in ("step", "epoch", "tokens") else float(v)))
                      for k, v in row.items()} for row in csv.DictReader(f)]
@@ -680,24 +687,35 @@ class Run:
 
     def _datasets(self) -> None:
         """Data: the same on every process; the sampler decides who sees what."""
-        from helpers.support.data import gpt2_tokenizer
+        from helpers.support.data import DownloadError, gpt2_tokenizer
 
         a, cfg = self.args, self.cfg
         text = read_texts(a.data)
         split = int(len(text) * (1 - a.val_fraction))
-        tokenizer = gpt2_tokenizer()
+        try:
+            tokenizer = gpt2_tokenizer()
+        except DownloadError as e:
+            raise DataError(f"GPT-2's tokenizer files are not in the course cache and could not be downloaded "
+                            f"({str(e).splitlines()[0][:160]}); run `python -m helpers.support fetch` once "
+                            f"online, or `python -m helpers.support seed DIR` with a copy of the course data") from None
         stride = a.stride or cfg["context_length"]
+        shorter = "" if a.resume else ", a smaller --context-length"  # resuming: the checkpoint's
+
+        def too_short(e):  # GPTDatasetV1's reason, in this script's terms (its advice names its arguments)
+            return str(e).split(";")[0].replace(f"with max_length={cfg['context_length']}",
+                                                f"of {cfg['context_length']} tokens")
+
         try:
             self.train_set = GPTDatasetV1(text[:split], tokenizer, cfg["context_length"], stride)
         except ValueError as e:
-            raise DataError(f"training text of {a.data}: {e}") from None
+            raise DataError(f"training text (the first {1 - a.val_fraction:.0%} of {a.data}): {too_short(e)}; "
+                            f"use a longer text{shorter} or a smaller --val-fraction") from None
         self.val_set = None
         if a.val_fraction > 0:
             try:
                 self.val_set = GPTDatasetV1(text[split:], tokenizer, cfg["context_length"], stride)
             except ValueError as e:
-                shorter = "" if a.resume else ", a smaller --context-length"  # resuming: the checkpoint's
-                raise DataError(f"validation text (the last {a.val_fraction:.0%} of {a.data}): {e}; "
+                raise DataError(f"validation text (the last {a.val_fraction:.0%} of {a.data}): {too_short(e)}; "
                                 f"use a longer text{shorter} or --val-fraction 0") from None
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=self.seed, drop_last=True)
@@ -706,12 +724,16 @@ class Run:
         self.global_batch = a.batch_size * self.world * a.grad_accum
         if self.steps_per_epoch == 0:
             raise DataError(f"the training text gives {len(self.train_set)} windows of {cfg['context_length']} "
-                            f"tokens, fewer than one global batch of {self.global_batch} (batch size x processes "
-                            f"x grad-accum)")
+                            f"tokens, fewer than one global batch of {self.global_batch} (--batch-size x processes "
+                            f"x --grad-accum); lower --batch-size or --grad-accum, or give a longer text or a "
+                            f"smaller --stride")
         if a.max_steps is None:
             self.total_steps = (a.epochs or 1) * self.steps_per_epoch
         else:
             self.total_steps = a.max_steps if a.epochs is None else min(a.max_steps, a.epochs * self.steps_per_epoch)
+        if a.warmup_steps > self.total_steps:
+            raise ValueError(f"--warmup-steps {a.warmup_steps} is longer than the run's {self.total_steps} steps: "
+                             f"the learning rate would never reach --lr; give at most {self.total_steps}")
 
     def _model(self) -> None:
         """Model and optimizer; the same seed on every process gives the same initial weights."""
@@ -945,6 +967,9 @@ def output_folder(args):
     if the run ends before writing anything into it."""
     out = Path(args.out)
     created = not out.exists()
+    if args.log and Path(args.log).is_dir():  # found now, not at the first save (os.replace onto a folder)
+        raise ValueError(f"--log {args.log} is a folder; give a file name in it, e.g. "
+                         f"--log {Path(args.log) / 'log.jsonl'} (or .csv)")
     check_writable(out, "--out")
     if args.log:
         check_writable(Path(args.log).parent, "the folder of --log")

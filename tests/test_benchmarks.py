@@ -28,7 +28,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path, data_dir):
                           "--gen-rounds 1 --new-tokens 4 --profile default hf --profile-rows 3",
            "COMPILED_ARGS": tiny + "--train fast fast-pad fast-ce --gen --profile fast --profile-rows 3",
            "PRETRAIN_ARGS": "--n-layers 1 --emb-dim 32 --n-heads 2 --batch-size 2 --context-length 32 "
-                            "--tie-weights --max-steps 4 --eval-windows 4",
+                            "--tie-weights --max-steps 4 --eval-windows 4 --warmup-steps 2 --cosine 4e-5 --clip-grad 1.0",
            "MEMORY_ARGS": "--batch 1 --tokens 16"}
     # a session of its own: on a hang, every process of it is killed (the steps run under
     # `timeout`, which moves them to process groups of their own), not only bash

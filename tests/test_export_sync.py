@@ -59,3 +59,35 @@ def test_check_detects_notebook_edits(tmp_path):
     nb.cells[1].source = nb.cells[1].source.replace("r * r", "r ** 2")
     nbformat.write(nb, root / "ch09_toy.ipynb")
     assert export_notebooks.check(root)
+
+
+def test_a_broken_cell_or_notebook_is_named_in_one_line_and_nothing_is_written(tmp_path, capsys):
+    root = _toy_repo(tmp_path)
+    before = (root / "helpers" / "toy.py").read_text()
+    nb = nbformat.read(root / "ch09_toy.ipynb", as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace("def area(r):", "def area(r)")
+    nbformat.write(nb, root / "ch09_toy.ipynb")
+    assert export_notebooks.main([], root) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ch09_toy.ipynb, cell 2 (`#| export toy`), line 3 of its code: ")
+    assert "fix the cell" in err and len(err.strip().splitlines()) == 1
+    assert (root / "helpers" / "toy.py").read_text() == before
+
+    (root / "ch09_toy.ipynb").write_text('{"cells": [', encoding="utf-8")  # cut short
+    assert export_notebooks.main(["--check"], root) == 2
+    err = capsys.readouterr().err
+    assert "ch09_toy.ipynb is not a readable notebook" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_replaces_a_module_atomically(tmp_path, monkeypatch):
+    root = _toy_repo(tmp_path)
+    nb = nbformat.read(root / "ch09_toy.ipynb", as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace("r * r", "r ** 2")
+    nbformat.write(nb, root / "ch09_toy.ipynb")
+    import os
+    replaced = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append(Path(dst).name), real(src, dst)))
+    assert export_notebooks.main([], root) == 0
+    assert replaced == ["toy.py"] and "r ** 2" in (root / "helpers" / "toy.py").read_text()
+    assert not [p for p in (root / "helpers").iterdir() if p.name.startswith(".")]  # no temporary left

@@ -3,6 +3,7 @@ the course runner on toy notebooks."""
 import ast
 import copy
 import json
+import os
 import re
 import sys
 import time
@@ -389,6 +390,34 @@ def test_runner_inplace_leaves_clean_notebook(tmp_path):
     assert len(nb.cells) == 3, "no injected-parameters cell in a committed notebook"
     assert "papermill" not in nb.metadata
     assert nb.cells[2].outputs[0]["text"].strip() == "full"
+
+
+def test_a_failed_inplace_run_leaves_the_committed_notebook_as_it_was(tmp_path):
+    nb_path = _toy_notebook(tmp_path / "ch08_fails.ipynb", "print('partial')\nraise ValueError('broken on purpose')")
+    before = nb_path.read_bytes()
+    out = tmp_path / "r"
+    assert run_course.main(["--inplace", "--mode", "smoke", "--out", str(out), str(nb_path)]) == 1
+    assert nb_path.read_bytes() == before  # papermill wrote its progress to the copy in --out
+    executed = nbformat.read(out / "ch08_fails.ipynb", as_version=4)
+    assert any("partial" in o.get("text", "") for o in executed.cells[-1].outputs)
+    assert not list(tmp_path.glob(".ch08_fails.ipynb.*"))  # no temporary left beside the notebook
+
+
+def test_an_earlier_runs_metrics_are_kept_but_not_reported_as_this_runs(tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    earlier = out / "ch09_bad.metrics.json"
+    earlier.write_text(json.dumps({"headline": {"final validation loss": 1.0}}))
+    os.utime(earlier, (time.time() - 60, time.time() - 60))
+    bad = _toy_notebook(tmp_path / "ch09_bad.ipynb", "raise ValueError('broken before any metrics')")
+    assert run_course.main(["--mode", "smoke", "--out", str(out), str(bad)]) == 1
+    assert json.loads(earlier.read_text()) == {"headline": {"final validation loss": 1.0}}
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["metrics"] == {}
+    good = _toy_notebook(tmp_path / "ch09_bad.ipynb", HEADLINE_CELL)  # the same name, now working
+    assert run_course.main(["--mode", "smoke", "--out", str(out), str(good)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["metrics"]["headline"]["final validation loss"] == 6.4516
 
 
 def test_runner_inplace_does_not_leak_mode(tmp_path):

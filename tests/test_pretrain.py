@@ -140,10 +140,11 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     with pytest.raises(DataError, match="is empty"):
         main(["--data", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "o"), *TINY])
     (tmp_path / "short.txt").write_text("Too short for one window of sixteen tokens.")
-    with pytest.raises(DataError, match="one window with max_length=16"):
+    with pytest.raises(DataError, match="one window of 16 tokens needs 17"):
         main(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY])
     assert cli(["--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "o"), *TINY]) == 2
-    assert "error: training text" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: training text" in err and "a smaller --context-length" in err and "max_length" not in err
     (tmp_path / "nul.txt").write_bytes(b"\0" * 200_000)  # binary data would otherwise train without a word
     with pytest.raises(DataError, match="100% NUL bytes.*not text"):
         main(["--data", str(tmp_path / "nul.txt"), "--out", str(tmp_path / "o"), *TINY])
@@ -159,7 +160,8 @@ BAD_OPTIONS = [  # option, value, words the one-line message must hold
     ("--eval-every", "-1", ">= 0"), ("--stride", "0", ">= 1"), ("--warmup-steps", "-5", ">= 0"),
     ("--n-layers", "0", ">= 1"), ("--emb-dim", "0", ">= 1"), ("--batch-size", "0", ">= 1"),
     ("--val-fraction", "1", "< 1"), ("--drop-rate", "-0.1", ">= 0"), ("--save-minutes", "-1", ">= 0"),
-    ("--weight-decay", "inf", ">= 0"), ("--epochs", "two", "an integer")]
+    ("--weight-decay", "inf", ">= 0"), ("--epochs", "two", "an integer"), ("--seed", "-1", ">= 0"),
+    ("--seed", str(2**32), "<= 4294967295")]  # the per-step seeds add to it: no overflow in torch.manual_seed
 
 
 @pytest.mark.parametrize("option,value,words", BAD_OPTIONS, ids=[f"{o}={v}" for o, v, _ in BAD_OPTIONS])
@@ -181,6 +183,70 @@ def test_options_that_contradict_each_other_are_refused(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert cli([*base, "--device", "cuda"]) == 2
         assert "--device cuda: device='cuda' was asked for" in capsys.readouterr().err
+
+
+def test_run_length_batch_and_log_problems_are_named_before_training(text_file, tmp_path, capsys):
+    base = ["--data", str(text_file), "--out", str(tmp_path / "o"), *TINY]
+    assert cli([*base, "--max-steps", "4", "--warmup-steps", "5"]) == 2  # the rate would never reach --lr
+    assert "--warmup-steps 5 is longer than the run's 4 steps" in capsys.readouterr().err
+    assert cli([*base, "--batch-size", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than one global batch of 4096" in err and "lower --batch-size or --grad-accum" in err
+    (tmp_path / "logs").mkdir()
+    assert cli([*base, "--log", str(tmp_path / "logs")]) == 2  # else found by os.replace at the first save
+    assert f"--log {tmp_path / 'logs'} is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_offline_machine_without_the_tokenizer_is_told_how_to_fill_the_cache(text_file, tmp_path, capsys,
+                                                                                monkeypatch):
+    import helpers.support.data as data
+
+    def offline(data_dir=None):
+        raise data.DownloadError("could not download https://openaipublic.example/vocab.bpe: offline\n(more)")
+    monkeypatch.setattr(data, "gpt2_tokenizer", offline)
+    assert cli(["--data", str(text_file), "--out", str(tmp_path / "o"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "python -m helpers.support fetch" in err and "seed DIR" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_uppercase_csv_log_is_written_and_read_as_csv(text_file, tmp_path):
+    log = tmp_path / "LOG.CSV"
+    main(["--data", str(text_file), "--out", str(tmp_path / "o"), *TINY, "--max-steps", "2", "--log", str(log)])
+    assert log.read_text().startswith("step,")
+    assert [r["step"] for r in read_log(log)] == [1, 2]
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_damaged(tmp_path, monkeypatch):
+    from helpers.pretrain import CheckpointError, read_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"PK" + b"\0" * 100)
+    real_open = Path.open
+
+    def deny(self, *args, **kwargs):  # chmod 000 does not stop root, who runs CI
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "open", deny)
+    with pytest.raises(CheckpointError, match=r"cannot read it \(Permission denied\); check its permissions"):
+        read_checkpoint(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names the descriptor's file through /proc")
+def test_a_staged_log_is_on_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    from helpers.pretrain import RunLog
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1}\n')
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    log = RunLog(path, staged=True)
+    log.write({"step": 7})
+    assert path.read_text() == '{"step": 1}\n'  # the old log stays until the commit
+    log.commit()
+    assert json.loads(path.read_text()) == {"step": 7}
+    assert synced and Path(synced[0]).name.startswith(".log.jsonl.")  # the staged file, before its rename
 
 
 def _signal_a_run(args, ready, sig):

@@ -1,4 +1,5 @@
-"""helpers.support.runtime: which half-precision type autocast gets on which device."""
+"""helpers.support.runtime: which half-precision type autocast gets on which device, and which
+device strings are refused."""
 import pytest
 import torch
 
@@ -31,3 +32,17 @@ def test_cpu_keeps_bf16_unless_the_older_gpu_path_is_forced(monkeypatch):
 def test_unknown_amp_choice_is_refused():
     with pytest.raises(ValueError, match="'none', 'bf16', 'fp16' or 'auto'"):
         autocast_dtype("half", "cpu")
+
+
+def test_a_gpu_number_the_machine_lacks_is_refused_by_name(monkeypatch):
+    from helpers.support.runtime import get_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert get_device("cuda:0") == torch.device("cuda", 0) and get_device("cuda") == torch.device("cuda")
+    with pytest.raises(RuntimeError, match=r"'cuda:5' was asked for but PyTorch sees 1 CUDA GPU \(cuda:0 to cuda:0\)"):
+        get_device("cuda:5")
+    with pytest.raises(ValueError, match="unknown device 'cuda:x'"):
+        get_device("cuda:x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU"):
+        get_device("cuda:0")

@@ -358,6 +358,33 @@ def test_cli_seed_reports_a_missing_folder_and_tampered_files(tmp_path, data_dir
     assert seeded == set(COURSE_FILES) - {"the-verdict.txt"}  # every good file all the same
 
 
+def test_cli_seed_names_an_unreadable_source_file_and_the_right_fix(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "copy"
+    shutil.copytree(data_dir, source, ignore=shutil.ignore_patterns("tiktoken", "models", "checkpoints"))
+    real = data.sha256_of
+
+    def unreadable(path):  # chmod 000 does not stop root, who runs CI
+        if Path(path) == source / "the-verdict.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+    monkeypatch.setattr(data, "sha256_of", unreadable)
+    assert data.main(["seed", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert f"{source / 'the-verdict.txt'}: Permission denied; make it readable" in err
+    assert "COURSE_DATA_DIR" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_course_data_dir_is_unset_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", "")
+    monkeypatch.chdir(tmp_path)
+    assert data.cache_dir().resolve() != tmp_path.resolve()
+    monkeypatch.delenv("COURSE_DATA_DIR")
+    default = data.cache_dir()
+    monkeypatch.setenv("COURSE_DATA_DIR", "")
+    assert data.cache_dir() == default
+
+
 def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, capsys, refused_port):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
     for name in COURSE_FILES:

@@ -23,6 +23,9 @@ except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04's): the same parser, fr
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_notebooks import write_atomically  # noqa: E402  (the course's writer, without importing helpers)
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "# Colab only:"
 TEMPLATE = '''# Colab only: fetch the course and install `helpers`. Anywhere else this cell does nothing.
@@ -82,12 +85,13 @@ def write(root: Path = ROOT) -> None:
         else:
             nb.cells.insert(first if first is not None else len(nb.cells),
                             nbformat.v4.new_code_cell(cell_source(url)))
-        nbformat.write(nb, path)
+        text = nbformat.writes(nb)
+        write_atomically(path, text if text.endswith("\n") else text + "\n")  # as nbformat.write ends it
     readme = root / "README.md"
     text = readme.read_text(encoding="utf-8")
     text = re.sub(r"\[!\[Open in Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*/blob/main/(ch\d\d_\w+\.ipynb)\)",
                   lambda m: badge(url, m.group(1)), text)
-    readme.write_text(text, encoding="utf-8")
+    write_atomically(readme, text)
 
 
 def main(argv=None) -> int:

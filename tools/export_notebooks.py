@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -27,13 +28,30 @@ DIRECTIVE = re.compile(r"^#\|\s*export\s+([A-Za-z_][A-Za-z0-9_]*)\s*$")
 SUPPORT_MODULES = ["support.data", "support.download", "support.runtime"]
 
 
+class ExportError(ValueError):
+    """A notebook or an exported cell that cannot be exported; the message names it and the fix."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """helpers/support/files.py's writer, loaded by its path: importing `helpers` would import the
+    very modules this tool regenerates (and torch), and a broken one would stop the repair."""
+    spec = importlib.util.spec_from_file_location("course_files", ROOT / PACKAGE / "support" / "files.py")
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
+    files.write_atomically(path, lambda f: f.write(text), mode="w")
+
+
 def notebooks(root: Path = ROOT) -> list[Path]:
     return sorted(root.glob("ch[0-9][0-9]_*.ipynb"))
 
 
 def exported_cells(nb_path: Path):
     """Yield (module, cell_number, code) for each exported cell of one notebook."""
-    nb = nbformat.read(nb_path, as_version=4)
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except Exception as e:  # nbformat raises several kinds (not JSON, not a notebook, ...)
+        raise ExportError(f"{nb_path.name} is not a readable notebook ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else ''}); restore it from git") from None
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type != "code":
             continue
@@ -68,7 +86,12 @@ def build(root: Path = ROOT) -> dict[Path, str]:
         names: list[str] = []
         body = []
         for nb, number, code in parts:
-            names += [n for n in public_names(code) if n not in names]
+            try:
+                found = public_names(code)
+            except SyntaxError as e:
+                raise ExportError(f"{nb}, cell {number} (`#| export {module}`), line {e.lineno} of its code: "
+                                  f"{e.msg}; fix the cell, then export again") from None
+            names += [n for n in found if n not in names]
             body.append(f"# ---- {nb}, cell {number} ----\n{code}\n")
         header = (
             f'"""{module}: generated from {sources}. DO NOT EDIT.\n\n'
@@ -118,26 +141,34 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def main(argv=None) -> int:
+def main(argv=None, root: Path = ROOT) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only report differences; exit 1 if any")
     args = parser.parse_args(argv)
-    if args.check:
-        problems = check()
+    try:
+        return _run(args.check, root)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(check_only: bool, root: Path) -> int:
+    if check_only:
+        problems = check(root)
         for p in problems:
             print(p, end="\n\n")
         print("helpers/ is in sync with the notebooks" if not problems
               else "helpers/ is NOT in sync with the notebooks: run `make export`")
         return 1 if problems else 0
-    expected = build()
-    for stale in generated_on_disk():
+    expected = build(root)
+    for stale in generated_on_disk(root):
         if stale not in expected:
             stale.unlink()
-            print(f"removed {stale.relative_to(ROOT)}")
+            print(f"removed {stale.relative_to(root)}")
     for path, text in expected.items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(ROOT)}")
+            write_atomically(path, text)
+            print(f"wrote {path.relative_to(root)}")
     return 0
 
 

@@ -15,7 +15,9 @@ that skipped the cells after it, a cell over the time limit, a kernel that died)
 command exits 1. Every cell has a time limit (smoke: 300 s, full: 2 h; --cell-timeout). Ctrl-C
 stops the run and still writes the report of the notebooks that finished (exit code 130).
 `--inplace` re-executes the committed notebook itself (mode via COURSE_MODE, no injected
-cell) and strips run-specific metadata, which is how the committed outputs are produced.
+cell) and strips run-specific metadata, which is how the committed outputs are produced. The
+run writes its progress into --out; only a complete run replaces the committed notebook
+(atomically), so a failed or stopped one leaves it as it was, and it can be read meanwhile.
 
 `execute()` is the one papermill call of the project: the test suite's smoke runs use it too.
 """
@@ -298,8 +300,13 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
     name = nb.stem
     # --inplace runs the notebook as committed, so it writes its metrics to its own default path
     metrics_path = (ROOT / "runs" / "interactive" if inplace else out_dir).resolve() / f"{name}.metrics.json"
-    metrics_path.unlink(missing_ok=True)
-    executed = nb if inplace else out_dir / nb.name
+    # An earlier run's metrics stay until this run writes its own: only a file written since
+    # `started` is this run's. --inplace executes into out_dir too, and the committed notebook is
+    # replaced (atomically) only by a complete run: a failed or stopped one leaves it as it was.
+    started = time.time()
+    executed = out_dir / nb.name
+    if inplace and executed.resolve() == nb.resolve():  # --out is the notebook's own folder
+        executed = out_dir / f"{nb.stem}.executed.ipynb"
     timeout = cell_timeout or (SMOKE_CELL_TIMEOUT_S if mode == "smoke" else FULL_CELL_TIMEOUT_S)
     # a stalled smoke cell is retried once (see execute); a chosen limit, or a full-mode one, is final
     retry = cell_timeout is None and mode == "smoke"
@@ -308,9 +315,10 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
     try:
         if inplace:  # no injected cell in a committed notebook: the kernel reads its environment
             # progress bars on (tests switch them off), saved in their final state by clean_metadata
-            execute(nb, nb, env={"COURSE_MODE": mode, "COURSE_DEVICE": device, "TQDM_DISABLE": None},
+            execute(nb, executed, env={"COURSE_MODE": mode, "COURSE_DEVICE": device, "TQDM_DISABLE": None},
                     cell_timeout=timeout, retry_timeout=retry)
-            clean_metadata(nb)
+            clean_metadata(executed)
+            _write_atomically(nb, executed.read_bytes())
         else:
             execute(nb, executed, parameters={"mode": mode, "device": device,
                                               "metrics_path": str(metrics_path)},
@@ -320,12 +328,21 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
         error, failed_cell = describe_failure(e, executed, timeout)
     wall = time.perf_counter() - t0
     return {"notebook": nb.name, "status": status, "wall_s": round(wall, 1), "mode": mode, "device": device,
-            "metrics": read_metrics(metrics_path), "error": error, "failed_cell": failed_cell,
+            "metrics": read_metrics(metrics_path, since=started), "error": error, "failed_cell": failed_cell,
             "executed": str(executed), "figures": figures(executed)}
 
 
-def read_metrics(path: Path) -> dict:
+def _write_atomically(path: Path, data: str | bytes) -> None:
+    from helpers.support.files import write_atomically  # imported here: the runner starts without torch
+    write_atomically(path, lambda f: f.write(data), mode="w" if isinstance(data, str) else "wb")
+
+
+def read_metrics(path: Path, since: float | None = None) -> dict:
+    """The metrics record at `path`; {} if there is none, it is cut off, or (with `since`, a
+    time.time()) it was written before `since`: an earlier run's."""
     try:
+        if since is not None and path.stat().st_mtime < since:
+            return {}
         return json.loads(path.read_text())
     except (OSError, ValueError):  # none written, or cut off mid-write
         return {}
@@ -395,7 +412,7 @@ def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
         if r["metrics"]:
             md += ["<details><summary>all recorded metrics</summary>", "", "```json",
                    metrics_json(r["metrics"]), "```", "", "</details>", ""]
-    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    _write_atomically(out_dir / "report.md", "\n".join(md) + "\n")
 
     esc = html.escape
     body = [f"<h1>Course run ({esc(mode)} mode)</h1>", "<table><tr><th>notebook</th><th>status</th>"
@@ -422,11 +439,11 @@ def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
              "tr.failed td,tr.interrupted td{background:#fdd}img{max-width:48%;margin:4px}"
              "table.headline{margin:0.5em 0}pre{font-size:85%}")
-    (out_dir / "report.html").write_text(
+    _write_atomically(out_dir / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>Course run</title><style>{style}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
+        f"</head><body>{''.join(body)}</body></html>\n")
     slim = [{k: v for k, v in r.items() if k != "figures"} | {"figures": len(r["figures"])} for r in results]
-    (out_dir / "report.json").write_text(json.dumps({"mode": mode, "results": slim}, indent=2, default=str))
+    _write_atomically(out_dir / "report.json", json.dumps({"mode": mode, "results": slim}, indent=2, default=str))
     return table + ("\n\nFailures:\n" + "\n".join(f"  {f}" for f in failures) if failures else "")
 
 

@@ -60,7 +60,7 @@ COURSE_FILES: dict[str, CourseFile] = {
 def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder course files are cached in (created if missing)."""
     if data_dir is None:
-        data_dir = os.environ.get("COURSE_DATA_DIR")
+        data_dir = os.environ.get("COURSE_DATA_DIR") or None  # set but empty: unset, not the current folder
     if data_dir is None:
         repo = Path(__file__).resolve().parents[2]
         data_dir = repo / "data" if (repo / "pyproject.toml").exists() else Path.home() / ".cache" / "llm-course"
@@ -248,8 +248,11 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # an unwritable cache folder, a full disk
-        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}; set COURSE_DATA_DIR to a "
-              f"writable folder with free space", file=sys.stderr)
+    except OSError as e:  # an unwritable cache folder, a full disk, an unreadable source file
+        where = Path(e.filename).resolve() if e.filename else None
+        in_source = args.cmd == "seed" and where is not None and where.is_relative_to(Path(args.source).resolve())
+        fix = ("make it readable or leave it out of the folder" if in_source
+               else "set COURSE_DATA_DIR to a writable folder with free space")
+        print(f"error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}; {fix}", file=sys.stderr)
         return 2
     return 0

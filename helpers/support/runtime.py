@@ -38,7 +38,15 @@ def get_device(device: str = "auto") -> torch.device:
         raise RuntimeError("device='mps' was asked for but MPS is not available; use 'auto' or 'cpu'")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:  # "cuda:x", "cuda:-1", ...
+        raise ValueError(f"unknown device {device!r}: use 'cuda' or 'cuda:N' with N a GPU's number") from None
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise RuntimeError(f"device={device!r} was asked for but PyTorch sees {count} CUDA GPU"
+                           f"{'s' * (count != 1)} (cuda:0 to cuda:{count - 1}); use 'cuda' or one of those")
+    return resolved
 
 
 def supports_bf16(device: torch.device | str) -> bool:
