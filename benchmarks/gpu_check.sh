@@ -97,7 +97,7 @@ rm -f "$out/pretrain/"*.pt  # 1.5 GB: the summary and the log are what we keep
 
 echo "== 4. the older-GPU (T4) path forced, and the training-memory estimate against the measured peak"
 COURSE_NO_BF16=1 timeout $(limit 120) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain_fp16" --device "$device" \
-    $pretrain_args --max-steps 20 --amp bf16 --overwrite 2>&1 | tail -n 5 | tee "$out/pretrain_fp16.log" || status=1
+    $pretrain_args --max-steps 20 --warmup-steps 0 --amp bf16 --overwrite 2>&1 | tail -n 5 | tee "$out/pretrain_fp16.log" || status=1
 grep -q '"autocast": "float16"' "$out/pretrain_fp16/summary.json" || { echo "T4 path: not float16"; status=1; }
 rm -f "$out/pretrain_fp16/"*.pt
 timeout $(limit 150) $py benchmarks/bench_memory.py --device "$device" $memory_args 2>&1 | tee "$out/memory.md" || status=1

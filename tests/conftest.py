@@ -26,6 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's helpers, even if another one is pip-installed
 SHARED = Path(os.environ.get("COURSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+# Under pytest-xdist the workers share the cores. With PyTorch's default of one intra-op thread
+# per core in every worker and in every notebook kernel a worker starts, `-n 2` on 2 cores ran
+# 4 busy threads, each waiting on threads that had no core. One share of the cores each
+# (kernels and subprocesses inherit it); a variable set by hand wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 os.environ["COURSE_MODE"] = "smoke"
 os.environ["COURSE_DEVICE"] = "cpu"
 os.environ.setdefault("MPLBACKEND", "Agg")

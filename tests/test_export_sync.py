@@ -69,7 +69,7 @@ def test_a_broken_cell_or_notebook_is_named_in_one_line_and_nothing_is_written(t
     nbformat.write(nb, root / "ch09_toy.ipynb")
     assert export_notebooks.main([], root) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ch09_toy.ipynb, cell 2 (`#| export toy`), line 3 of its code: ")
+    assert err.startswith("error: ch09_toy.ipynb, cell 2 (`#| export toy`), line 4 of the cell: ")
     assert "fix the cell" in err and len(err.strip().splitlines()) == 1
     assert (root / "helpers" / "toy.py").read_text() == before
 

@@ -3,7 +3,6 @@ the course runner on toy notebooks."""
 import ast
 import copy
 import json
-import os
 import re
 import sys
 import time
@@ -403,12 +402,19 @@ def test_a_failed_inplace_run_leaves_the_committed_notebook_as_it_was(tmp_path):
     assert not list(tmp_path.glob(".ch08_fails.ipynb.*"))  # no temporary left beside the notebook
 
 
+def test_inplace_with_out_in_the_notebooks_own_folder_leaves_no_second_chapter(tmp_path):
+    nb_path = _toy_notebook(tmp_path / "ch08_here.ipynb", "print('ran here')")
+    assert run_course.main(["--inplace", "--mode", "smoke", "--out", str(tmp_path), str(nb_path)]) == 0
+    assert "ran here" in nbformat.read(nb_path, as_version=4).cells[2].outputs[0]["text"]
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == ["ch08_here.ipynb"]
+    assert not list(tmp_path.glob(".*.ipynb"))  # the executed copy is gone once it replaced the notebook
+
+
 def test_an_earlier_runs_metrics_are_kept_but_not_reported_as_this_runs(tmp_path):
     out = tmp_path / "runs"
     out.mkdir()
     earlier = out / "ch09_bad.metrics.json"
     earlier.write_text(json.dumps({"headline": {"final validation loss": 1.0}}))
-    os.utime(earlier, (time.time() - 60, time.time() - 60))
     bad = _toy_notebook(tmp_path / "ch09_bad.ipynb", "raise ValueError('broken before any metrics')")
     assert run_course.main(["--mode", "smoke", "--out", str(out), str(bad)]) == 1
     assert json.loads(earlier.read_text()) == {"headline": {"final validation loss": 1.0}}

@@ -383,6 +383,7 @@ def test_an_empty_course_data_dir_is_unset_not_the_current_folder(tmp_path, monk
     default = data.cache_dir()
     monkeypatch.setenv("COURSE_DATA_DIR", "")
     assert data.cache_dir() == default
+    assert data.cache_dir(os.environ.get("COURSE_DATA_DIR")) == default  # what the notebooks pass on
 
 
 def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, capsys, refused_port):

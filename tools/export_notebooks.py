@@ -46,7 +46,8 @@ def notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def exported_cells(nb_path: Path):
-    """Yield (module, cell_number, code) for each exported cell of one notebook."""
+    """Yield (module, cell_number, code, lines_skipped) for each exported cell of one notebook:
+    the code starts at line lines_skipped + 1 of the cell."""
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except Exception as e:  # nbformat raises several kinds (not JSON, not a notebook, ...)
@@ -58,7 +59,9 @@ def exported_cells(nb_path: Path):
         first, _, rest = cell.source.partition("\n")
         match = DIRECTIVE.match(first.strip())
         if match:
-            yield match.group(1), number, rest.strip("\n")
+            code = rest.strip("\n")
+            skipped = 1 + len(rest) - len(rest.lstrip("\n"))  # the directive and blank lines before the code
+            yield match.group(1), number, code, skipped
 
 
 def public_names(code: str) -> list[str]:
@@ -76,21 +79,21 @@ def build(root: Path = ROOT) -> dict[Path, str]:
     """Return {path: text} for every generated file, without touching the disk."""
     blocks: dict[str, list[tuple[str, int, str]]] = {}
     for nb_path in notebooks(root):
-        for module, number, code in exported_cells(nb_path):
-            blocks.setdefault(module, []).append((nb_path.name, number, code))
+        for module, number, code, skipped in exported_cells(nb_path):
+            blocks.setdefault(module, []).append((nb_path.name, number, code, skipped))
 
     files: dict[Path, str] = {}
     exports: dict[str, list[str]] = {}
     for module, parts in sorted(blocks.items()):
-        sources = ", ".join(dict.fromkeys(nb for nb, _, _ in parts))
+        sources = ", ".join(dict.fromkeys(nb for nb, _, _, _ in parts))
         names: list[str] = []
         body = []
-        for nb, number, code in parts:
+        for nb, number, code, skipped in parts:
             try:
                 found = public_names(code)
             except SyntaxError as e:
-                raise ExportError(f"{nb}, cell {number} (`#| export {module}`), line {e.lineno} of its code: "
-                                  f"{e.msg}; fix the cell, then export again") from None
+                raise ExportError(f"{nb}, cell {number} (`#| export {module}`), line {(e.lineno or 1) + skipped} of "
+                                  f"the cell: {e.msg}; fix the cell, then export again") from None
             names += [n for n in found if n not in names]
             body.append(f"# ---- {nb}, cell {number} ----\n{code}\n")
         header = (

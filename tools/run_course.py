@@ -300,13 +300,15 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
     name = nb.stem
     # --inplace runs the notebook as committed, so it writes its metrics to its own default path
     metrics_path = (ROOT / "runs" / "interactive" if inplace else out_dir).resolve() / f"{name}.metrics.json"
-    # An earlier run's metrics stay until this run writes its own: only a file written since
-    # `started` is this run's. --inplace executes into out_dir too, and the committed notebook is
-    # replaced (atomically) only by a complete run: a failed or stopped one leaves it as it was.
-    started = time.time()
+    # An earlier run's metrics stay until this run writes its own (a new file: Metrics writes
+    # atomically), so a failed run reports none rather than the last one's. --inplace executes
+    # into out_dir too, and the committed notebook is replaced (atomically) only by a complete
+    # run: a failed or stopped one leaves it as it was.
+    before = _file_identity(metrics_path)
     executed = out_dir / nb.name
-    if inplace and executed.resolve() == nb.resolve():  # --out is the notebook's own folder
-        executed = out_dir / f"{nb.stem}.executed.ipynb"
+    own_folder = inplace and executed.resolve() == nb.resolve()  # --out is the notebook's folder
+    if own_folder:  # a hidden name: never taken for a chapter by the ch*_*.ipynb globs
+        executed = out_dir / f".{nb.stem}.executed.ipynb"
     timeout = cell_timeout or (SMOKE_CELL_TIMEOUT_S if mode == "smoke" else FULL_CELL_TIMEOUT_S)
     # a stalled smoke cell is retried once (see execute); a chosen limit, or a full-mode one, is final
     retry = cell_timeout is None and mode == "smoke"
@@ -318,7 +320,7 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
             execute(nb, executed, env={"COURSE_MODE": mode, "COURSE_DEVICE": device, "TQDM_DISABLE": None},
                     cell_timeout=timeout, retry_timeout=retry)
             clean_metadata(executed)
-            _write_atomically(nb, executed.read_bytes())
+            _write_atomically(nb.resolve(), executed.read_bytes())  # through a symlink, not over it
         else:
             execute(nb, executed, parameters={"mode": mode, "device": device,
                                               "metrics_path": str(metrics_path)},
@@ -327,22 +329,32 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
         status = "failed"
         error, failed_cell = describe_failure(e, executed, timeout)
     wall = time.perf_counter() - t0
+    figs = figures(executed)
+    if own_folder and status == "ok":  # the notebook itself now holds this run
+        executed.unlink(missing_ok=True)
+        executed = nb
+    changed = _file_identity(metrics_path) not in (before, None)
     return {"notebook": nb.name, "status": status, "wall_s": round(wall, 1), "mode": mode, "device": device,
-            "metrics": read_metrics(metrics_path, since=started), "error": error, "failed_cell": failed_cell,
-            "executed": str(executed), "figures": figures(executed)}
+            "metrics": read_metrics(metrics_path) if changed else {}, "error": error, "failed_cell": failed_cell,
+            "executed": str(executed), "figures": figs}
+
+
+def _file_identity(path: Path) -> tuple | None:
+    """What tells one version of a file from another (None: no file); no clock involved."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _write_atomically(path: Path, data: str | bytes) -> None:
-    from helpers.support.files import write_atomically  # imported here: the runner starts without torch
+    from helpers.support.files import write_atomically
     write_atomically(path, lambda f: f.write(data), mode="w" if isinstance(data, str) else "wb")
 
 
-def read_metrics(path: Path, since: float | None = None) -> dict:
-    """The metrics record at `path`; {} if there is none, it is cut off, or (with `since`, a
-    time.time()) it was written before `since`: an earlier run's."""
+def read_metrics(path: Path) -> dict:
     try:
-        if since is not None and path.stat().st_mtime < since:
-            return {}
         return json.loads(path.read_text())
     except (OSError, ValueError):  # none written, or cut off mid-write
         return {}

@@ -59,7 +59,7 @@ COURSE_FILES: dict[str, CourseFile] = {
 
 def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder course files are cached in (created if missing)."""
-    if data_dir is None:
+    if data_dir is None or data_dir == "":  # notebooks pass os.environ.get("COURSE_DATA_DIR") on
         data_dir = os.environ.get("COURSE_DATA_DIR") or None  # set but empty: unset, not the current folder
     if data_dir is None:
         repo = Path(__file__).resolve().parents[2]
@@ -249,8 +249,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable cache folder, a full disk, an unreadable source file
-        where = Path(e.filename).resolve() if e.filename else None
-        in_source = args.cmd == "seed" and where is not None and where.is_relative_to(Path(args.source).resolve())
+        where = Path(e.filename).absolute() if e.filename else None  # not resolved: the source may hold symlinks
+        in_source = args.cmd == "seed" and where is not None and where.is_relative_to(Path(args.source).absolute())
         fix = ("make it readable or leave it out of the folder" if in_source
                else "set COURSE_DATA_DIR to a writable folder with free space")
         print(f"error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}; {fix}", file=sys.stderr)
