@@ -68,7 +68,7 @@ def test_tied_model_refuses_untied_state_dict():
         fast.load_state_dict(book.state_dict())
 
 
-def test_tied_init_keeps_logits_small():
+def test_tied_init_gives_the_shared_matrix_gpt2s_scale():
     """The shared matrix starts at GPT-2's std 0.02, not nn.Embedding's 1."""
     fast = FastGPTModel({**CFG, "emb_dim": 64, "tie_weights": True})
     assert 0.015 < fast.tok_emb.weight.std().item() < 0.025

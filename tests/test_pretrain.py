@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers.model import GPTModel
-from helpers.pretrain import DataError, build_parser, cli, main, read_log
+from helpers.pretrain import DataError, build_parser, cli, main, read_log, read_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n-layers", "2", "--emb-dim", "32", "--n-heads", "4", "--context-length", "16", "--seed", "7"]
@@ -128,6 +128,9 @@ def test_folder_of_text_files(tmp_path, verdict_text):
     summary = main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--batch-size", "2",
                     *TINY, "--max-steps", "2"])
     assert summary["step"] == 2 and summary["val_loss"] is not None
+    # both .txt files, the nested one too, in sorted order and joined as separate documents; no .md
+    text = read_texts(tmp_path / "data")
+    assert text == verdict_text[:3000] + "<|endoftext|>" + verdict_text[3000:6000]
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
