@@ -89,7 +89,8 @@ peak = matmul_peak_flops(device, dtype)
 flops = train_flops_per_token(cfg)
 s["mfu"] = s["tok_s"] * flops / peak if "tok_s" in s else None
 s["mfu_basis"] = f"{flops / 1e9:.3f} GFLOP/token, measured {str(dtype).removeprefix('torch.')} matmul peak {peak / 1e12:.1f} TFLOP/s"
-json.dump(s, open(path, "w"), indent=1)
+from helpers.support.files import write_atomically  # the run's summary: replaced, never half-written
+write_atomically(path, lambda f: json.dump(s, f, indent=1), mode="w")
 print(json.dumps({k: s.get(k) for k in ("steps", "tok_s", "mfu", "mfu_basis", "peak_memory_mib", "final_train_loss", "final_val_loss")}))
 PY
 cat "$out/pretrain/summary.json"; echo

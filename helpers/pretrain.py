@@ -655,6 +655,9 @@ class Run:
                 raise ValueError(f"{self.ckpt_path} exists: pass --resume {self.ckpt_path} to continue it, or "
                                  f"--overwrite to start afresh, or choose another --out")
             return False
+        if Path(a.resume).is_dir():  # else judged below as another run's folder, which misleads
+            raise CheckpointError(f"--resume {a.resume} is a folder; give the checkpoint in it: "
+                                  f"--resume {Path(a.resume) / 'checkpoint.pt'}")
         own = Path(a.resume).resolve().parent == self.out.resolve()
         if not own and self.ckpt_path.exists() and not a.overwrite:
             raise ValueError(f"--out {self.out} holds another run's checkpoint: resuming {a.resume} there would "

@@ -575,6 +575,24 @@ def test_unwritable_out_is_found_before_the_first_step(text_file, tmp_path, caps
     assert "the folder of --log" in capsys.readouterr().err
 
 
+def test_an_out_that_is_a_file_a_resume_that_is_a_folder_and_nothing_left_to_train(two_steps, text_file,
+                                                                                  tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert cli(["--data", str(text_file), "--out", str(tmp_path / "file"), *TINY]) == 2
+    assert f"--out {tmp_path / 'file'} is not writable" in capsys.readouterr().err
+    run = _copy(two_steps, tmp_path / "run")
+    args = _resume_args(text_file, run, "--max-steps", "3")
+    args[args.index("--resume") + 1] = str(run)  # the run's folder, not its checkpoint.pt
+    assert cli(args) == 2
+    assert f"--resume {run} is a folder; give the checkpoint in it: --resume {run / 'checkpoint.pt'}" in \
+        capsys.readouterr().err
+    before = _files(run)
+    assert cli(_resume_args(text_file, run, "--max-steps", "2")) == 2  # the checkpoint is at step 2
+    err = capsys.readouterr().err
+    assert "is at step 2 and this run ends at step 2: nothing to train; raise --max-steps" in err
+    assert _files(run) == before  # nothing rewritten, the log not cut
+
+
 def test_sigterm_saves_like_ctrl_c_and_saves_happen_by_time(text_file, tmp_path):
     """A batch scheduler's SIGTERM: the step finishes, the checkpoint is written, exit code 143;
     before it, --save-minutes had already saved while the run went on."""
