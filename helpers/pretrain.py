@@ -249,6 +249,9 @@ def check_options(args) -> None:
                          f"down to --cosine, so give a smaller --cosine (e.g. {args.lr / 10:g})")
     if args.model == "default" and (args.tie_weights or args.grad_checkpointing):
         raise ValueError("--tie-weights and --grad-checkpointing need --model fast")
+    if args.resume and Path(args.resume).is_dir():  # else taken for another run's folder, which misleads
+        raise CheckpointError(f"--resume {args.resume} is a folder; give the checkpoint in it: "
+                              f"--resume {Path(args.resume) / 'checkpoint.pt'}")
     emb, heads = args.emb_dim, args.n_heads
     if emb is not None or heads is not None:
         base = GPT_CONFIGS[args.model_size or "124M"]
@@ -655,9 +658,6 @@ class Run:
                 raise ValueError(f"{self.ckpt_path} exists: pass --resume {self.ckpt_path} to continue it, or "
                                  f"--overwrite to start afresh, or choose another --out")
             return False
-        if Path(a.resume).is_dir():  # else judged below as another run's folder, which misleads
-            raise CheckpointError(f"--resume {a.resume} is a folder; give the checkpoint in it: "
-                                  f"--resume {Path(a.resume) / 'checkpoint.pt'}")
         own = Path(a.resume).resolve().parent == self.out.resolve()
         if not own and self.ckpt_path.exists() and not a.overwrite:
             raise ValueError(f"--out {self.out} holds another run's checkpoint: resuming {a.resume} there would "

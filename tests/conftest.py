@@ -32,7 +32,8 @@ SHARED = Path(os.environ.get("COURSE_SHARED_DATA", ROOT.parent / "shared" / "dat
 # (kernels and subprocesses inherit it); a variable set by hand wins.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // _WORKERS))
 os.environ["COURSE_MODE"] = "smoke"
 os.environ["COURSE_DEVICE"] = "cpu"
 os.environ.setdefault("MPLBACKEND", "Agg")

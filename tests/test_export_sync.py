@@ -65,11 +65,12 @@ def test_a_broken_cell_or_notebook_is_named_in_one_line_and_nothing_is_written(t
     root = _toy_repo(tmp_path)
     before = (root / "helpers" / "toy.py").read_text()
     nb = nbformat.read(root / "ch09_toy.ipynb", as_version=4)
-    nb.cells[1].source = nb.cells[1].source.replace("def area(r):", "def area(r)")
+    nb.cells[1].source = nb.cells[1].source.replace("def area(r):", "def area(r)").replace(
+        "#| export toy\n", "#| export toy\n\n")  # a blank line before the code: counted too
     nbformat.write(nb, root / "ch09_toy.ipynb")
     assert export_notebooks.main([], root) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ch09_toy.ipynb, cell 2 (`#| export toy`), line 4 of the cell: ")
+    assert err.startswith("error: ch09_toy.ipynb, cell 2 (`#| export toy`), line 5 of the cell: ")
     assert "fix the cell" in err and len(err.strip().splitlines()) == 1
     assert (root / "helpers" / "toy.py").read_text() == before
 

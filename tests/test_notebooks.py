@@ -408,6 +408,10 @@ def test_inplace_with_out_in_the_notebooks_own_folder_leaves_no_second_chapter(t
     assert "ran here" in nbformat.read(nb_path, as_version=4).cells[2].outputs[0]["text"]
     assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == ["ch08_here.ipynb"]
     assert not list(tmp_path.glob(".*.ipynb"))  # the executed copy is gone once it replaced the notebook
+    before = nb_path.read_bytes()  # without --inplace the notebook is only read, even from its own folder
+    assert run_course.main(["--mode", "smoke", "--out", str(tmp_path), str(nb_path)]) == 0
+    assert nb_path.read_bytes() == before
+    assert [p.name for p in tmp_path.glob(".*.ipynb")] == [".ch08_here.executed.ipynb"]
 
 
 def test_an_earlier_runs_metrics_are_kept_but_not_reported_as_this_runs(tmp_path):

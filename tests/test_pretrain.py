@@ -122,15 +122,16 @@ def test_default_model_option_and_resume_needs_the_same_model(text_file, tmp_pat
 
 def test_folder_of_text_files(tmp_path, verdict_text):
     (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "z.txt").write_text(verdict_text[6000:7000], encoding="utf-8")  # written first
     (tmp_path / "data" / "a.txt").write_text(verdict_text[:3000], encoding="utf-8")
     (tmp_path / "data" / "sub" / "b.txt").write_text(verdict_text[3000:6000], encoding="utf-8")
     (tmp_path / "data" / "ignored.md").write_text("not text for training")
     summary = main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--batch-size", "2",
                     *TINY, "--max-steps", "2"])
     assert summary["step"] == 2 and summary["val_loss"] is not None
-    # both .txt files, the nested one too, in sorted order and joined as separate documents; no .md
+    # every .txt file, the nested one too, in sorted order and joined as separate documents; no .md
     text = read_texts(tmp_path / "data")
-    assert text == verdict_text[:3000] + "<|endoftext|>" + verdict_text[3000:6000]
+    assert text == "<|endoftext|>".join([verdict_text[:3000], verdict_text[3000:6000], verdict_text[6000:7000]])
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):

@@ -77,7 +77,7 @@ def public_names(code: str) -> list[str]:
 
 def build(root: Path = ROOT) -> dict[Path, str]:
     """Return {path: text} for every generated file, without touching the disk."""
-    blocks: dict[str, list[tuple[str, int, str]]] = {}
+    blocks: dict[str, list[tuple[str, int, str, int]]] = {}
     for nb_path in notebooks(root):
         for module, number, code, skipped in exported_cells(nb_path):
             blocks.setdefault(module, []).append((nb_path.name, number, code, skipped))

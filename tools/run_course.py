@@ -306,8 +306,8 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
     # run: a failed or stopped one leaves it as it was.
     before = _file_identity(metrics_path)
     executed = out_dir / nb.name
-    own_folder = inplace and executed.resolve() == nb.resolve()  # --out is the notebook's folder
-    if own_folder:  # a hidden name: never taken for a chapter by the ch*_*.ipynb globs
+    own_folder = executed.resolve() == nb.resolve()  # --out is the notebook's folder
+    if own_folder:  # a hidden name (and git-ignored): never the notebook, never taken for a chapter
         executed = out_dir / f".{nb.stem}.executed.ipynb"
     timeout = cell_timeout or (SMOKE_CELL_TIMEOUT_S if mode == "smoke" else FULL_CELL_TIMEOUT_S)
     # a stalled smoke cell is retried once (see execute); a chosen limit, or a full-mode one, is final
@@ -330,7 +330,7 @@ def run_one(nb: Path, out_dir: Path, mode: str, device: str, inplace: bool, cell
         error, failed_cell = describe_failure(e, executed, timeout)
     wall = time.perf_counter() - t0
     figs = figures(executed)
-    if own_folder and status == "ok":  # the notebook itself now holds this run
+    if inplace and own_folder and status == "ok":  # the notebook itself now holds this run
         executed.unlink(missing_ok=True)
         executed = nb
     changed = _file_identity(metrics_path) not in (before, None)
