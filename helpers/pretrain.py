@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(args) -> None:
-    """What the parser's per-option checks cannot see: options that contradict each other."""
+    """What the parser's per-option checks cannot see: options that contradict each other, and
+    paths of the wrong kind (a folder where a file is meant), before anything is created."""
     if args.cosine is not None and args.cosine > args.lr:
         raise ValueError(f"--cosine {args.cosine:g} is above --lr {args.lr:g}: the schedule decays from --lr "
                          f"down to --cosine, so give a smaller --cosine (e.g. {args.lr / 10:g})")
@@ -252,6 +253,9 @@ def check_options(args) -> None:
     if args.resume and Path(args.resume).is_dir():  # else taken for another run's folder, which misleads
         raise CheckpointError(f"--resume {args.resume} is a folder; give the checkpoint in it: "
                               f"--resume {Path(args.resume) / 'checkpoint.pt'}")
+    if args.log and Path(args.log).is_dir():  # else found at the first save (os.replace onto a folder)
+        raise ValueError(f"--log {args.log} is a folder; give a file name in it, e.g. "
+                         f"--log {Path(args.log) / 'log.jsonl'} (or .csv)")
     emb, heads = args.emb_dim, args.n_heads
     if emb is not None or heads is not None:
         base = GPT_CONFIGS[args.model_size or "124M"]
@@ -402,6 +406,11 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def _is_csv(path: Path) -> bool:
+    """A log is CSV by its suffix (any case), else JSON lines: one rule for writing, cutting, reading."""
+    return path.suffix.lower() == ".csv"
+
+
 class RunLog:
     """Rows appended to a .jsonl (one JSON object per line) or .csv file (LOG_COLUMNS).
 
@@ -411,7 +420,7 @@ class RunLog:
 
     def __init__(self, path: Path, staged: bool = False):
         self.path = path
-        self.csv = path.suffix.lower() == ".csv"
+        self.csv = _is_csv(path)
         self.target = path.with_name(f".{path.name}.{os.getpid()}.new") if staged else path
         if self.csv and (not self.target.exists() or self.target.stat().st_size == 0):
             with self.target.open("w", newline="") as f:
@@ -444,7 +453,7 @@ def cut_log(path: Path, step: int) -> int:
     keep = []
     for i, line in enumerate(lines):
         try:
-            if path.suffix.lower() == ".csv":
+            if _is_csv(path):
                 if i == 0:
                     keep.append(line)
                     continue
@@ -463,7 +472,7 @@ def cut_log(path: Path, step: int) -> int:
 def read_log(path: str | Path) -> list[dict]:
     """The rows of a log written by this script (numbers as floats/ints; missing values None)."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
+    if _is_csv(path):
         with path.open(newline="") as f:
             return [{k: (None if v == "" else (int(v) if k in ("step", "epoch", "tokens") else float(v)))
                      for k, v in row.items()} for row in csv.DictReader(f)]
@@ -970,9 +979,6 @@ def output_folder(args):
     if the run ends before writing anything into it."""
     out = Path(args.out)
     created = not out.exists()
-    if args.log and Path(args.log).is_dir():  # found now, not at the first save (os.replace onto a folder)
-        raise ValueError(f"--log {args.log} is a folder; give a file name in it, e.g. "
-                         f"--log {Path(args.log) / 'log.jsonl'} (or .csv)")
     check_writable(out, "--out")
     if args.log:
         check_writable(Path(args.log).parent, "the folder of --log")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import functools
 import importlib.util
 import re
 import sys
@@ -32,13 +33,19 @@ class ExportError(ValueError):
     """A notebook or an exported cell that cannot be exported; the message names it and the fix."""
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """helpers/support/files.py's writer, loaded by its path: importing `helpers` would import the
+@functools.cache
+def _files_module():
+    """helpers/support/files.py, loaded once by its path: importing `helpers` would import the
     very modules this tool regenerates (and torch), and a broken one would stop the repair."""
     spec = importlib.util.spec_from_file_location("course_files", ROOT / PACKAGE / "support" / "files.py")
     files = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(files)
-    files.write_atomically(path, lambda f: f.write(text), mode="w")
+    return files
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) through the course's atomic writer."""
+    _files_module().write_atomically(path, lambda f: f.write(text), mode="w")
 
 
 def notebooks(root: Path = ROOT) -> list[Path]:

@@ -42,8 +42,8 @@ def get_device(device: str = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:  # "cuda:x", "cuda:-1", ...
         raise ValueError(f"unknown device {device!r}: use 'cuda' or 'cuda:N' with N a GPU's number") from None
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
+    count = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= count:
         raise RuntimeError(f"device={device!r} was asked for but PyTorch sees {count} CUDA GPU"
                            f"{'s' * (count != 1)} (cuda:0 to cuda:{count - 1}); use 'cuda' or one of those")
     return resolved
