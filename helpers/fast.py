@@ -55,8 +55,8 @@ class FusedQKVAttention(nn.Module):
 
     forward(x, kv_cache=None, layer=0, attn_mask=None): x is (batch, tokens, d_in). With a
     cache, x holds only new tokens. `attn_mask` (True = may attend), broadcastable to
-    (batch, heads, new tokens, all tokens); None means plain causal attention over x alone, or,
-    for a single new token, attention to everything cached.
+    (batch, heads, new tokens, all tokens); None means causal attention: each new token sees
+    everything cached and the new tokens up to itself.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -83,6 +83,10 @@ class FusedQKVAttention(nn.Module):
         queries, keys, values = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if kv_cache is not None:
             keys, values = kv_cache.update(layer, keys, values)
+        if attn_mask is None and 1 < n < keys.shape[2]:
+            # Several new tokens after cached ones: is_causal would align its mask to the top-left
+            # corner (new token i sees keys 0..i); they are the last rows, so align bottom-right.
+            attn_mask = torch.ones(n, keys.shape[2], dtype=torch.bool, device=x.device).tril(keys.shape[2] - n)
         context = F.scaled_dot_product_attention(
             queries, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=attn_mask is None and n > 1)

@@ -127,9 +127,25 @@ def test_beam_search_scores_at_least_greedy_and_wide_beam_finds_the_optimum(mode
     assert sequence_log_prob(model, beam, 4) >= sequence_log_prob(model, greedy, 4) - 1e-6
 
 
+def reference_beam_search(model, prompt, steps, context, num_beams):
+    """Beam search without a cache or end token: every beam re-run on its last `context` tokens
+    at each step, candidates ranked by their summed log-probability (in float64)."""
+    beams = [(0.0, prompt[0].tolist())]
+    for _ in range(steps):
+        candidates = []
+        for score, seq in beams:
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([seq[-context:]]))[0, -1].double(), -1)
+            candidates += [(score + lp, seq + [tok]) for tok, lp in enumerate(logp.tolist())]
+        beams = sorted(candidates, key=lambda c: c[0], reverse=True)[:num_beams]
+    return torch.tensor([beams[0][1]])
+
+
 def test_beam_search_across_the_context_boundary(model, prompt):
-    out = beam_search(model, prompt, 14, 12, num_beams=3)  # 18 tokens > context of 12
+    """18 tokens > the context of 12: past the boundary each beam sees only its last 12 tokens."""
+    out = beam_search(model, prompt, 14, 12, num_beams=3)
     assert out.shape == (1, 18)
+    assert torch.equal(out, reference_beam_search(model, prompt, 14, 12, num_beams=3))
 
 
 @pytest.mark.parametrize("kwargs, message", [

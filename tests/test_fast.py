@@ -187,6 +187,28 @@ def test_cached_logits_match_full_forward_with_several_new_tokens():
     assert (torch.cat(parts, dim=1) - full).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("cache_kind", ["KVCache", "StaticKVCache"])
+def test_fused_attention_alone_sees_the_cache_with_several_new_tokens(cache_kind):
+    """The layer used on its own (no model building the mask): new tokens after cached ones see
+    every cached key and the new ones up to themselves, as chapter 3's layer computes it."""
+    from helpers.attention import KVCache, MultiHeadAttention
+    from helpers.fast import FusedQKVAttention
+    torch.manual_seed(0)
+    book = MultiHeadAttention(32, 32, context_length=16, dropout=0.0, num_heads=4, qkv_bias=True).eval()
+    fused = FusedQKVAttention(32, 32, context_length=16, dropout=0.0, num_heads=4, qkv_bias=True).eval()
+    fused.load_state_dict(book.state_dict())
+    x = torch.randn(2, 11, 32)
+    cache = KVCache(1) if cache_kind == "KVCache" else StaticKVCache(1, 16)
+    with torch.no_grad():
+        expected = book(x)
+        parts = []
+        for a, b in [(0, 3), (3, 7), (7, 8), (8, 11)]:
+            parts.append(fused(x[:, a:b], kv_cache=cache))
+            if cache_kind == "StaticKVCache":
+                cache.advance(b - a)  # the model's job when the layer runs inside it
+    assert (torch.cat(parts, dim=1) - expected).abs().max() <= 1e-5
+
+
 def test_batched_generation_equals_each_prompt_alone():
     book = _perturbed_book_model(CFG)
     fast = FastGPTModel.from_model(book).eval()
