@@ -406,9 +406,22 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def _is_csv(path: Path) -> bool:
-    """A log is CSV by its suffix (any case), else JSON lines: one rule for writing, cutting, reading."""
+def _csv_by_name(path: Path) -> bool:
+    """A new log is CSV by its suffix (any case), else JSON lines."""
     return path.suffix.lower() == ".csv"
+
+
+def _is_csv(path: Path) -> bool:
+    """The format of a log that may exist already: by its first line, since a resumed run must cut
+    and append in the format the log was written in (versions before 2026-12 wrote JSON lines to
+    an upper-case `.CSV`); by its name when it is new or empty. One rule for cutting, appending
+    and reading."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline().strip()
+    except OSError:  # absent (or unreadable, which the write reports)
+        first = b""
+    return not first.startswith(b"{") if first else _csv_by_name(path)
 
 
 class RunLog:
@@ -420,7 +433,8 @@ class RunLog:
 
     def __init__(self, path: Path, staged: bool = False):
         self.path = path
-        self.csv = _is_csv(path)
+        # Staged rows replace the old log: the format its name asks for, not the old log's.
+        self.csv = _csv_by_name(path) if staged else _is_csv(path)
         self.target = path.with_name(f".{path.name}.{os.getpid()}.new") if staged else path
         if self.csv and (not self.target.exists() or self.target.stat().st_size == 0):
             with self.target.open("w", newline="") as f:
@@ -451,9 +465,10 @@ def cut_log(path: Path, step: int) -> int:
     save) and any half-written line; returns how many lines went. The resumed run logs them again."""
     lines = path.read_text().splitlines(keepends=True)
     keep = []
+    as_csv = _is_csv(path)
     for i, line in enumerate(lines):
         try:
-            if _is_csv(path):
+            if as_csv:
                 if i == 0:
                     keep.append(line)
                     continue

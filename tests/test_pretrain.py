@@ -222,6 +222,23 @@ def test_an_uppercase_csv_log_is_written_and_read_as_csv(text_file, tmp_path):
     assert [r["step"] for r in read_log(log)] == [1, 2]
 
 
+def test_resuming_keeps_an_older_versions_json_lines_log_named_dot_csv(two_steps, text_file, tmp_path, capsys):
+    """Before 2026-12 only a lower-case .csv meant CSV: an older run's LOG.CSV holds JSON lines.
+    Resuming cuts and appends it as JSON lines, losing none of its rows."""
+    run = _copy(two_steps, tmp_path / "run")
+    (run / "log.jsonl").rename(run / "LOG.CSV")
+    old_rows = read_log(run / "LOG.CSV")
+    assert [r["step"] for r in old_rows] == [1, 2]
+    with (run / "LOG.CSV").open("a") as f:  # trained after the checkpoint, never saved: cut
+        f.write(json.dumps({**old_rows[-1], "step": 3}) + "\n")
+    assert cli(_resume_args(text_file, run, "--max-steps", "4", "--log", str(run / "LOG.CSV"))) == 0
+    lines = (run / "LOG.CSV").read_text().splitlines()
+    assert all(line.startswith("{") for line in lines), lines
+    rows = read_log(run / "LOG.CSV")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[:2] == old_rows
+    assert "removed 1 row(s) after step 2" in capsys.readouterr().err
+
+
 def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_damaged(tmp_path, monkeypatch):
     from helpers.pretrain import CheckpointError, read_checkpoint
     path = tmp_path / "checkpoint.pt"
