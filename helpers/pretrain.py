@@ -448,15 +448,20 @@ class RunLog:
                 f.write(json.dumps(row) + "\n")
 
     def commit(self) -> None:
+        """At each save, after the checkpoint: the rows so far go to disk (fsync), and a staged
+        log takes the old log's place."""
+        self.committing = True  # its rows now belong to a saved checkpoint: never discarded
+        with self.target.open("ab") as f:
+            os.fsync(f.fileno())
         if self.target != self.path:
-            with self.target.open("ab") as f:  # on disk before it takes the old log's place
-                os.fsync(f.fileno())
             os.replace(self.target, self.path)
             self.target = self.path
 
+    committing = False
+
     def discard(self) -> None:
         """Remove a staged log that was never committed (the run ended before its first save)."""
-        if self.target != self.path:
+        if self.target != self.path and not self.committing:
             self.target.unlink(missing_ok=True)
 
 
@@ -487,11 +492,14 @@ def cut_log(path: Path, step: int) -> int:
 def read_log(path: str | Path) -> list[dict]:
     """The rows of a log written by this script (numbers as floats/ints; missing values None)."""
     path = Path(path)
+    with path.open(newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):  # half-written by a run that was killed: not a row
+        lines.pop()
     if _is_csv(path):
-        with path.open(newline="") as f:
-            return [{k: (None if v == "" else (int(v) if k in ("step", "epoch", "tokens") else float(v)))
-                     for k, v in row.items()} for row in csv.DictReader(f)]
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [{k: (None if v == "" else (int(v) if k in ("step", "epoch", "tokens") else float(v)))
+                 for k, v in row.items()} for row in csv.DictReader(lines)]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -881,7 +889,12 @@ class Run:
                 raise CheckpointError(f"could not write the checkpoint {self.ckpt_path} at step {self.step} "
                                       f"({reason}; {free}); {self._kept()}. Free some space (or fix the folder) "
                                       f"and resume from it") from None
-            self.log.commit()
+            try:
+                self.log.commit()
+            except OSError as e:
+                raise CheckpointError(f"{self.ckpt_path} was saved at step {self.step}, but its log could not be "
+                                      f"written to {self.log.path} ({e.strerror or e}); this run's rows are in "
+                                      f"{self.log.target}. Fix the folder, then resume from the checkpoint") from None
         self.saved_at, self.last_save_time = self.step, time.monotonic()
 
     def _save_due(self) -> bool:

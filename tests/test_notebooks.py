@@ -492,6 +492,21 @@ def test_metrics_headline_is_checked_where_it_is_logged(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_metrics_keep_an_earlier_runs_record_until_the_first_result(tmp_path):
+    """Running a notebook's set-up cell again must not replace the last full run's record with
+    an empty one; an unwritable path is refused at once, not at the first result."""
+    from helpers.support.runtime import Metrics
+    path = tmp_path / "runs" / "ch06.metrics.json"
+    Metrics(path, notebook="ch06", mode="full").log(headline={"test accuracy": 0.913})
+    full = path.read_text()
+    m = Metrics(path, notebook="ch06", mode="smoke")
+    assert path.read_text() == full
+    m.log(headline={"test accuracy": 0.5})
+    assert json.loads(path.read_text())["mode"] == "smoke"
+    with pytest.raises(ValueError, match="cannot be written"):
+        Metrics(tmp_path / "runs", notebook="ch06", mode="full")  # a folder
+
+
 def test_runner_user_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     nb = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")

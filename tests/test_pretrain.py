@@ -239,6 +239,39 @@ def test_resuming_keeps_an_older_versions_json_lines_log_named_dot_csv(two_steps
     assert "removed 1 row(s) after step 2" in capsys.readouterr().err
 
 
+def test_read_log_skips_a_half_written_last_row(tmp_path):
+    jsonl, csv_log = tmp_path / "log.jsonl", tmp_path / "log.csv"
+    jsonl.write_text('{"step": 1, "train_loss": 2.5}\n{"step": 2, "train_lo')
+    assert read_log(jsonl) == [{"step": 1, "train_loss": 2.5}]
+    from helpers.pretrain import LOG_COLUMNS
+    row = {c: "" for c in LOG_COLUMNS} | {"step": "1"}
+    csv_log.write_text(",".join(LOG_COLUMNS) + "\n" + ",".join(row[c] for c in LOG_COLUMNS) + "\n2,0,12")
+    assert [r["step"] for r in read_log(csv_log)] == [1]
+
+
+def test_a_log_that_cannot_replace_the_old_one_keeps_this_runs_rows(text_file, tmp_path, capsys, monkeypatch):
+    """The checkpoint is saved, then the staged log fails to take the old log's place: the error
+    says where this run's rows are, and they are not deleted on the way out."""
+    out = tmp_path / "o"
+    out.mkdir()
+    old_log = out / "log.jsonl"
+    old_log.write_text('{"step": 1}\n')  # another run's log
+    real_replace = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if str(src).endswith(".new"):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", failing)
+    assert cli(["--data", str(text_file), "--out", str(out), *TINY, "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "was saved at step 2, but its log could not be written" in err and "Traceback" not in err
+    (staged,) = out.glob(".log.jsonl.*.new")
+    assert staged.name in err
+    assert [json.loads(line)["step"] for line in staged.read_text().splitlines()] == [1, 2]
+    assert old_log.read_text() == '{"step": 1}\n' and (out / "checkpoint.pt").exists()
+
+
 def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_damaged(tmp_path, monkeypatch):
     from helpers.pretrain import CheckpointError, read_checkpoint
     path = tmp_path / "checkpoint.pt"

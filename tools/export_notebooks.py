@@ -171,14 +171,15 @@ def _run(check_only: bool, root: Path) -> int:
               else "helpers/ is NOT in sync with the notebooks: run `make export`")
         return 1 if problems else 0
     expected = build(root)
-    for stale in generated_on_disk(root):
-        if stale not in expected:
-            stale.unlink()
-            print(f"removed {stale.relative_to(root)}")
     for path, text in expected.items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             write_atomically(path, text)
             print(f"wrote {path.relative_to(root)}")
+    # only once every new module is in place: a failed write leaves the old set whole
+    for stale in generated_on_disk(root):
+        if stale not in expected:
+            stale.unlink()
+            print(f"removed {stale.relative_to(root)}")
     return 0
 
 

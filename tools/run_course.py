@@ -419,7 +419,7 @@ def write_reports(results: list[dict], mode: str, out_dir: Path) -> str:
         for k, png in enumerate(r["figures"]):
             fig_dir.mkdir(exist_ok=True)
             name = f"{Path(r['notebook']).stem}-{k + 1}.png"
-            (fig_dir / name).write_bytes(base64.b64decode(png))
+            _write_atomically(fig_dir / name, base64.b64decode(png))
             md += [f"![{r['notebook']} figure {k + 1}](figures/{name})", ""]
         if r["metrics"]:
             md += ["<details><summary>all recorded metrics</summary>", "", "```json",

@@ -110,8 +110,8 @@ def _check_results(key: str, results) -> None:
 class Metrics:
     """The small JSON record a notebook leaves beside its executed copy.
 
-    Each `log` call merges values and rewrites the file at once, so results recorded before
-    an interruption survive it. Values must be JSON-serialisable (numbers, strings, lists).
+    Each `log` call merges values and rewrites the file at once (atomically), so results
+    recorded before an interruption survive it; creating the record writes nothing yet. Values must be JSON-serialisable (numbers, strings, lists).
 
     Two keys are for the run report (tools/run_course.py), which shows them whole:
     ``headline={"<label>": value, ...}``, the notebook's 2-4 headline results (numbers or
@@ -123,7 +123,16 @@ class Metrics:
         self.path = Path(path) if path else None
         self.data = {"notebook": notebook, "mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self._t0 = time.perf_counter()
-        self._write()
+        # The file is first written by the first log(): an earlier run's record (a full run's,
+        # say) stays until this run has a result to put in its place. Whether it can be written
+        # is checked now, not after an hour of training.
+        if self.path is not None:
+            folder = self.path.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
+                    self.path.exists() and not os.access(self.path, os.W_OK)):
+                raise ValueError(f"metrics_path {self.path} cannot be written; give a writable file path "
+                                 f"(or None: record nothing)")
 
     def log(self, **values) -> None:
         for key in ("headline", "book"):
