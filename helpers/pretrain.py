@@ -892,9 +892,11 @@ class Run:
             try:
                 self.log.commit()
             except OSError as e:
-                raise CheckpointError(f"{self.ckpt_path} was saved at step {self.step}, but its log could not be "
-                                      f"written to {self.log.path} ({e.strerror or e}); this run's rows are in "
-                                      f"{self.log.target}. Fix the folder, then resume from the checkpoint") from None
+                rows = (f"this run's rows are in {self.log.target}: move it to {self.log.path}, then"
+                        if self.log.target != self.log.path else "fix the folder, then")
+                raise CheckpointError(f"{self.ckpt_path} was saved at step {self.step}, but its log {self.log.path} "
+                                      f"could not be written ({e.strerror or e}); {rows} resume from the "
+                                      f"checkpoint") from None
         self.saved_at, self.last_save_time = self.step, time.monotonic()
 
     def _save_due(self) -> bool:

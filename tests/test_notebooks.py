@@ -505,6 +505,8 @@ def test_metrics_keep_an_earlier_runs_record_until_the_first_result(tmp_path):
     assert json.loads(path.read_text())["mode"] == "smoke"
     with pytest.raises(ValueError, match="cannot be written"):
         Metrics(tmp_path / "runs", notebook="ch06", mode="full")  # a folder
+    with pytest.raises(ValueError, match="cannot be written"):
+        Metrics(path / "m.json", notebook="ch06", mode="full")  # under a file
 
 
 def test_runner_user_errors_are_one_line(tmp_path, capsys):

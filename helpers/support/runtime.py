@@ -127,10 +127,12 @@ class Metrics:
         # say) stays until this run has a result to put in its place. Whether it can be written
         # is checked now, not after an hour of training.
         if self.path is not None:
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            if self.path.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
-                    self.path.exists() and not os.access(self.path, os.W_OK)):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                ok = not self.path.is_dir() and os.access(self.path.parent, os.W_OK | os.X_OK)  # a rename's needs
+            except OSError:  # a file where a folder should be, ...
+                ok = False
+            if not ok:
                 raise ValueError(f"metrics_path {self.path} cannot be written; give a writable file path "
                                  f"(or None: record nothing)")
 
