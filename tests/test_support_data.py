@@ -415,3 +415,16 @@ def test_the_test_process_cannot_reach_the_network():
         with socket.create_connection(listener.getsockname(), timeout=5):
             pass
     assert conftest._network_attempts == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"retries": 0}, "retries=0 must be a whole number >= 1"), ({"retries": 2.5}, "retries=2.5"),
+    ({"timeout": 0}, "timeout=0 must be a finite number of seconds > 0"),
+    ({"timeout": float("nan")}, "timeout=nan"), ({"backoff": -1}, "backoff=-1"),
+])
+def test_download_file_refuses_settings_that_make_no_sense(tmp_path, kwargs, message):
+    """retries=0 made no attempt and then raised a DownloadError that named no cause."""
+    from helpers.support.download import download_file
+    with pytest.raises(ValueError, match=message):
+        download_file("https://example.invalid/x", tmp_path / "x", **kwargs)
+    assert not list(tmp_path.iterdir())
