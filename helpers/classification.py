@@ -7,6 +7,7 @@ __all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lor
 
 # ---- ch06_classification.ipynb, cell 91 ----
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,11 @@ class LoRALayer(nn.Module):
 
     def __init__(self, in_dim, out_dim, rank, alpha):
         super().__init__()
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+            raise ValueError(f"rank={rank!r} must be a whole number >= 1 (the book uses 16)")
+        if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha != 0):
+            raise ValueError(f"alpha={alpha!r} must be a finite nonzero number (the book uses 16); "
+                             f"with 0 the update and its gradients vanish")
         self.A = nn.Parameter(torch.empty(in_dim, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.B = nn.Parameter(torch.zeros(rank, out_dim))
@@ -70,10 +76,13 @@ def merge_lora(layer):
 
 # ---- ch06_classification.ipynb, cell 123 ----
 import os
+import shutil
 import re
 import stat
 import zipfile
 from pathlib import Path
+
+from helpers.support.files import write_atomically
 
 
 def _refusal(info, target):
@@ -106,7 +115,16 @@ def safe_extract_zip(archive, target_dir, members=None):
                 raise ValueError(f"refusing to extract {Path(archive).name}: member {info.filename!r} "
                                  f"is unsafe ({reason}); nothing was extracted")
         Path(target).mkdir(parents=True, exist_ok=True)
-        return [Path(zf.extract(info, target)) for info in infos]
+        paths = []
+        for info in infos:  # each file appears whole or not at all (zf.extract writes in place)
+            dest = Path(target, *Path(info.filename).parts)
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                with zf.open(info) as member:
+                    write_atomically(dest, lambda f: shutil.copyfileobj(member, f))
+            paths.append(dest)
+        return paths
 
 
 # ---- ch06_classification.ipynb, cell 125 ----
@@ -144,7 +162,7 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
             copy_atomically(cached, extracted)
     else:
         download_file(url, zip_path)
-    if not extracted.exists() or url not in spec.urls:
+    if not extracted.exists() or url not in spec.urls or sha256_of(extracted) != spec.sha256:
         safe_extract_zip(zip_path, extracted_path)
     if not extracted.exists() or sha256_of(extracted) != spec.sha256:
         raise DownloadError(f"{zip_path.name} from {url} does not hold the SMS Spam Collection the course knows "
@@ -273,6 +291,9 @@ class SpamDataset(Dataset):
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *,
                  return_lengths=False, context_length=None):
         _check_max_length(max_length)
+        if context_length is not None and not _is_count(context_length, 1):
+            raise ValueError(f"context_length={context_length!r} must be a whole number >= 1 "
+                             f"(the model's, model.cfg['context_length']) or None")
         self.data = pd.read_csv(csv_file, dtype={"Text": str}, keep_default_na=False)
         encode = _message_encoder(tokenizer)
         self.encoded_texts = [encode(text) for text in self.data["Text"]]
@@ -316,6 +337,9 @@ def last_token_logits(logits, lengths=None):
     given `lengths` (real tokens per row), the last real token of each row."""
     if lengths is None:
         return logits[:, -1, :]
+    if lengths.numel() and (lengths.min() < 1 or lengths.max() > logits.shape[1]):
+        raise ValueError(f"lengths must be in [1, {logits.shape[1]}] (real tokens per row); "
+                         f"got [{lengths.min().item()}, {lengths.max().item()}]")
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits[rows, lengths.to(logits.device) - 1, :]
 
@@ -390,7 +414,8 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     """
     _check_count("num_epochs", num_epochs, 0)
     _check_count("eval_freq", eval_freq, 1)
-    _check_count("eval_iter", eval_iter, 1)
+    if eval_iter is not None:  # None: every batch, as num_batches=None in the book's loaders
+        _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step", disable=not progress)

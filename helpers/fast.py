@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from helpers.generation import _check_greedy_args, eval_mode, sample_next_token
-from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids
+from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids, _is_count
 
 
 class FusedLayerNorm(LayerNorm):
@@ -61,8 +61,10 @@ class FusedQKVAttention(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
-        if num_heads < 1 or d_out % num_heads != 0:
+        if not _is_count(num_heads, 1) or d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        if not 0 <= dropout <= 1:  # also refuses NaN
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
         self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
         self.context_length = context_length
         self.dropout = dropout
@@ -130,8 +132,8 @@ class StaticKVCache:
     all layers have written a step (`advance`)."""
 
     def __init__(self, n_layers: int, max_len: int):
-        if n_layers < 1 or max_len < 1:
-            raise ValueError(f"n_layers and max_len must be positive, got {n_layers}, {max_len}")
+        if not (_is_count(n_layers, 1) and _is_count(max_len, 1)):
+            raise ValueError(f"n_layers and max_len must be whole numbers >= 1, got {n_layers!r}, {max_len!r}")
         self.n_layers, self.max_len = n_layers, max_len
         self.keys = self.values = None
         self.pos = 0
@@ -366,8 +368,8 @@ class LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_index=-100):
     """F.cross_entropy(hidden @ weight.T, targets) for hidden (..., emb_dim) and targets (...),
     with at most `chunk_tokens` rows of logits in memory at a time."""
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+    if not _is_count(chunk_tokens, 1):  # also refuses NaN and 2.5
+        raise ValueError(f"chunk_tokens must be a whole number >= 1, got {chunk_tokens!r}")
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} must match "
                          f"in every dimension but the last")

@@ -8,6 +8,8 @@ __all__ = ['next_token_logits', 'eval_mode', 'generate_text_simple', 'generate_t
 # ---- ch04_gpt_model.ipynb, cell 78 ----
 import torch
 
+from helpers.model import _is_count
+
 
 def next_token_logits(model, idx, context_size, kv_cache=None):
     """Logits (batch, vocab_size) for the token that follows `idx` (batch, tokens).
@@ -17,6 +19,8 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     slides and every token's position changes, so the cached keys/values no longer apply: the
     cache is refilled from the cropped window at each step, which gives exactly the uncached result.
     """
+    if not _is_count(context_size, 1):  # 0 would read the whole text, -3 drop its first 3 tokens
+        raise ValueError(f"context_size must be a whole number >= 1, got {context_size!r}")
     if kv_cache is None:
         return model(idx[:, -context_size:])[:, -1, :]
     if idx.shape[1] > context_size or len(kv_cache) >= idx.shape[1]:
@@ -101,7 +105,7 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
 def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
     """The last `context_len - max_new_tokens` tokens of a (batch, tokens) prompt (all of it
     when shorter), so that the prompt and the new tokens fit the context together."""
-    if not 0 <= max_new_tokens < context_len:
+    if not (_is_count(max_new_tokens, 0) and _is_count(context_len, 1) and max_new_tokens < context_len):
         raise ValueError(f"max_new_tokens ({max_new_tokens}) must be >= 0 and below context_len "
                          f"({context_len}), so that at least one prompt token fits")
     return input_ids_tensor[:, -(context_len - max_new_tokens):]
@@ -135,8 +139,8 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     restricted to the `top_k` most likely tokens and/or to the nucleus: the smallest set of
     most likely tokens whose probabilities add up to at least `top_p`.
     """
-    if not temperature >= 0:  # also refuses NaN
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= temperature < float("inf"):  # also refuses NaN
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and not _is_count(top_k, 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -233,6 +237,8 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     just for having more (negative) log-probabilities. The model runs in eval mode; its mode is
     restored afterwards."""
     context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
+    if not -float("inf") < length_penalty < float("inf"):  # also refuses NaN
+        raise ValueError(f"length_penalty must be a finite number (1.0: score per token), got {length_penalty}")
     with eval_mode(model):  # dropout would make the search random
         prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
         beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)

@@ -224,6 +224,9 @@ def estimate_training_memory(cfg, batch_size, num_tokens, device="cuda"):
     per token once: the vocabulary-sized log-probabilities of the loss, whose gradients add two
     more such tensors in the backward pass. CUDA's own context and allocator slack come on top.
     """
+    for name, value in (("batch_size", batch_size), ("num_tokens", num_tokens)):
+        if not _is_count(value, 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     with torch.device("meta"):  # shapes only: no memory, even for 1558M
         n_params = count_parameters(GPTModel(cfg))
     d, h, n_layers, vocab = cfg["emb_dim"], cfg["n_heads"], cfg["n_layers"], cfg["vocab_size"]
@@ -243,8 +246,8 @@ def largest_batch_that_fits(cfg, num_tokens, free_bytes, max_batch=64, device="c
     """The largest batch size up to `max_batch` whose estimated training step fits in
     `free_bytes` less `headroom` (a fraction kept for the allocator and CUDA's context), or 0
     if not even one sequence fits."""
-    if not 0 < free_bytes < float("inf") or not 0 <= headroom < 1 or max_batch < 1:
-        raise ValueError(f"need 0 < free_bytes < inf, 0 <= headroom < 1 and max_batch >= 1; got "
+    if not 0 < free_bytes < float("inf") or not 0 <= headroom < 1 or not _is_count(max_batch, 1):
+        raise ValueError(f"need 0 < free_bytes < inf, 0 <= headroom < 1 and a whole max_batch >= 1; got "
                          f"{free_bytes!r}, {headroom!r}, {max_batch!r}")
     one = estimate_training_memory(cfg, 1, num_tokens, device)
     per_sequence = one["activations"] + one["loss gradients"]  # the parts that grow with the batch

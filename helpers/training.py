@@ -279,6 +279,11 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     """
     if max_steps is not None and not _is_count(max_steps, 1):
         raise ValueError(f"max_steps={max_steps!r} must be a whole number >= 1 (or None: all epochs)")
+    for name, value, minimum in (("num_epochs", num_epochs, 0), ("eval_freq", eval_freq, 1)):
+        if not _is_count(value, minimum):
+            raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
+    if eval_iter is not None and not _is_count(eval_iter, 1):
+        raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
     if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
         print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")

@@ -275,7 +275,9 @@ def save_gpt_as_hf(gpt, out_dir):
     """Write our model as a Hugging Face GPT-2 folder (model.safetensors + config.json) that
     `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` and `gpt_from_hf_folder` load. An
     output head that differs from the token embedding is saved as lm_head, untied."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from helpers.support.files import write_atomically
 
     params = gpt_to_params(gpt)
     tensors = {hf_name(path): _lookup(params, path).contiguous() for path, _, _ in gpt2_weight_map(len(gpt.trf_blocks))}
@@ -284,14 +286,15 @@ def save_gpt_as_hf(gpt, out_dir):
         tensors["lm_head.weight"] = params["out_head"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    # each file replaced whole (the weights pass through memory once more as bytes)
+    write_atomically(out_dir / "model.safetensors", lambda f: f.write(save(tensors, metadata={"format": "pt"})))
     cfg = gpt.cfg
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg["vocab_size"],
               "n_positions": cfg["context_length"], "n_embd": cfg["emb_dim"], "n_layer": cfg["n_layers"],
               "n_head": cfg["n_heads"], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
               "resid_pdrop": cfg["drop_rate"], "embd_pdrop": cfg["drop_rate"], "attn_pdrop": cfg["drop_rate"],
               "tie_word_embeddings": tied, "bos_token_id": 50256, "eos_token_id": 50256}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    write_atomically(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2)), mode="w")
     return out_dir
 
 
@@ -381,8 +384,9 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 
-from helpers.model import GPT_CONFIGS, GPTModel
+from helpers.model import GPT_CONFIGS, GPTModel, _is_count
 from helpers.support.data import fetch
 from helpers.support.download import DownloadError
 
@@ -438,18 +442,26 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
         try:
             return gpt_from_hf_folder(folder, drop_rate), shape
         except Exception as e:  # any failure to load means: this copy is unusable
+            # kept until the new one is built: a failed or interrupted build loses nothing
             print(f"The stand-in in {folder} cannot be loaded ({_short(e, 80)}); building it again.")
-            shutil.rmtree(folder)
     print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
     t0 = time.perf_counter()
     gpt = _pretrain_standin(cfg, data_dir, device, num_epochs)
     folder.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.building-"))
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:12]}")  # never an earlier run's leftover
     try:
         save_gpt_as_hf(gpt, building)
+        if folder.exists():  # the unusable copy: moved aside, deleted once the new one is in place
+            os.replace(folder, old)
         os.replace(building, folder)  # the folder appears whole, or not at all
     finally:
         shutil.rmtree(building, ignore_errors=True)
+        if old.exists():
+            if folder.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # the new copy never arrived: the old one goes back
+                os.replace(old, folder)
     print(f"The stand-in took {(time.perf_counter() - t0) / 60:.1f} minutes to build.")
     return gpt_from_hf_folder(folder, drop_rate), shape
 
@@ -470,6 +482,10 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     """
     if model_size not in GPT2_HF_REPOS:
         raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {', '.join(GPT2_HF_REPOS)}")
+    if not 0 <= drop_rate < 1:  # also refuses NaN
+        raise ValueError(f"drop_rate={drop_rate!r} must be in [0, 1) (0.0 to finetune, as the book does)")
+    if not _is_count(standin_epochs, 1):
+        raise ValueError(f"standin_epochs={standin_epochs!r} must be a whole number >= 1 (10: chapter 5's run)")
     if download:
         try:
             gpt = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate)

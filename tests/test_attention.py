@@ -245,3 +245,19 @@ def test_kv_cache_answers_the_book_packages_calls():
     cache.update(0, k, v)
     cache.reset()
     assert cache.get_all() == [None, None] and len(cache) == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_heads=2.0), "num_heads must be a whole number"), (dict(num_heads=0), "num_heads must be a whole"),
+    (dict(num_heads=3), "divisible by num_heads"),
+    (dict(context_length=0), "context_length must be a whole number"),
+    (dict(context_length=-4), "context_length must be a whole number"),
+    (dict(dropout=float("nan")), "dropout must be a probability"), (dict(dropout=1.5), "dropout must be a probability"),
+])
+def test_attention_refuses_sizes_that_make_no_sense(kwargs, message):
+    args = dict(d_in=8, d_out=8, context_length=6, dropout=0.0, num_heads=2) | kwargs
+    for cls in (MultiHeadAttention, MultiHeadAttentionSDPA):
+        with pytest.raises(ValueError, match=message):
+            cls(**args)
+    with pytest.raises(ValueError, match="n_layers must be a whole number"):
+        KVCache(2.0)

@@ -7,6 +7,7 @@ import inspect
 import math
 import stat
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -139,6 +140,9 @@ def test_context_length_cuts_and_refuses(tokenizer, tmp_path):
     assert ds.max_length == 16 and ds[0][0].tolist() == tokenizer.encode(long_text)[:16]
     with pytest.raises(ValueError, match="context length"):
         clf.SpamDataset(path, tokenizer, max_length=17, context_length=16)
+    for bad in (0, -5, 16.5):  # -5 once cut 5 tokens off every message
+        with pytest.raises(ValueError, match="context_length"):
+            clf.SpamDataset(path, tokenizer, context_length=bad)
 
 
 def test_empty_message_is_refused_with_its_row(tokenizer, tmp_path):
@@ -317,6 +321,25 @@ def test_lora_layer_starts_as_the_wrapped_linear():
     assert wrapped.lora.A.abs().sum() > 0  # random, or B would never get a gradient
 
 
+@pytest.mark.parametrize("rank, alpha, message", [
+    (0, 16, "rank"), (-2, 16, "rank"), (4.0, 16, "rank"), (True, 16, "rank"),
+    (4, 0, "alpha"), (4, float("nan"), "alpha"), (4, float("inf"), "alpha"),
+])
+def test_lora_refuses_a_rank_or_alpha_that_makes_no_sense(rank, alpha, message):
+    with pytest.raises(ValueError, match=message):
+        clf.LoRALayer(8, 4, rank, alpha)
+    with pytest.raises(ValueError, match=message):
+        clf.replace_linear_with_lora(torch.nn.Sequential(torch.nn.Linear(8, 4)), rank, alpha)
+
+
+def test_last_token_logits_refuses_lengths_outside_the_rows():
+    logits = torch.randn(2, 5, 3)
+    assert torch.equal(clf.last_token_logits(logits, torch.tensor([1, 5])), logits[[0, 1], [0, 4]])
+    for lengths in ([0, 3], [2, 6]):  # 0 would silently read the last position
+        with pytest.raises(ValueError, match="lengths must be in"):
+            clf.last_token_logits(logits, torch.tensor(lengths))
+
+
 def test_lora_merge_equals_unmerged():
     torch.manual_seed(0)
     wrapped = clf.LinearWithLoRA(nn.Linear(10, 6), rank=3, alpha=2.5)
@@ -492,6 +515,35 @@ def test_download_and_unzip_hands_over_the_cached_archive(data_dir, tmp_path):
     assert not (extracted / "SMSSpamCollection").exists()  # renamed to the .tsv name, as in the book
 
 
+def test_an_interrupted_extraction_leaves_no_truncated_file_and_is_redone(data_dir, tmp_path, monkeypatch):
+    """A member is written to a temporary file and renamed: stopped mid-copy, nothing appears
+    under its name; a damaged file left by an older version is extracted again, not blamed on
+    the download."""
+    import shutil
+    cache = tmp_path / "cache"
+    (cache / "sms_spam_collection").mkdir(parents=True)
+    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
+    (cache / "sms_spam_collection" / "SMSSpamCollection").write_bytes(data)
+    _collection_zip(cache / "sms_spam_collection" / "sms_spam_collection.zip", data)
+    zip_path, extracted, data_file = _book_paths(tmp_path / "work")
+    real_copy = shutil.copyfileobj
+
+    def stopped(src, dst, *args):  # only the zip members' copy: the archive's hand-over goes through
+        if not isinstance(src, zipfile.ZipExtFile):
+            return real_copy(src, dst, *args)
+        dst.write(src.read(100))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shutil, "copyfileobj", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=cache)
+    assert not (extracted / "SMSSpamCollection").exists() and not data_file.exists()
+    assert not [p for p in extracted.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    (extracted / "SMSSpamCollection").write_bytes(data[:100])  # what zf.extract could leave behind
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=cache)
+    assert data_file.read_bytes() == data
+
+
 def test_download_and_unzip_other_url_checks_members_and_content(data_dir, tmp_path, monkeypatch):
     data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
     served = {}
@@ -602,6 +654,20 @@ def test_train_classifier_simple_refuses_counts_that_make_no_sense(bad):
                                     progress=False, **args)
 
 
+def test_train_classifier_simple_takes_eval_iter_none_as_every_batch():
+    """As in the book, eval_iter goes to the loaders' num_batches, where None means all of them."""
+    x, y = _toy_loaders(16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)  # two batches
+    results = {}
+    for eval_iter in (None, 2):
+        torch.manual_seed(0)
+        model = clf.add_classification_head(GPTModel({**TINY, "vocab_size": 200}))
+        results[eval_iter] = clf.train_classifier_simple(
+            model, loader, loader, torch.optim.SGD(model.parameters(), lr=0.1), "cpu", num_epochs=1,
+            eval_freq=1, eval_iter=eval_iter, progress=False)
+    assert results[None] == results[2]
+
+
 # ---- the stand-in cache (helpers.weights.load_pretrained_gpt2, exported from ch06) -----------
 
 STANDIN = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
@@ -630,10 +696,70 @@ def test_half_written_standin_is_rebuilt_not_failed_on(data_dir, tmp_path, capsy
     assert weights_file.read_bytes() == whole  # the same seeded recipe, rebuilt whole
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
-    assert [p.name for p in models.iterdir()] == [folder.name]  # no temporary folder left behind
+    assert [p.name for p in models.iterdir()] == [folder.name]  # no temporary or old folder left behind
     # a sound copy is loaded, not rebuilt
     load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1, data_dir=data_dir)
     assert "Pretraining" not in capsys.readouterr().out
+
+
+def test_a_standin_that_cannot_be_loaded_is_kept_until_its_rebuild_is_in_place(data_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Loading fails (damage, or a passing error): the copy stays until the new one is built, so
+    a failed or interrupted rebuild loses nothing; bad arguments are refused before any of it."""
+    import helpers.weights as weights
+    models = tmp_path / "models"
+    weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                 data_dir=data_dir)
+    (folder,) = list(models.iterdir())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    for bad in ({"drop_rate": 1.5}, {"drop_rate": float("nan")}, {"drop_rate": -0.1},
+                {"standin_epochs": 0}, {"standin_epochs": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN,
+                                         **{"standin_epochs": 1, "data_dir": data_dir, **bad})
+    assert "Pretraining" not in capsys.readouterr().out
+
+    def unloadable(folder, drop_rate):
+        raise OSError("Too many open files")
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(weights, "gpt_from_hf_folder", unloadable)
+    monkeypatch.setattr(weights, "_pretrain_standin", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                     data_dir=data_dir)
+    assert "building it again" in capsys.readouterr().out
+    assert [p.name for p in models.iterdir()] == [folder.name]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    def unsaved(gpt, out_dir):  # stopped after the new copy was half written
+        (Path(out_dir) / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(weights, "_pretrain_standin", lambda *a: GPTModel(STANDIN))
+    monkeypatch.setattr(weights, "save_gpt_as_hf", unsaved)
+    with pytest.raises(KeyboardInterrupt):
+        weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                     data_dir=data_dir)
+    assert [p.name for p in models.iterdir()] == [folder.name]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    # the new copy is built, the old one moved aside, and then putting the new one in place fails:
+    # the old one goes back
+    monkeypatch.setattr(weights, "save_gpt_as_hf", lambda gpt, out_dir: (Path(out_dir) / "new").write_text("x"))
+    real_replace = weights.os.replace
+
+    def failing(src, dst):
+        if ".building-" in str(src):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(weights.os, "replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                     data_dir=data_dir)
+    assert [p.name for p in models.iterdir()] == [folder.name]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_a_standin_of_another_config_gets_its_own_cache(data_dir, tmp_path, capsys):

@@ -325,3 +325,18 @@ def test_token_ids_to_text_takes_one_token_and_names_a_batch(tokenizer):
     assert token_ids_to_text(ids, tokenizer) == token_ids_to_text(ids[0], tokenizer) == "Hello"
     with pytest.raises(ValueError, match=r"got shape \(2, 1\); decode a batch row by row"):
         token_ids_to_text(torch.cat([ids, ids]), tokenizer)
+
+
+def test_values_that_would_silently_misbehave_are_refused(model, prompt):
+    from helpers.generation import trim_input_tensor
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        sample_next_token(torch.randn(1, 8), temperature=float("inf"), top_k=3)  # NaN probabilities
+    for penalty in (float("nan"), float("inf")):  # NaN scores: max() kept whichever came first
+        with pytest.raises(ValueError, match="length_penalty must be a finite number"):
+            beam_search(model, prompt, 3, 12, num_beams=2, length_penalty=penalty)
+    assert beam_search(model, prompt, 3, 12, num_beams=2, length_penalty=-0.5).shape == (1, 7)
+    for size in (0, -3):  # 0 read the whole text, -3 dropped its first three tokens
+        with pytest.raises(ValueError, match="context_size must be a whole number"):
+            next_token_logits(model, prompt, size)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        trim_input_tensor(prompt, 12, 2.5)

@@ -486,3 +486,17 @@ def test_count_parameters_of_a_model_whose_head_is_its_embedding():
     assert count_parameters(untied) == count_parameters(book)
     assert count_parameters(tied) == count_parameters(book) - head  # the shared matrix counted once
     assert count_parameters(tied, tied=True) == count_parameters(book, tied=True) == count_parameters(tied)
+
+
+def test_fast_parts_refuse_values_that_make_no_sense():
+    from helpers.fast import FusedQKVAttention
+    with pytest.raises(ValueError, match="dropout must be a probability"):
+        FusedQKVAttention(8, 8, context_length=6, dropout=float("nan"), num_heads=2)
+    with pytest.raises(ValueError, match="num_heads"):  # 2.0 failed later, inside view()
+        FusedQKVAttention(8, 8, context_length=6, dropout=0.0, num_heads=2.0)
+    with pytest.raises(ValueError, match="whole numbers >= 1"):
+        StaticKVCache(1, 2.5)
+    hidden, weight, targets = torch.randn(6, 8), torch.randn(11, 8), torch.randint(0, 11, (6,))
+    for chunk in (float("nan"), 2.5, 0):  # NaN and 2.5 failed inside the autograd function
+        with pytest.raises(ValueError, match="chunk_tokens must be a whole number"):
+            linear_cross_entropy(hidden, weight, targets, chunk)

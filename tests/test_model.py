@@ -179,3 +179,16 @@ def test_training_memory_parts_and_the_batch_that_fits():
                 {"free_bytes": 1e9, "max_batch": 0}):
         with pytest.raises(ValueError, match="0 < free_bytes < inf"):
             largest_batch_that_fits(cfg, 512, **{"max_batch": 64, **bad})
+
+
+def test_memory_estimates_refuse_sizes_that_make_no_sense():
+    from helpers.model import estimate_training_memory, largest_batch_that_fits
+    for batch, tokens in ((0, 8), (2, 0), (2, -8), (2.5, 8)):  # num_tokens=0 divided by zero
+        with pytest.raises(ValueError, match="must be a whole number >= 1"):
+            estimate_training_memory(SMALL, batch, tokens, "cpu")
+    with pytest.raises(ValueError, match="must be a whole number >= 1"):
+        largest_batch_that_fits(SMALL, 0, 2**30, device="cpu")
+    for max_batch in (float("nan"), 2.5, 0):  # NaN claimed that nothing fits
+        with pytest.raises(ValueError, match="max_batch"):
+            largest_batch_that_fits(SMALL, 8, 2**30, max_batch=max_batch, device="cpu")
+    assert largest_batch_that_fits(SMALL, 8, 2**30, max_batch=5, device="cpu") == 5

@@ -487,6 +487,23 @@ def test_train_model_refuses_an_empty_loader_and_a_zero_epoch_count(loaders, tok
         train_model(model, loaders[0], loaders[1], optimizer, "cpu", 0, **args)
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(eval_freq=0), "eval_freq=0 must be a whole number >= 1"),
+    (dict(eval_freq=2.5), "eval_freq=2.5"), (dict(eval_freq=float("nan")), "eval_freq=nan"),
+    (dict(eval_iter=0), "eval_iter=0 must be a whole number >= 1"),
+    (dict(num_epochs=-1), "num_epochs=-1 must be a whole number >= 0"), (dict(num_epochs=2.5), "num_epochs=2.5"),
+])
+def test_train_model_simple_refuses_counts_that_make_no_sense_before_any_step(loaders, tokenizer, bad, message):
+    """eval_freq=0 used to fail with ZeroDivisionError after the first update had changed the model."""
+    model = new_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = dict(num_epochs=1, eval_freq=1, eval_iter=1, start_context="Hi", tokenizer=tokenizer, progress=False) | bad
+    with pytest.raises(ValueError, match=message):
+        train_model_simple(model, loaders[0], loaders[1], optimizer, "cpu", **args)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_a_diverging_run_stops_before_the_weights_turn_to_nan(loaders, tokenizer, monkeypatch):
     """A NaN loss at step 3 stops the run before that step's update: the weights are still those
     after step 2, exactly what a run stopped there on purpose (max_steps=3) holds."""

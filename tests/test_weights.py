@@ -214,6 +214,26 @@ def test_our_export_loads_in_transformers(qkv_bias, tokens, tmp_path):
     assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
 
 
+def test_a_re_export_that_is_stopped_keeps_the_previous_model(tokens, tmp_path, monkeypatch):
+    """save_gpt_as_hf replaces each file whole: stopped while writing the weights, the folder
+    still holds the previous export, which loads."""
+    import safetensors.torch
+    torch.manual_seed(4)
+    first = GPTModel(CFG).eval()
+    save_gpt_as_hf(first, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def stopped(tensors, metadata=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(safetensors.torch, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        save_gpt_as_hf(GPTModel(CFG), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    back = GPTModel(CFG).eval()
+    load_weights_into_gpt(back, load_hf_gpt2_safetensors(tmp_path / "model.safetensors"))
+    assert torch.equal(logits_of(back, tokens), logits_of(first, tokens))
+
+
 def test_untied_head_round_trips_through_params(tokens):
     torch.manual_seed(5)
     gpt = GPTModel(CFG).eval()  # trained from scratch: head and embedding differ
