@@ -501,13 +501,19 @@ def _collection_zip(path, data, extra=()):
     return path
 
 
-def test_download_and_unzip_hands_over_the_cached_archive(data_dir, tmp_path):
-    # a cache that downloaded the archive: the book's zip_path and extracted members appear too
-    cache = tmp_path / "cache"
+def _cache_with_archive(data_dir, root):
+    """(cache folder, collection bytes): a cache that downloaded the archive, not just the file."""
+    cache = root / "cache"
     (cache / "sms_spam_collection").mkdir(parents=True)
     data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
     (cache / "sms_spam_collection" / "SMSSpamCollection").write_bytes(data)
     _collection_zip(cache / "sms_spam_collection" / "sms_spam_collection.zip", data)
+    return cache, data
+
+
+def test_download_and_unzip_hands_over_the_cached_archive(data_dir, tmp_path):
+    # a cache that downloaded the archive: the book's zip_path and extracted members appear too
+    cache, data = _cache_with_archive(data_dir, tmp_path)
     zip_path, extracted, data_file = _book_paths(tmp_path / "work")
     clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=cache)
     assert zipfile.ZipFile(zip_path).namelist() == ["SMSSpamCollection", "readme"]
@@ -520,11 +526,7 @@ def test_an_interrupted_extraction_leaves_no_truncated_file_and_is_redone(data_d
     under its name; a damaged file left by an older version is extracted again, not blamed on
     the download."""
     import shutil
-    cache = tmp_path / "cache"
-    (cache / "sms_spam_collection").mkdir(parents=True)
-    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
-    (cache / "sms_spam_collection" / "SMSSpamCollection").write_bytes(data)
-    _collection_zip(cache / "sms_spam_collection" / "sms_spam_collection.zip", data)
+    cache, data = _cache_with_archive(data_dir, tmp_path)
     zip_path, extracted, data_file = _book_paths(tmp_path / "work")
     real_copy = shutil.copyfileobj
 
