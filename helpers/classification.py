@@ -22,11 +22,8 @@ class LoRALayer(nn.Module):
 
     def __init__(self, in_dim, out_dim, rank, alpha):
         super().__init__()
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-            raise ValueError(f"rank={rank!r} must be a whole number >= 1 (the book uses 16)")
-        if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha != 0):
-            raise ValueError(f"alpha={alpha!r} must be a finite nonzero number (the book uses 16); "
-                             f"with 0 the update and its gradients vanish")
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1 or not (math.isfinite(alpha) and alpha):
+            raise ValueError(f"need a whole rank >= 1 and a finite, nonzero alpha (the book: 16, 16); got rank={rank!r}, alpha={alpha!r}")
         self.A = nn.Parameter(torch.empty(in_dim, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.B = nn.Parameter(torch.zeros(rank, out_dim))

@@ -393,7 +393,7 @@ def test_chunked_loss_edge_cases():
     loss = linear_cross_entropy(hidden, weight, everything_ignored)
     loss.backward()
     assert loss.item() == 0 and not hidden.grad.any() and not weight.grad.any()
-    with pytest.raises(ValueError, match="chunk_tokens must be at least 1"):
+    with pytest.raises(ValueError, match="chunk_tokens must be a whole number >= 1"):
         linear_cross_entropy(hidden, weight, everything_ignored, chunk_tokens=0)
     with pytest.raises(ValueError, match="must match"):
         linear_cross_entropy(hidden, weight, torch.zeros(3, 2, dtype=torch.long))

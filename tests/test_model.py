@@ -170,7 +170,7 @@ def test_training_memory_parts_and_the_batch_that_fits():
     # the chosen batch fits its budget and one more would not
     for free in (8e9, 15e9, 40e9):
         b = largest_batch_that_fits(cfg, 512, free, max_batch=64)
-        assert estimate_training_memory(cfg, b, 512)["total"] <= 0.9 * free
+        assert b == 0 or estimate_training_memory(cfg, b, 512)["total"] <= 0.9 * free
         assert b == 64 or estimate_training_memory(cfg, b + 1, 512)["total"] > 0.9 * free
     assert largest_batch_that_fits(cfg, 512, 4e9) == 0  # not even the weights and AdamW fit
     assert largest_batch_that_fits(cfg, 512, 1e12, max_batch=8) == 8
