@@ -433,6 +433,7 @@ class RunLog:
 
     def __init__(self, path: Path, staged: bool = False):
         self.path = path
+        self.committing = False  # True from the first commit: its rows belong to a saved checkpoint
         # Staged rows replace the old log: the format its name asks for, not the old log's.
         self.csv = _csv_by_name(path) if staged else _is_csv(path)
         self.target = path.with_name(f".{path.name}.{os.getpid()}.new") if staged else path
@@ -450,14 +451,12 @@ class RunLog:
     def commit(self) -> None:
         """At each save, after the checkpoint: the rows so far go to disk (fsync), and a staged
         log takes the old log's place."""
-        self.committing = True  # its rows now belong to a saved checkpoint: never discarded
+        self.committing = True
         with self.target.open("ab") as f:
             os.fsync(f.fileno())
         if self.target != self.path:
             os.replace(self.target, self.path)
             self.target = self.path
-
-    committing = False
 
     def discard(self) -> None:
         """Remove a staged log that was never committed (the run ended before its first save)."""

@@ -85,10 +85,10 @@ def download_file(url: str | Sequence[str], destination: Path | str, backup_url:
     # 0 retries made no attempt at all and then reported a failure that named no cause
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
         raise ValueError(f"retries={retries!r} must be a whole number >= 1 (attempts per URL)")
-    for name, value in (("timeout", timeout), ("backoff", backoff)):
-        if not (isinstance(value, (int, float)) and 0 <= value < float("inf")) or (name == "timeout" and value == 0):
-            raise ValueError(f"{name}={value!r} must be a finite number of seconds"
-                             f"{' > 0' if name == 'timeout' else ' >= 0'}")
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise ValueError(f"timeout={timeout!r} must be a finite number of seconds > 0")
+    if not (isinstance(backoff, (int, float)) and 0 <= backoff < float("inf")):
+        raise ValueError(f"backoff={backoff!r} must be a finite number of seconds >= 0")
     dest = Path(destination)
     stale = False
     if dest.exists():

@@ -111,7 +111,8 @@ class Metrics:
     """The small JSON record a notebook leaves beside its executed copy.
 
     Each `log` call merges values and rewrites the file at once (atomically), so results
-    recorded before an interruption survive it; creating the record writes nothing yet. Values must be JSON-serialisable (numbers, strings, lists).
+    recorded before an interruption survive it; creating the record writes nothing yet.
+    Values must be JSON-serialisable (numbers, strings, lists).
 
     Two keys are for the run report (tools/run_course.py), which shows them whole:
     ``headline={"<label>": value, ...}``, the notebook's 2-4 headline results (numbers or
