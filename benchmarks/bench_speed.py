@@ -88,8 +88,20 @@ def train_flops_per_token(cfg: dict) -> int:
 
 
 def matmul_peak_flops(device, dtype, n: int | None = None, rounds: int = 5) -> float:
-    """Measured FLOP/s of an n x n matmul (median of `rounds`): the peak MFU is relative to."""
-    n = n or (8192 if device.type == "cuda" else 2048)
+    """Measured FLOP/s of an n x n matmul (median of `rounds`): the peak MFU is relative to.
+    Default n: 8192 on a GPU; on a CPU the largest of 256 ... 2048 whose product should take
+    under half a second (a CPU without bf16 instructions emulates bf16, about 150 times slower)."""
+    if n is None and device.type == "cuda":
+        n = 8192
+    elif n is None:
+        a = torch.randn(256, 256, device=device).to(dtype)
+        a @ a
+        t0 = time.perf_counter()
+        a @ a
+        small = time.perf_counter() - t0
+        n = 256
+        while n < 2048 and small * (2 * n / 256) ** 3 <= 0.5:
+            n *= 2
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     reps = 20 if device.type == "cuda" else 2

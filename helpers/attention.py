@@ -79,15 +79,10 @@ class MultiHeadAttentionWrapper(nn.Module):
 
 
 # ---- ch03_attention.ipynb, cell 96 ----
-import numbers
-
 import torch
 import torch.nn as nn
 
-
-def _is_whole(value, minimum):
-    """A whole number (not a bool) of at least `minimum`: 2.0 heads or a NaN size are refused."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+from helpers.text import _is_count  # a whole number: 2.0 heads or a NaN size are refused
 
 
 class MultiHeadAttention(nn.Module):
@@ -117,12 +112,12 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
-        if not _is_whole(num_heads, 1):
+        if not _is_count(num_heads, 1):
             raise ValueError(f"num_heads must be a whole number >= 1, got {num_heads!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}): "
                              f"each head gets d_out // num_heads dimensions")
-        if context_length is not None and not _is_whole(context_length, 1):
+        if context_length is not None and not _is_count(context_length, 1):
             raise ValueError(f"context_length must be a whole number >= 1 (or None: no limit), got {context_length!r}")
         if not 0 <= dropout <= 1:  # also refuses NaN, which nn.Dropout lets through
             raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
@@ -284,7 +279,7 @@ class KVCache:
     """
 
     def __init__(self, n_layers: int = 1):
-        if not _is_whole(n_layers, 1):
+        if not _is_count(n_layers, 1):
             raise ValueError(f"n_layers must be a whole number >= 1, got {n_layers!r}")
         self.keys = [None] * n_layers
         self.values = [None] * n_layers

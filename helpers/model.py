@@ -101,18 +101,14 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
 
     def forward(self, x, kv_cache=None, layer=0):
-        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer))
+        cache_args = () if kv_cache is None else (kv_cache, layer)  # so any att with forward(x) fits
+        x = x + self.drop_shortcut(self.att(self.norm1(x), *cache_args))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
         return x
 
 
 # ---- ch04_gpt_model.ipynb, cell 70 ----
-import numbers
-
-
-def _is_count(value, minimum):
-    """A whole number (int or NumPy integer; not a bool, though True == 1) of at least `minimum`."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+from helpers.text import _is_count
 
 
 def _check_gpt_config(cfg):
@@ -205,8 +201,8 @@ class GPTModel(nn.Module):
         tok_embeds = self.tok_emb(in_idx)
         pos_embeds = self.pos_emb(torch.arange(past, past + in_idx.shape[1], device=in_idx.device))
         x = self.drop_emb(tok_embeds + pos_embeds)
-        for layer, block in enumerate(self.trf_blocks):
-            x = block(x, kv_cache, layer)
+        for layer, block in enumerate(self.trf_blocks):  # a block with forward(x) fits when no cache is used
+            x = block(x) if kv_cache is None else block(x, kv_cache, layer)
         x = self.final_norm(x)
         return self.out_head(x)
 

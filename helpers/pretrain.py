@@ -99,7 +99,7 @@ from helpers.fast import FastGPTModel, compile_model
 from helpers.generation import eval_mode
 from helpers.model import GPT_CONFIGS, GPTModel
 from helpers.support.files import write_atomically
-from helpers.support.runtime import autocast_dtype, get_device
+from helpers.support.runtime import autocast_dtype, get_device, supports_bf16
 from helpers.text import GPTDatasetV1
 from helpers.training import calc_loss_batch
 
@@ -779,6 +779,9 @@ class Run:
         if a.amp == "bf16" and self.amp_dtype == torch.float16 and self.rank == 0:
             _note(f"{device} has no fast bfloat16 (compute capability below 8, or COURSE_NO_BF16 set): "
                   f"--amp bf16 runs as float16 with loss scaling")
+        if self.amp_dtype == torch.bfloat16 and not supports_bf16(device) and self.rank == 0:
+            _note(f"this CPU has no bfloat16 instructions: --amp {a.amp} is emulated and runs many times slower "
+                  f"than float32 (--amp none)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.train_model = compile_model(self.model) if a.compile else self.model
         if self.world > 1:
@@ -1044,6 +1047,57 @@ def main(argv=None) -> dict:
             run = None
             gc.collect()
             dist.destroy_process_group()
+
+
+def compare_runs(rows: dict, common: list, out_dir, in_process: bool = False, progress: bool = True) -> dict:
+    """Train once per row of `rows` ({name: flags}, each added to the flags in `common`) and
+    return each run's summary by name: the measurements behind a table of what each option buys
+    (ch05's 5.6). Each run writes to its own folder under `out_dir`, deleted once its summary is
+    read (a checkpoint can take gigabytes).
+
+    in_process=False: each row is a fresh `python -m helpers.pretrain` process, and its
+    "peak_memory_mib" is that process's peak resident memory. True: main() runs here, with its
+    bar and printout silenced and the system allocator (this process's is left alone), which
+    saves a start-up per row; on CUDA the peak is the allocator's during the run minus what was
+    already allocated. A failing row raises RuntimeError with the flags and the script's error.
+    """
+    import contextlib
+    import functools
+    import io
+    import subprocess
+    from unittest import mock
+
+    import tqdm.auto as tqdm_auto
+
+    out_dir = Path(out_dir)
+    summaries = {}
+    for name, flags in tqdm_auto.tqdm(rows.items(), desc="runs", unit="run", disable=not progress):
+        out = out_dir / f"run{len(summaries)}"
+        argv = [*common, *flags, "--out", str(out)]
+        try:
+            if in_process:
+                usage = io.StringIO()
+                try:
+                    with contextlib.redirect_stderr(usage):  # a bad flag: argparse's one line, then SystemExit
+                        device = get_device(build_parser().parse_args(argv).device)
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    resident = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+                    quiet_bar = functools.partial(tqdm_auto.tqdm, disable=True)
+                    with mock.patch.object(tqdm_auto, "tqdm", quiet_bar), contextlib.redirect_stdout(io.StringIO()):
+                        summary = main([*argv, "--system-malloc"])
+                except (SystemExit, ValueError, TrainingDiverged) as e:
+                    raise RuntimeError(f"helpers.pretrain {' '.join(flags)} failed: {usage.getvalue().strip() or e}") from None
+                summaries[name] = {**summary, "peak_memory_mib": summary["peak_memory_mib"] - resident}
+            else:
+                done = subprocess.run([sys.executable, "-m", "helpers.pretrain", *argv], capture_output=True,
+                                      text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                if done.returncode != 0:
+                    raise RuntimeError(f"helpers.pretrain {' '.join(flags)} failed:\n{done.stderr[-2000:]}")
+                summaries[name] = json.loads((out / "summary.json").read_text())
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return summaries
 
 
 def cli(argv=None) -> int:

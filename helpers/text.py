@@ -118,6 +118,8 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
 
 # ---- ch02_text_data.ipynb, cell 90 ----
+import numbers
+
 import torch
 
 
@@ -127,9 +129,14 @@ def _encode_all(tokenizer, text):
     return tokenizer.encode(text)
 
 
+def _is_count(value, minimum):
+    """A whole number (int or NumPy integer; not a bool, though True == 1) of at least `minimum`."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
 def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not _is_count(value, float("-inf")):  # 4.0 or "4" would fail later, inside range()
+        raise TypeError(f"{name} must be an int (or NumPy integer), got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
 

@@ -349,9 +349,10 @@ def _check_peak_lr(peak_lr, min_lr):
 
 def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm):
     """The run's length in optimizer steps, once every argument of the schedule makes sense."""
-    for name, value in (("n_epochs", n_epochs), ("eval_freq", eval_freq)):
-        if not _is_count(value, 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not _is_count(n_epochs, 0):  # 0, as in the book: no step, empty lists
+        raise ValueError(f"n_epochs must be a whole number >= 0, got {n_epochs!r}")
+    if not _is_count(eval_freq, 1):
+        raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
     if len(train_loader) == 0:
         raise ValueError("train_loader yields no batches: is the text shorter than one batch of windows "
                          "(drop_last=True drops an incomplete one)?")
@@ -360,11 +361,9 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if max_norm is not None and not (isinstance(max_norm, numbers.Real) and math.isfinite(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be a finite number > 0 (or None: no clipping), got {max_norm!r}")
-    total_steps = len(train_loader) * n_epochs
-    if not _is_count(warmup_steps, 0) or warmup_steps > total_steps:
-        raise ValueError(f"warmup_steps must be an integer from 0 to the run's {total_steps} steps "
-                         f"({len(train_loader)} batches x {n_epochs} epoch{'s' * (n_epochs != 1)}), got {warmup_steps!r}")
-    return total_steps
+    if not _is_count(warmup_steps, 0):  # more than the run's steps: it warms up throughout, as the book's does
+        raise ValueError(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
+    return len(train_loader) * n_epochs
 
 
 # ---- ch05_pretraining.ipynb, cell 143 ----

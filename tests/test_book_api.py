@@ -424,6 +424,23 @@ def test_naive_attention_gives_the_book_models_logits_exactly_at_first_then_with
     assert losses["ours"][-1] < losses["ours"][0] - 0.5  # it trained: scale and shift moved
 
 
+def test_the_books_blocks_and_attention_layers_can_replace_ours():
+    """Without a cache our GPTModel calls each block, and each block its attention, with x alone,
+    as the book's do: a module with the book's forward(x) fits in either place."""
+    book4 = pytest.importorskip("llms_from_scratch.ch04")
+    book = seeded(3, book4.GPTModel, SMALL).eval()
+    ours = helpers.GPTModel(SMALL).eval()
+    ours.load_state_dict(book.state_dict())
+    ours.trf_blocks[0] = book.trf_blocks[0]  # the book's TransformerBlock: forward(x)
+    ours.trf_blocks[1].att = book.trf_blocks[1].att  # the book's MultiHeadAttention: forward(x)
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ours(idx), book(idx), atol=1e-5)
+    ours.trf_blocks[1] = torch.nn.Identity()
+    with torch.no_grad():
+        assert ours(idx).shape == (2, 12, SMALL["vocab_size"])
+
+
 def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer, verdict_text):
     """Chapters 2, 5, 6 and 7 against llms_from_scratch 1.0.19: the same windows, the same
     training losses from the same seed (dropout on), the same sampled tokens, the same
@@ -531,6 +548,27 @@ def test_appendix_d_and_e_give_the_book_packages_results(tokenizer, verdict_text
         with torch.no_grad():
             outs.append(model(torch.tensor([[5, 17, 3]])))
     assert torch.allclose(*outs, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_epochs, warmup_steps", [(1, 40), (0, 7)])
+def test_appendix_d_takes_the_books_short_runs(tokenizer, verdict_text, n_epochs, warmup_steps):
+    """A warm-up longer than the run (it warms up throughout) and n_epochs=0 (no step, empty lists)
+    work as in the book's train_model, with the same learning rates and losses."""
+    book_d = pytest.importorskip("llms_from_scratch.appendix_d")
+    book4 = importlib.import_module("llms_from_scratch.ch04")
+    cfg = {**SMALL, "vocab_size": 50257, "context_length": 16}
+    runs = {}
+    for who, model_module, train in (("ours", helpers, helpers.train_model), ("book", book4, book_d.train_model)):
+        torch.manual_seed(123)
+        model = model_module.GPTModel(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.1)
+        loader = helpers.create_dataloader_v1(verdict_text[:3000], batch_size=2, max_length=16, stride=16, shuffle=False)
+        runs[who] = train(model, loader, loader, optimizer, "cpu", n_epochs, 5, 1, "Every effort moves you",
+                          tokenizer, warmup_steps, initial_lr=1e-5, min_lr=1e-5)
+    (ours_train, ours_val, ours_tokens, ours_lrs), (book_train, book_val, book_tokens, book_lrs) = runs["ours"], runs["book"]
+    assert ours_lrs == book_lrs and ours_tokens == book_tokens
+    assert ours_train + ours_val == pytest.approx(book_train + book_val, abs=1e-5)
+    assert len(ours_lrs) == (0 if n_epochs == 0 else len(loader)) and ours_lrs == sorted(ours_lrs)
 
 
 def test_the_book_packages_fast_state_dicts_load(nonzero_lora_b):

@@ -37,7 +37,10 @@ def test_ch05_smoke_run(smoke_run):
     assert m["standin_max_abs_diff"] <= 1e-5  # Hugging Face's format round-trips the trained model
     # 5.6: one helpers.pretrain run per option, each adding one option to the row above.
     table = m["options_table"]
-    assert list(table) == ["script, book setup", "+ fused AdamW", "+ FastGPTModel", "+ tied weights", "+ bf16 autocast",
+    # a CPU without bf16 instructions gets no autocast row (emulated bf16 is far slower than float32)
+    from helpers.support.runtime import supports_bf16
+    half_rows = ["+ bf16 autocast"] if supports_bf16("cpu") else []
+    assert list(table) == ["script, book setup", "+ fused AdamW", "+ FastGPTModel", "+ tied weights", *half_rows,
                            "+ gradient checkpointing", "+ 4 accumulated micro-batches", "+ clipping, warm-up, cosine"]
     first = table["script, book setup"]
     for name in ("+ fused AdamW", "+ FastGPTModel"):  # the same arithmetic from the same weights
@@ -45,7 +48,7 @@ def test_ch05_smoke_run(smoke_run):
         assert table[name]["parameters"] == first["parameters"]
     assert first["parameters"] - table["+ tied weights"]["parameters"] == 50257 * 64  # smoke: emb_dim 64
     # checkpointing recomputes the same forward pass (same dropout masks): the same numbers
-    assert table["+ gradient checkpointing"]["val_loss"] == table["+ bf16 autocast"]["val_loss"]
+    assert table["+ gradient checkpointing"]["val_loss"] == table[(half_rows or ["+ tied weights"])[0]]["val_loss"]
     assert all(r["tok_s"] > 0 and r["peak_memory_mib"] > 0 and math.isfinite(r["val_loss"]) for r in table.values())
     # the headline for the run report: the last losses; the book's figures only beside a full 10-epoch run
     assert m["headline"] == {"train loss": round(m["train_losses"][-1], 3), "val loss": round(m["val_losses"][-1], 3),

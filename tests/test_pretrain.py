@@ -669,3 +669,33 @@ def test_heap_setting_only_in_a_single_process(monkeypatch, tmp_path):
         with pytest.raises(DataError, match="stop here"):
             main(["--data", "x.txt", "--out", str(tmp_path / f"o{world}"), "--device", "cpu"])
         assert calls == expected, world
+
+
+# ---- compare_runs: the measurements behind ch05's table of training options -----------------
+
+def test_compare_runs_in_process_and_in_fresh_processes(text_file, tmp_path, capsys):
+    from helpers.pretrain import compare_runs
+    common = ["--data", str(text_file), "--batch-size", "2", *TINY, "--max-steps", "3", "--drop-rate", "0",
+              "--overwrite"]
+    rows = {"plain": ["--lr", "1e-3"], "clipped": ["--lr", "1e-3", "--clip-grad", "0.01"]}
+    here = compare_runs(rows, common, tmp_path / "a", in_process=True, progress=False)
+    assert list(here) == ["plain", "clipped"]
+    assert capsys.readouterr().out == ""  # the script's printout is silenced in-process
+    assert not any((tmp_path / "a").iterdir())  # each run's folder (and checkpoint) is gone
+    # a run on its own gives the same summary as the first row (same seed, same flags)
+    alone = main([*common, *rows["plain"], "--out", str(tmp_path / "alone")])
+    assert here["plain"]["val_loss"] == alone["val_loss"] and here["plain"]["step"] == alone["step"]
+    assert here["clipped"]["val_loss"] != here["plain"]["val_loss"]  # the option changed the training
+    fresh = compare_runs({"plain": rows["plain"]}, common, tmp_path / "b", progress=False)
+    assert fresh["plain"]["val_loss"] == pytest.approx(alone["val_loss"], abs=1e-6)
+    assert fresh["plain"]["peak_memory_mib"] > 0 and not any((tmp_path / "b").iterdir())
+
+
+def test_compare_runs_names_the_row_that_failed(text_file, tmp_path):
+    from helpers.pretrain import compare_runs
+    common = ["--data", str(text_file), "--batch-size", "2", *TINY, "--max-steps", "2"]
+    for in_process in (True, False):
+        with pytest.raises(RuntimeError, match=r"helpers.pretrain --lr -1 failed:[\s\S]*--lr"):
+            compare_runs({"bad": ["--lr", "-1"]}, common, tmp_path / str(in_process), in_process=in_process,
+                         progress=False)
+        assert not (tmp_path / str(in_process) / "run0").exists()

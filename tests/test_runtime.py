@@ -20,13 +20,31 @@ def test_bf16_on_a_gpu_depends_on_its_compute_capability(monkeypatch, capability
     assert autocast_dtype("none", cuda) is None
 
 
-def test_cpu_keeps_bf16_unless_the_older_gpu_path_is_forced(monkeypatch):
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_cpu_keeps_bf16_unless_the_older_gpu_path_is_forced(monkeypatch, has_bf16):
+    import helpers.support.runtime as runtime
     monkeypatch.delenv("COURSE_NO_BF16", raising=False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: has_bf16)
+    # without bf16 instructions it is only not recommended: asked for, it is what runs (fp16 is no faster)
+    assert supports_bf16("cpu") == has_bf16
     assert autocast_dtype("bf16", "cpu") == torch.bfloat16 and autocast_dtype("auto", "cpu") is None
     monkeypatch.setenv("COURSE_NO_BF16", "1")
     assert not supports_bf16("cpu") and autocast_dtype("bf16", "cpu") == torch.float16
     monkeypatch.setenv("COURSE_NO_BF16", "0")
-    assert supports_bf16("cpu")
+    assert supports_bf16("cpu") == has_bf16
+
+
+def test_cpu_bf16_detection_agrees_with_the_cpus_flags():
+    """oneDNN's answer against the kernel's list of CPU features (x86 Linux only)."""
+    from helpers.support.runtime import cpu_has_bf16
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("needs x86 Linux's /proc/cpuinfo")
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert cpu_has_bf16()
+    if "avx512f" not in flags and "avx512_core" not in flags and "amx_bf16" not in flags:
+        assert not cpu_has_bf16()  # e.g. AVX2 only: bf16 would be emulated
 
 
 def test_unknown_amp_choice_is_refused():

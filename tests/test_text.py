@@ -244,6 +244,15 @@ def test_non_integer_sizes_are_type_errors(tokenizer, max_length, stride):
         GPTDatasetV1("some text here, long enough for a window", tokenizer, max_length, stride)
 
 
+def test_numpy_integer_sizes_work_like_ints(tokenizer, verdict_text):
+    np = pytest.importorskip("numpy")
+    ours = GPTDatasetV1(verdict_text, tokenizer, np.int64(4), np.int32(3))
+    plain = GPTDatasetV1(verdict_text, tokenizer, 4, 3)
+    assert len(ours) == len(plain) and all(torch.equal(a, b) for a, b in zip(ours[5], plain[5]))
+    with pytest.raises(ValueError, match="stride"):
+        GPTDatasetV1(verdict_text, tokenizer, np.int64(4), np.int64(0))
+
+
 # ---- create_dataloader_v1 -------------------------------------------------------------------
 
 def test_loader_batches_and_shapes(tokenizer, verdict_text, verdict_ids):

@@ -15,7 +15,7 @@ import torch
 
 from .files import write_atomically
 
-__all__ = ["get_device", "set_seed", "print_versions", "supports_bf16", "autocast_dtype", "Metrics"]
+__all__ = ["get_device", "set_seed", "print_versions", "cpu_has_bf16", "supports_bf16", "autocast_dtype", "Metrics"]
 
 
 def get_device(device: str = "auto") -> torch.device:
@@ -49,10 +49,22 @@ def get_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products in hardware (x86 with AVX-512 or AMX,
+    Arm with its BF16 extension), as oneDNN, PyTorch's CPU kernel library, detects it. Without
+    it bf16 is emulated: on a 2-core AMD Zen 2 a bf16 matmul took 150 times as long as float32."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else True  # (an older PyTorch: assume it has)
+    except RuntimeError:
+        return True
+
+
 def supports_bf16(device: torch.device | str) -> bool:
     """Whether bfloat16 autocast is worth using on `device`: CUDA GPUs from compute capability
     8 (Ampere: A100, RTX 30xx, L4, H100) do bf16 matrix products in hardware; older ones (Colab's
-    T4 is 7.5, V100 7.0) emulate them slowly. CPUs and MPS run bf16 autocast everywhere.
+    T4 is 7.5, V100 7.0) emulate them slowly. A CPU: whether it has bf16 instructions
+    (`cpu_has_bf16`; most laptops' x86 CPUs have not). MPS: yes.
 
     Setting the environment variable COURSE_NO_BF16=1 answers False on every device: it
     rehearses the older-GPU (float16 with loss scaling) path on any machine, tests included.
@@ -62,19 +74,24 @@ def supports_bf16(device: torch.device | str) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return cpu_has_bf16()
     return True
 
 
 def autocast_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for an --amp choice: "none" -> None (float32), "fp16" -> float16,
-    "bf16" -> bfloat16 where `supports_bf16`, else float16 (which then needs a GradScaler
-    against underflowing gradients); "auto" -> the half type of a CUDA GPU, None elsewhere."""
+    "bf16" -> bfloat16, except on a CUDA GPU without bf16 (and wherever COURSE_NO_BF16 is set),
+    which gets float16 (it then needs a GradScaler against underflowing gradients); a CPU
+    without bf16 instructions keeps bfloat16 as asked (emulated: slow, see `supports_bf16`);
+    "auto" -> the half type of a CUDA GPU, None elsewhere."""
     if amp not in ("none", "bf16", "fp16", "auto"):
         raise ValueError(f"amp must be 'none', 'bf16', 'fp16' or 'auto', got {amp!r}")
     device = torch.device(device)
     if amp == "none" or (amp == "auto" and device.type != "cuda"):
         return None
-    if amp == "fp16" or not supports_bf16(device):
+    forced = os.environ.get("COURSE_NO_BF16", "") not in ("", "0")
+    if amp == "fp16" or forced or (device.type == "cuda" and not supports_bf16(device)):
         return torch.float16
     return torch.bfloat16
 
