@@ -60,6 +60,11 @@ def cpu_has_bf16() -> bool:
         return True
 
 
+def _older_gpu_path_forced() -> bool:
+    """COURSE_NO_BF16 set (and not "0"): rehearse the older-GPU float16 path on any machine."""
+    return os.environ.get("COURSE_NO_BF16", "") not in ("", "0")
+
+
 def supports_bf16(device: torch.device | str) -> bool:
     """Whether bfloat16 autocast is worth using on `device`: CUDA GPUs from compute capability
     8 (Ampere: A100, RTX 30xx, L4, H100) do bf16 matrix products in hardware; older ones (Colab's
@@ -69,7 +74,7 @@ def supports_bf16(device: torch.device | str) -> bool:
     Setting the environment variable COURSE_NO_BF16=1 answers False on every device: it
     rehearses the older-GPU (float16 with loss scaling) path on any machine, tests included.
     """
-    if os.environ.get("COURSE_NO_BF16", "") not in ("", "0"):
+    if _older_gpu_path_forced():
         return False
     device = torch.device(device)
     if device.type == "cuda":
@@ -90,8 +95,7 @@ def autocast_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
     device = torch.device(device)
     if amp == "none" or (amp == "auto" and device.type != "cuda"):
         return None
-    forced = os.environ.get("COURSE_NO_BF16", "") not in ("", "0")
-    if amp == "fp16" or forced or (device.type == "cuda" and not supports_bf16(device)):
+    if amp == "fp16" or _older_gpu_path_forced() or (device.type == "cuda" and not supports_bf16(device)):
         return torch.float16
     return torch.bfloat16
 
