@@ -154,3 +154,24 @@ def test_ch07_sizes_estimate_reads_only_a_full_run_of_the_reference_shape(tmp_pa
     saved.write_text(json.dumps({"mode": "smoke", "gpt2_model_size": "124M", "training_s": 3.0}))
     assert bench_ch07_sizes.saved_finetuning_minutes(saved, "124M") is None
     assert bench_ch07_sizes.saved_finetuning_minutes(tmp_path / "missing.json", "124M") is None
+
+
+@pytest.mark.parametrize("script", ["gpu_check.sh", "gpu_course.sh"])
+def test_gpu_scripts_keep_an_earlier_runs_results(tmp_path, script):
+    # PYTHON=false: every step fails at once; what matters is what became of the earlier results
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "RESULTS.md").write_text("last GPU run\n")
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": "false", "COURSE_DATA_DIR": str(tmp_path / "nodata")}
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / script), str(out)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("out.")]
+    assert len(kept) == 1 and (kept[0] / "RESULTS.md").read_text() == "last GPU run\n", run.stdout + run.stderr
+    assert f"kept in {kept[0]}" in run.stdout
+    assert not (out / "RESULTS.md").exists()
+    # an empty folder (pytest's tmp_path, as the dry run passes) is used as it is
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / script), str(empty)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert "kept in" not in run.stdout and not [p for p in tmp_path.iterdir() if p.name.startswith("empty.")]
