@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Offline copies of the course data (see ../shared/data/README.md); used when present.
-SHARED_DATA ?= ../shared/data
+SHARED_DATA ?= $(or $(COURSE_SHARED_DATA),../shared/data)
 # torch goes in first, pinned, so requirements.txt adds no second (CUDA) build of it.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_ARGS ?=
@@ -16,8 +16,11 @@ PYTEST_ARGS ?=
 course: $(VENV)/.installed data
 	$(PY) tools/run_course.py --mode $(MODE)
 
+# The tests run offline on copies of the course files: those in $(SHARED_DATA), or else the
+# cache's, which the first run fills online (set-up, like .venv: the tests themselves never download).
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
+	@[ -d "$(SHARED_DATA)" ] || $(PY) -m helpers.support fetch > /dev/null
+	COURSE_SHARED_DATA="$(SHARED_DATA)" $(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
 
 export: $(VENV)/.installed
 	$(PY) tools/export_notebooks.py

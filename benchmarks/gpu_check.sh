@@ -17,7 +17,7 @@
 #   make data && bash benchmarks/gpu_check.sh [OUTDIR]      # data/: the course cache
 #
 # Results land in OUTDIR (default runs/gpu_check): RESULTS.md (bench_speed's entries, to be copied
-# into benchmarks/RESULTS.md), the logs, and the pretrain summary. About 6 minutes on an H100/H200,
+# into benchmarks/RESULTS.md), the logs, and the pretrain summary. About 5-6 minutes on an H100/H200,
 # most of it torch.compile. Each step has its own time limit, so one stuck step leaves the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -38,6 +38,9 @@ os.environ["COURSE_MODE"] = "smoke"
 os.environ["COURSE_DEVICE"] = "cpu"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter test logs
+# the user's own cache: where the course files are when there is no shared copy (`make test`
+# fills it once online); read, never written, by the tests
+_USER_CACHE = Path(os.environ.get("COURSE_DATA_DIR") or ROOT / "data")
 _CACHE = Path(tempfile.mkdtemp(prefix="course-cache-"))
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ["COURSE_DATA_DIR"] = str(_CACHE)
@@ -105,11 +108,12 @@ def pytest_sessionfinish(session, exitstatus):
               f"{', '.join(map(repr, _network_attempts[:3]))}; tests must run offline")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-_source = SHARED if SHARED.is_dir() else ROOT / "data"
-if len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):
+_source = SHARED if SHARED.is_dir() else _USER_CACHE
+if not _source.is_dir() or len(seed_cache(_source, _CACHE)) != len(COURSE_FILES):
     raise pytest.UsageError(
-        f"The tests need the course data offline: put the shared data folder at {SHARED} "
-        f"(or set COURSE_SHARED_DATA), or run `python -m helpers.support fetch` once online.")
+        f"The tests need the course files offline, and neither {SHARED} nor {_USER_CACHE} holds them all: "
+        f"put the shared data folder at {SHARED} (or set COURSE_SHARED_DATA), or run "
+        f"`python -m helpers.support fetch` once online (`make test` does).")
 
 
 @pytest.fixture(scope="session")
