@@ -52,8 +52,8 @@ os.environ["COURSE_CHECKPOINT_DIR"] = str(_CACHE / "checkpoints")
 
 from helpers.support.data import COURSE_FILES, seed_cache  # noqa: E402  (after the env is set)
 
-# No network: a connection from the test process to anything but this machine is refused (as
-# offline) and recorded, and the test that tried it fails (kernels and other subprocesses are
+# No network: a connection from the test process to anything but this machine, or a name lookup
+# of another machine, is refused (as offline) and recorded, and the test that tried it fails (kernels and other subprocesses are
 # not covered; their tests point them at loopback servers or local files).
 _network_attempts: list = []
 
@@ -87,6 +87,29 @@ def _unreachable(address):
 
 socket.socket.connect = _refuse_remote(socket.socket.connect, _unreachable)
 socket.socket.connect_ex = _refuse_remote(socket.socket.connect_ex, lambda address: errno.ENETUNREACH)
+_real_getaddrinfo = socket.getaddrinfo
+_OWN_NAMES = {socket.gethostname(), "localhost.localdomain"}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False
+    return True  # a literal address needs no lookup (a connection to it is checked on its own)
+
+
+def _getaddrinfo_offline(host, *args, **kwargs):
+    # A name lookup is network traffic too: where DNS answers it would leak, where it hangs it
+    # would stall a test for the resolver's timeout. Refused and recorded like a connection.
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and name not in _OWN_NAMES and not _is_ip(name) and not _is_local((name, 0)):
+        _network_attempts.append((name, "name lookup"))
+        raise socket.gaierror(socket.EAI_NONAME, f"tests need no network: refused to look up {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _getaddrinfo_offline
 
 
 @pytest.fixture(autouse=True)

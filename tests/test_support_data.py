@@ -406,6 +406,13 @@ def test_the_test_process_cannot_reach_the_network():
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: documentation only
     assert conftest._network_attempts[-1:] == [("192.0.2.1", 80)]
     conftest._network_attempts.pop()  # the attempt above was the point of this test
+    # a host name is refused at its lookup, before any DNS query leaves the machine
+    with pytest.raises(OSError, match="tests need no network: refused to look up 'example.com'"):
+        socket.create_connection(("example.com", 80), timeout=1)
+    assert conftest._network_attempts[-1:] == [("example.com", "name lookup")]
+    conftest._network_attempts.pop()
+    assert socket.getaddrinfo("localhost", 80) and socket.getaddrinfo("127.0.0.1", 80)
+    assert socket.getaddrinfo(socket.gethostname(), None)  # this machine's own name resolves locally
     before = list(conftest._network_attempts)
     assert all(conftest._is_local((host, 80)) for host in ("::1", "0.0.0.0", "::ffff:127.0.0.1", "localhost"))
     assert not any(conftest._is_local((host, 80)) for host in ("8.8.8.8", "::ffff:8.8.8.8", "example.com"))
