@@ -186,7 +186,10 @@ def extract_response(generated_text):
 def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
                       eos_id=50256):
     """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
-    context_size = context_size or model.pos_emb.weight.shape[0]
+    if context_size is None:
+        context_size = model.pos_emb.weight.shape[0]
+    elif not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
+        raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
     prompt = tokenizer.encode(format_input(entry))[-context_size:]
     with eval_mode(model):
         out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
@@ -296,6 +299,8 @@ def _server_error(reply, model, base):
 
 def ollama_status(host, model, timeout=5.0):
     """(ok, message): whether an Ollama server answers at `host` and has `model` pulled."""
+    if not timeout > 0:  # also refuses NaN
+        raise ValueError(f"timeout must be a positive number of seconds, e.g. 5; got {timeout!r}")
     base = ollama_base_url(host)
     try:
         reply = requests.get(f"{base}/api/tags", timeout=timeout)
@@ -324,13 +329,17 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
                  timeout=120.0, stream=False):
     """Send one user message to Ollama's /api/chat and return the reply's text.
 
-    temperature 0 and a fixed seed make the reply repeatable. Handles a single JSON reply
+    temperature 0 and a fixed seed make the reply as repeatable as the server allows. Handles a single JSON reply
     (stream=False) and a streamed one (JSON lines, the last with "done": true). Raises
     JudgeUnavailable, with what to do, when the server is down, lacks the model, fails, or takes
     longer than `timeout` seconds in all.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, e.g. 120; got {timeout!r}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: repeatable replies); got {temperature!r}")
+    if not _is_count(num_ctx, 1):
+        raise ValueError(f"num_ctx must be a whole number of tokens >= 1, e.g. 2048; got {num_ctx!r}")
     base = ollama_base_url(host)
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
                "options": {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}, "stream": stream}
@@ -566,6 +575,8 @@ class LoopbackOllama:
     def __init__(self, replies=("85",), models=("llama3.1:8b",), status=200, delay=0.0):
         if isinstance(replies, str) or not replies:
             raise ValueError(f"replies must be a list of at least one canned reply, e.g. ['85']; got {replies!r}")
+        if not 0 <= delay < math.inf:
+            raise ValueError(f"delay must be a finite number of seconds >= 0; got {delay!r}")
         self.replies, self.models, self.status, self.delay = list(replies), list(models), status, delay
         self.requests, self._turn, self._server = [], 0, None
 

@@ -338,6 +338,14 @@ def test_generate_response_returns_only_the_new_tokens(tokenizer, monkeypatch):
     assert generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=20) == answer
 
 
+@pytest.mark.parametrize("bad", [0, -3, 2.0])
+def test_generate_response_refuses_a_context_size_that_makes_no_sense(tokenizer, bad):
+    # 0 used to mean "the model's whole context" and -3 "drop the prompt's first 3 tokens"
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})
+    with pytest.raises(ValueError, match="context_size"):
+        generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=1, context_size=bad)
+
+
 def test_generate_response_with_a_real_model_never_returns_the_prompt(tokenizer):
     torch.manual_seed(0)
     model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})

@@ -323,6 +323,26 @@ def test_timeout_must_be_positive(ollama):
     for bad in (0, -1, float("nan")):
         with pytest.raises(ValueError, match="timeout"):
             query_ollama("x", MODEL, ollama.host, timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):
+            ollama_status(ollama.host, MODEL, timeout=bad)
+    assert ollama.requests == []
+
+
+@pytest.mark.parametrize("option,bad", [("temperature", -0.1), ("temperature", float("nan")),
+                                        ("temperature", float("inf")), ("num_ctx", 0), ("num_ctx", 2048.0),
+                                        ("num_ctx", -1)])
+def test_sampling_options_that_make_no_sense_are_refused_before_a_request(ollama, option, bad):
+    with pytest.raises(ValueError, match=option):
+        query_ollama("x", MODEL, ollama.host, **{option: bad})
+    assert ollama.requests == []
+    assert query_ollama("x", MODEL, ollama.host, temperature=0.7, num_ctx=512) == "85"  # sane values pass
+    assert ollama.requests[-1]["options"] == {"seed": 123, "temperature": 0.7, "num_ctx": 512}
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+def test_loopback_server_refuses_a_delay_that_makes_no_sense(bad):
+    with pytest.raises(ValueError, match="delay"):
+        LoopbackOllama(delay=bad)
 
 
 def test_check_if_running_finds_this_process():
