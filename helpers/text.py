@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export text` and run `make export`.
 """
-__all__ = ['regex_tokenize', 'build_vocab', 'SimpleTokenizerV1', 'SimpleTokenizerV2', 'GPTDatasetV1', 'create_dataloader_v1']
+__all__ = ['regex_tokenize', 'build_vocab', 'UnknownTokenError', 'SimpleTokenizerV1', 'SimpleTokenizerV2', 'GPTDatasetV1', 'create_dataloader_v1']
 
 
 # ---- ch02_text_data.ipynb, cell 14 ----
@@ -10,9 +10,6 @@ import re
 
 # Special markers first (kept whole), then single punctuation marks, the double dash, whitespace.
 _SPLIT_PATTERN = re.compile(r'(<\|[^|\s]+\|>|[,.:;?_!"()\']|--|\s)')
-_SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")  # the exported SimpleTokenizerV2's check
-# For decoding in the exported SimpleTokenizerV1: the space a join puts before a punctuation mark.
-_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
 
 
 def regex_tokenize(text):
@@ -47,6 +44,16 @@ def build_vocab(tokens, special_tokens=()):
 
 
 # ---- ch02_text_data.ipynb, cell 84 ----
+# The book's decoding rule: no space before these marks (`:`, `;` and `_` keep theirs).
+_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.?!"()\'])')
+
+
+class UnknownTokenError(ValueError, KeyError):
+    """A word the vocabulary lacks. A ValueError whose message names the fix, and a KeyError,
+    as the book's dictionary lookup raised, so `except KeyError` written for the book works."""
+    __str__ = Exception.__str__  # KeyError's would print the message in quotes
+
+
 class SimpleTokenizerV1:
     """A word-level tokenizer over a fixed vocabulary (a ``{token: id}`` dict).
 
@@ -66,7 +73,7 @@ class SimpleTokenizerV1:
         ids = []
         for token in regex_tokenize(text):
             if token not in self.str_to_int:
-                raise ValueError(
+                raise UnknownTokenError(
                     f"{token!r} is not in this tokenizer's vocabulary of {len(self.str_to_int)} tokens. "
                     "SimpleTokenizerV1 can only encode words it has seen; use SimpleTokenizerV2 "
                     "with a vocabulary that includes '<|unk|>' to encode unknown words.")
@@ -86,6 +93,9 @@ class SimpleTokenizerV1:
 
 
 # ---- ch02_text_data.ipynb, cell 86 ----
+_SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")  # a marker such as <|endoftext|>
+
+
 class SimpleTokenizerV2(SimpleTokenizerV1):
     """Like `SimpleTokenizerV1`, but words outside the vocabulary become ``unk_token``.
 

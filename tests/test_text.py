@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from helpers.text import (GPTDatasetV1, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
+from helpers.text import (GPTDatasetV1, SimpleTokenizerV1, SimpleTokenizerV2, UnknownTokenError, build_vocab,
                           create_dataloader_v1, regex_tokenize)
 
 README_TEXT = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
@@ -103,6 +103,9 @@ def test_v1_decode_attaches_punctuation():
     tok = SimpleTokenizerV1(build_vocab(regex_tokenize('Yes, "really" (truly). a b')))
     assert tok.decode(tok.encode('Yes, "really" (truly).')) == 'Yes," really"( truly).'
     assert tok.decode(tok.encode("a , b .")) == "a, b."
+    # the book's rule: `:`, `;` and `_` keep the space in front of them
+    tok = SimpleTokenizerV1(build_vocab(regex_tokenize("a: b; c_ d! e?")))
+    assert tok.decode(tok.encode("a: b; c_ d! e?")) == "a : b ; c _ d! e?"
     assert tok.decode(torch.tensor(tok.encode("a b"))) == "a b"  # tensors of IDs work too
 
 
@@ -110,8 +113,12 @@ def test_v1_unknown_word_names_it_and_points_to_v2(verdict_text):
     tok = SimpleTokenizerV1(build_vocab(regex_tokenize(verdict_text)))
     with pytest.raises(ValueError) as info:
         tok.encode("Hello, do you like tea?")
-    assert not isinstance(info.value, KeyError)
     assert "'Hello'" in str(info.value) and "SimpleTokenizerV2" in str(info.value)
+    assert str(info.value).startswith("'Hello' is not")  # not KeyError's quoted repr of the message
+    assert isinstance(info.value, UnknownTokenError)
+    # the book's V1 raised KeyError from its dictionary lookup: code that catches that still works
+    with pytest.raises(KeyError):
+        tok.encode("Hello")
 
 
 def test_v1_bad_ids_and_empty_vocab():
