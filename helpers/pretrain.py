@@ -914,7 +914,7 @@ class Run:
         a, cfg = self.args, self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
         if self.rank == 0:
-            print(f"{a.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layers, context "
+            print(f"{a.model} model, {n_params / 1e6:.1f}M parameters, {cfg['n_layers']} layer{'s' * (cfg['n_layers'] != 1)}, context "
                   f"{cfg['context_length']}; {len(self.train_set)} training windows; {self.world} process(es) on "
                   f"{self.device}; global batch {self.global_batch} = {a.batch_size} x {self.world} x {a.grad_accum}; "
                   f"{self.steps_per_epoch} steps per epoch, {self.total_steps} in all"

@@ -699,3 +699,11 @@ def test_compare_runs_names_the_row_that_failed(text_file, tmp_path):
             compare_runs({"bad": ["--lr", "-1"]}, common, tmp_path / str(in_process), in_process=in_process,
                          progress=False)
         assert not (tmp_path / str(in_process) / "run0").exists()
+
+
+def test_the_start_line_counts_layers_in_words(text_file, tmp_path, capsys):
+    one = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16"]
+    main(["--data", str(text_file), "--out", str(tmp_path / "one"), "--batch-size", "2", "--max-steps", "1", *one])
+    assert ", 1 layer, context 16;" in capsys.readouterr().out
+    main(["--data", str(text_file), "--out", str(tmp_path / "two"), "--batch-size", "2", "--max-steps", "1", *TINY])
+    assert ", 2 layers, context 16;" in capsys.readouterr().out
