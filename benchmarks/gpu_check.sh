@@ -22,12 +22,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
-# an earlier run's results (a GPU hour is rare) are moved aside, never overwritten
-if [ -d "$out" ] && [ -n "$(ls -A "$out")" ]; then
-    kept="$out.$(date -u +%Y%m%dT%H%M%SZ)"
-    mv -nT "$out" "$kept" && [ ! -e "$out" ] || { echo "$(basename "$0"): could not move the earlier results in $out aside; give another OUTDIR" >&2; exit 2; }
-    echo "$(basename "$0"): the earlier results in $out are kept in $kept"
-fi
+. benchmarks/keep_results.sh
+keep_earlier_results "$out"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} COURSE_DATA_DIR=${COURSE_DATA_DIR:-$PWD/data} TQDM_DISABLE=1
 py=${PYTHON:-python3}

@@ -14,12 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_course}
 shift || true
-# an earlier run's results (a GPU hour is rare) are moved aside, never overwritten
-if [ -d "$out" ] && [ -n "$(ls -A "$out")" ]; then
-    kept="$out.$(date -u +%Y%m%dT%H%M%SZ)"
-    mv -nT "$out" "$kept" && [ ! -e "$out" ] || { echo "$(basename "$0"): could not move the earlier results in $out aside; give another OUTDIR" >&2; exit 2; }
-    echo "$(basename "$0"): the earlier results in $out are kept in $kept"
-fi
+. benchmarks/keep_results.sh
+keep_earlier_results "$out"
 py=${PYTHON:-python3}
 if ! $py -c "import papermill, ipykernel, ipywidgets" 2>/dev/null && [ -d .whl ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
