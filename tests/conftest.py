@@ -53,20 +53,28 @@ os.environ["COURSE_CHECKPOINT_DIR"] = str(_CACHE / "checkpoints")
 from helpers.support.data import COURSE_FILES, seed_cache  # noqa: E402  (after the env is set)
 
 # No network: a connection from the test process to anything but this machine, or a name lookup
-# of another machine, is refused (as offline) and recorded, and the test that tried it fails (kernels and other subprocesses are
-# not covered; their tests point them at loopback servers or local files).
+# of another machine, is refused (as offline) and recorded, and the test that tried it fails
+# (kernels and other subprocesses are not covered; their tests point them at loopback servers or
+# local files).
 _network_attempts: list = []
+
+
+def _ip(host: str):
+    """The address `host` spells, or None for a host name."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0])  # an IPv6 scope ("fe80::1%eth0") is not part of it
+    except ValueError:
+        return None
 
 
 def _is_local(address) -> bool:
     if not isinstance(address, tuple):  # a Unix socket's path
         return True
-    host = str(address[0]).split("%")[0]  # an IPv6 scope ("fe80::1%eth0") is not part of the address
+    host = str(address[0])
     if host in ("localhost", ""):
         return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:  # a host name other than localhost: reaching it needs the network
+    ip = _ip(host)
+    if ip is None:  # a host name other than localhost: reaching it needs the network
         return False
     mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
     return ip.is_loopback or ip.is_unspecified or bool(mapped and mapped.is_loopback)  # 0.0.0.0: this machine
@@ -88,22 +96,15 @@ def _unreachable(address):
 socket.socket.connect = _refuse_remote(socket.socket.connect, _unreachable)
 socket.socket.connect_ex = _refuse_remote(socket.socket.connect_ex, lambda address: errno.ENETUNREACH)
 _real_getaddrinfo = socket.getaddrinfo
-_OWN_NAMES = {socket.gethostname(), "localhost.localdomain"}
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.split("%")[0])
-    except ValueError:
-        return False
-    return True  # a literal address needs no lookup (a connection to it is checked on its own)
+_LOCAL_NAMES = {"", "localhost", "localhost.localdomain", socket.gethostname()}
 
 
 def _getaddrinfo_offline(host, *args, **kwargs):
     # A name lookup is network traffic too: where DNS answers it would leak, where it hangs it
     # would stall a test for the resolver's timeout. Refused and recorded like a connection.
     name = host.decode() if isinstance(host, bytes) else host
-    if name is not None and name not in _OWN_NAMES and not _is_ip(name) and not _is_local((name, 0)):
+    # a literal address needs no lookup (a connection to it is checked on its own)
+    if name is not None and name not in _LOCAL_NAMES and _ip(name) is None:
         _network_attempts.append((name, "name lookup"))
         raise socket.gaierror(socket.EAI_NONAME, f"tests need no network: refused to look up {name!r}")
     return _real_getaddrinfo(host, *args, **kwargs)

@@ -439,7 +439,7 @@ def test_download_file_refuses_settings_that_make_no_sense(tmp_path, kwargs, mes
 
 # ---- where the tests get the course files (tests/conftest.py, `make test`) -----------------------
 
-def _collect_only(env_changes, tmp_path):
+def _collect_only(env_changes):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(env_changes)
     return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
@@ -451,12 +451,11 @@ def test_the_tests_without_course_files_stop_with_what_to_do(tmp_path):
     # a public clone with no ../shared/data and an empty cache: one message naming both fixes
     empty = tmp_path / "cache"
     empty.mkdir()
-    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(empty)}, tmp_path)
+    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(empty)})
     assert run.returncode == 4, run.stdout + run.stderr  # pytest's usage error, not a traceback
     assert "helpers.support fetch" in run.stderr and str(tmp_path / "no-shared") in run.stderr
     # a cache folder that does not exist at all gets the same message (it used to be a ValueError)
-    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(tmp_path / "none")},
-                        tmp_path)
+    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(tmp_path / "none")})
     assert run.returncode == 4 and "helpers.support fetch" in run.stderr, run.stdout + run.stderr
 
 
@@ -464,7 +463,7 @@ def test_the_tests_read_the_users_filled_cache_when_there_is_no_shared_copy(tmp_
     # what `make test` leaves after its one `fetch`: the user's cache holds every file
     cache = tmp_path / "cache"
     seed_cache(data_dir, cache)
-    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(cache)}, tmp_path)
+    run = _collect_only({"COURSE_SHARED_DATA": str(tmp_path / "no-shared"), "COURSE_DATA_DIR": str(cache)})
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -472,11 +471,8 @@ def test_make_test_fetches_only_without_a_shared_copy(tmp_path):
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
-    dry = [make, "-n", "-W", ".venv/.installed", "test"]  # -n: print the commands, run none
-
-    def commands(shared):
-        return subprocess.run([*dry, f"SHARED_DATA={shared}"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60).stdout
-    out = commands(tmp_path / "no-shared")
+    # -n: print the commands, run none
+    out = subprocess.run([make, "-n", "-W", ".venv/.installed", "test", f"SHARED_DATA={tmp_path / 'no-shared'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert f'[ -d "{tmp_path / "no-shared"}" ] || ' in out and "helpers.support fetch" in out
     assert f'COURSE_SHARED_DATA="{tmp_path / "no-shared"}"' in out and "pytest" in out
