@@ -573,6 +573,54 @@ def test_log_is_cut_back_to_the_checkpoint_on_resume(two_steps, text_file, tmp_p
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["train_loss"] != 1.0
 
 
+
+# the process dies (SIGKILL) right where a staged log would be renamed over the old run's log
+_KILLED_AT_THE_LOG_RENAME = """
+import os, signal, sys
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    if str(src).endswith(".new"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+from helpers.pretrain import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_run_killed_between_its_checkpoint_and_its_log_is_resumed_with_its_own_log(two_steps, text_file,
+                                                                                     tmp_path, capsys):
+    run = _copy(two_steps, tmp_path / "run")
+    old_rows = read_log(run / "log.jsonl")
+    args = ["--data", str(text_file), "--out", str(run), "--batch-size", "2", *TINY, "--eval-windows", "2",
+            "--seed", "11", "--overwrite", "--max-steps", "3"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_THE_LOG_RENAME, *args], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (staged,) = run.glob(".log.jsonl.*.new")
+    new_rows = read_log(staged)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3  # the new run's checkpoint ...
+    assert read_log(run / "log.jsonl") == old_rows  # ... beside the old run's log
+    main(_resume_args(text_file, run, "--max-steps", "4"))
+    rows = read_log(run / "log.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[:3] == new_rows
+    assert rows[0]["train_loss"] != old_rows[0]["train_loss"]  # the seeds differ: the rows tell the runs apart
+    assert f"replaced by {staged.name}" in capsys.readouterr().err
+    assert not list(run.glob(".log.jsonl.*"))
+
+
+def test_a_staged_log_of_a_run_that_never_saved_is_left_alone(two_steps, text_file, tmp_path, capsys):
+    run = _copy(two_steps, tmp_path / "run")
+    staged = run / ".log.jsonl.4242.new"
+    staged.write_text(json.dumps({"step": 1, "train_loss": 9.0}) + "\n" + json.dumps({"step": 2, "train_loss": 9.0}) + "\n")
+    saved = (run / "checkpoint.pt").stat().st_mtime
+    os.utime(staged, (saved + 60, saved + 60))  # written after the checkpoint: not its rows
+    old_rows = read_log(run / "log.jsonl")
+    main(_resume_args(text_file, run, "--max-steps", "3"))
+    rows = read_log(run / "log.jsonl")
+    assert rows[:2] == old_rows and [r["step"] for r in rows] == [1, 2, 3]
+    assert staged.exists() and "left as it is" in capsys.readouterr().err
+
 def test_failed_save_on_a_full_disk_keeps_the_old_checkpoint(two_steps, text_file, tmp_path, monkeypatch, capsys):
     run = _copy(two_steps, tmp_path / "run")
     good = (run / "checkpoint.pt").read_bytes()
