@@ -6,6 +6,7 @@ request, so resuming, retries and backup URLs can be checked without any network
 """
 import dataclasses
 import io
+import json
 import os
 import shutil
 import socket
@@ -271,6 +272,55 @@ def test_gpt2_tokenizer_replaces_a_corrupt_tiktoken_cache_file(data_dir, tmp_pat
         f.write_bytes(b"truncated")
     assert f"{README_IDS}" in _tokenizer_in_fresh_process(data_dir, tk_dir)
 
+
+
+def _tokenizer_env_check(course, **env):
+    """gpt2_tokenizer in a fresh interpreter, offline, with `env` (None: unset); its IDs for
+    README_TEXT and TIKTOKEN_CACHE_DIR as it is afterwards, or the error it raised."""
+    code = ("import json, os, time; from helpers.support.data import gpt2_tokenizer\n"
+            "time.sleep = lambda seconds: None\n"  # the failing downloads' back-off, as no_sleep does
+            "try:\n    t = gpt2_tokenizer()\nexcept Exception as e:\n"
+            "    print(json.dumps([type(e).__name__, str(e)])); raise SystemExit\n"
+            f"print(json.dumps([t.encode({README_TEXT!r}, allowed_special={{'<|endoftext|>'}}), "
+            "os.environ.get('TIKTOKEN_CACHE_DIR')]))")
+    full = {**os.environ, "COURSE_DATA_DIR": str(course), "PYTHONPATH": str(ROOT),
+            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    for key in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        full.pop(key, None)
+    full.update({k: v for k, v in env.items() if v is not None})
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _gpt2_files(data_dir, folder, names=("encoder.json", "vocab.bpe")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        key = data._tiktoken_key(f"{data._OPENAI_ENC}/{name}")
+        (folder / key).write_bytes((data_dir / "gpt2" / name).read_bytes())
+
+
+def test_gpt2_tokenizer_leaves_the_environment_as_it_was(data_dir, tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(data_dir / "gpt2", course / "gpt2")
+    ids, after = _tokenizer_env_check(course)
+    assert ids == README_IDS and after is None  # tiktoken's other encodings keep their own cache
+    assert len(list((course / "tiktoken").iterdir())) == 2
+
+
+def test_gpt2_tokenizer_falls_back_on_tiktokens_own_cache_offline(data_dir, tmp_path):
+    """No course copy and no network, but tiktoken's cache holds the files (the book's
+    `tiktoken.get_encoding("gpt2")` would work): so does ours. With one file missing there, the
+    course's DownloadError."""
+    empty = tmp_path / "course"
+    empty.mkdir()
+    gym = tmp_path / "data-gym"
+    _gpt2_files(data_dir, gym)
+    ids, after = _tokenizer_env_check(empty, DATA_GYM_CACHE_DIR=str(gym))
+    assert ids == README_IDS and after is None
+    (gym / data._tiktoken_key(f"{data._OPENAI_ENC}/vocab.bpe")).unlink()
+    kind, message = _tokenizer_env_check(empty, DATA_GYM_CACHE_DIR=str(gym))
+    assert kind == "DownloadError" and "encoder.json" in message, message
 
 # ---- faults: nothing lost, clear errors ---------------------------------------------------------
 

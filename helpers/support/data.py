@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,21 +156,41 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
     """tiktoken's GPT-2 encoding, built from the course cache so that it also works offline.
 
     Uses ``$TIKTOKEN_CACHE_DIR`` when set, else ``<course cache>/tiktoken``, and fills that from
-    the course's verified copies of encoder.json and vocab.bpe (fetched if missing).
+    the course's verified copies of encoder.json and vocab.bpe (fetched if missing). When those
+    cannot be had, tiktoken's own cache serves if it holds both files (where the book's
+    ``tiktoken.get_encoding("gpt2")`` keeps them); else the DownloadError says what is missing.
+    The environment is left as it was.
     """
     import tiktoken
 
+    own = os.environ.get("TIKTOKEN_CACHE_DIR")
     # An empty TIKTOKEN_CACHE_DIR would make tiktoken skip its cache and go online: treat as unset.
-    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir(data_dir) / "tiktoken")
-    tk_dir = Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    tk_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("encoder.json", "vocab.bpe"):
-        target = tk_dir / _tiktoken_key(f"{_OPENAI_ENC}/{name}")
-        # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
-        if not target.exists() or sha256_of(target) != COURSE_FILES[f"gpt2/{name}"].sha256:
-            copy_atomically(fetch(f"gpt2/{name}", data_dir), target)
-    return tiktoken.get_encoding("gpt2")
+    tk_dir = Path(own) if own else cache_dir(data_dir) / "tiktoken"
+    keys = {name: _tiktoken_key(f"{_OPENAI_ENC}/{name}") for name in ("encoder.json", "vocab.bpe")}
+    try:
+        tk_dir.mkdir(parents=True, exist_ok=True)
+        for name, key in keys.items():
+            # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
+            if not (tk_dir / key).exists() or sha256_of(tk_dir / key) != COURSE_FILES[f"gpt2/{name}"].sha256:
+                copy_atomically(fetch(f"gpt2/{name}", data_dir), tk_dir / key)
+    except DownloadError:
+        fallback = Path(os.environ.get("DATA_GYM_CACHE_DIR") or Path(tempfile.gettempdir()) / "data-gym-cache")
+        usable = all((fallback / key).is_file() and sha256_of(fallback / key) == COURSE_FILES[f"gpt2/{name}"].sha256
+                     for name, key in keys.items())
+        if own or not usable:  # a set TIKTOKEN_CACHE_DIR is tiktoken's cache: it was tried above
+            raise
+        tk_dir = fallback
+    # tiktoken reads the variable while it builds the encoding (once per process): set it for
+    # that call only, so that other tiktoken encodings keep the user's own cache setting
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(tk_dir)
+    try:
+        return tiktoken.get_encoding("gpt2")
+    finally:
+        if previous is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
 
 
 class SeedError(ValueError):
