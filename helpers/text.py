@@ -173,6 +173,7 @@ class GPTDatasetV1(Dataset):
                 f"the text has {n} tokens, but one window with max_length={max_length} needs "
                 f"{max_length + 1} (the input plus a target shifted by one token); use a longer "
                 f"text or a smaller max_length")
+        self.tokenizer = tokenizer  # as in the book's package: loader.dataset.tokenizer
         self.max_length, self.stride = max_length, stride
         self.token_ids = token_ids
         starts = range(0, n - max_length, stride)
