@@ -146,7 +146,14 @@ def test_stream_yields_the_loops_tokens_and_stops_at_eos():
     eos = int(full[0, 9])  # the 5th new token
     first_eos = full[0, 5:].tolist().index(eos)
     assert len(list(generate_text_simple_stream(model, prompt, 20, eos_token_id=eos))) == first_eos
-    assert torch.is_grad_enabled(), "the generator must not leave no_grad switched on"
+    # while the stream is paused between tokens the caller's code runs: grad mode must be its own
+    # (the book's stream holds no_grad across its yields, so a caller training meanwhile gets no gradients)
+    stream = generate_text_simple_stream(model.train(), prompt, 20)
+    next(stream)
+    assert torch.is_grad_enabled(), "the generator left no_grad switched on while paused"
+    assert not model.training  # eval mode is the generator's until it ends ...
+    stream.close()
+    assert model.training  # ... and the caller's again once it is closed
 
 
 def test_trim_input_tensor():

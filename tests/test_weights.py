@@ -244,6 +244,22 @@ def test_untied_head_round_trips_through_params(tokens):
     assert torch.equal(logits_of(back, tokens), logits_of(gpt, tokens))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loading_keeps_the_parameters_so_an_earlier_optimizer_trains_the_loaded_weights(dtype, tokens):
+    torch.manual_seed(5)
+    params = gpt_to_params(GPTModel(CFG))
+    gpt = GPTModel(CFG).to(dtype)
+    before = list(gpt.parameters())
+    optimizer = torch.optim.SGD(gpt.parameters(), lr=0.1)  # made before loading, as a script might
+    load_weights_into_gpt(gpt, params)
+    assert all(a is b for a, b in zip(before, gpt.parameters())) and len(before) == len(list(gpt.parameters()))
+    assert all(p.dtype == dtype for p in gpt.parameters())
+    loaded = gpt.out_head.weight.detach().clone()
+    assert torch.equal(loaded, params["out_head"].to(dtype))
+    gpt(tokens).logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert not torch.equal(gpt.out_head.weight, loaded)  # the optimizer moved the loaded weights
+
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_weight_map_covers_every_parameter_once(qkv_bias):
     gpt = GPTModel({**CFG, "qkv_bias": qkv_bias})
