@@ -20,7 +20,7 @@ course: $(VENV)/.installed data
 # cache's, which the first run fills online (set-up, like .venv: the tests themselves never download).
 test: $(VENV)/.installed
 	@[ -d "$(SHARED_DATA)" ] || $(PY) -m helpers.support fetch > /dev/null
-	COURSE_SHARED_DATA="$(SHARED_DATA)" $(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
+	COURSE_REQUIRE_BOOK_PACKAGE=1 COURSE_SHARED_DATA="$(SHARED_DATA)" $(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
 
 export: $(VENV)/.installed
 	$(PY) tools/export_notebooks.py

@@ -139,6 +139,17 @@ if not _source.is_dir() or len(seed_cache(_source, _CACHE)) != len(COURSE_FILES)
         f"put the shared data folder at {SHARED} (or set COURSE_SHARED_DATA), or run "
         f"`python -m helpers.support fetch` once online (`make test` does).")
 
+# The side-by-side tests compare with the book's package and skip without it. `make test`, which
+# installs it, asks for it: there a missing package stops the run instead of passing on skips.
+if os.environ.get("COURSE_REQUIRE_BOOK_PACKAGE") == "1":
+    try:
+        import llms_from_scratch  # noqa: F401
+    except ImportError as e:
+        raise pytest.UsageError(
+            f"COURSE_REQUIRE_BOOK_PACKAGE=1, but the book's package cannot be imported ({e}): run "
+            f"`make .venv/.installed` (it installs llms-from-scratch==1.0.19 for the tests), or unset the variable "
+            f"to let the side-by-side tests skip") from None
+
 
 @pytest.fixture(scope="session")
 def refused_port() -> int:

@@ -9,8 +9,9 @@ default the book has is ours too; anything we add comes after, with a default or
 
 The tests from test_same_seed_same_results_as_the_book_package on compare with the book's
 package itself, seed for seed and checkpoint for checkpoint: `make` installs it for the tests
-(`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports it, and without
-it those tests skip.
+(`pip install llms-from-scratch==1.0.19 --no-deps`); the course never imports it. Without it
+those tests skip, except under `make test`, which sets COURSE_REQUIRE_BOOK_PACKAGE=1 and then
+stops at once (tests/conftest.py).
 """
 import ast
 import json

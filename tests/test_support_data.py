@@ -526,3 +526,14 @@ def test_make_test_fetches_only_without_a_shared_copy(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert f'[ -d "{tmp_path / "no-shared"}" ] || ' in out and "helpers.support fetch" in out
     assert f'COURSE_SHARED_DATA="{tmp_path / "no-shared"}"' in out and "pytest" in out
+    assert "COURSE_REQUIRE_BOOK_PACKAGE=1 " in out  # the side-by-side tests run, never skip quietly
+
+
+def test_the_tests_asked_for_the_book_package_stop_without_it(tmp_path):
+    hidden = tmp_path / "hide" / "llms_from_scratch"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    run = _collect_only({"PYTHONPATH": str(hidden.parent), "COURSE_REQUIRE_BOOK_PACKAGE": "1"})
+    assert run.returncode == 4 and "llms-from-scratch==1.0.19" in run.stderr, run.stdout + run.stderr
+    run = _collect_only({"PYTHONPATH": str(hidden.parent), "COURSE_REQUIRE_BOOK_PACKAGE": ""})
+    assert run.returncode == 0, run.stdout + run.stderr  # a plain pytest: those tests skip
