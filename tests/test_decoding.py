@@ -150,6 +150,7 @@ def test_beam_search_across_the_context_boundary(model, prompt):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"),
     ({"temperature": 1.0, "top_k": 0}, "top_k"),
     ({"temperature": 1.0, "top_p": 0.0}, "top_p"), ({"temperature": 1.0, "top_p": 1.5}, "top_p"),
 ])
