@@ -82,7 +82,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     return fig
 
 
-# ---- ch05_pretraining.ipynb, cell 97 ----
+# ---- ch05_pretraining.ipynb, cell 99 ----
 def find_highest_gradient(model):
     """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
     largest magnitude, as in the book), or None before the first backward pass: a quick look at
@@ -96,7 +96,7 @@ def find_highest_gradient(model):
     return highest
 
 
-# ---- ch05_pretraining.ipynb, cell 128 ----
+# ---- ch05_pretraining.ipynb, cell 130 ----
 import contextlib
 import pickle
 import signal
@@ -128,7 +128,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 129 ----
+# ---- ch05_pretraining.ipynb, cell 131 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -176,7 +176,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 131 ----
+# ---- ch05_pretraining.ipynb, cell 133 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -242,7 +242,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 133 ----
+# ---- ch05_pretraining.ipynb, cell 135 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -259,7 +259,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 135 ----
+# ---- ch05_pretraining.ipynb, cell 137 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -322,7 +322,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 142 ----
+# ---- ch05_pretraining.ipynb, cell 144 ----
 import math
 import numbers
 import warnings
@@ -366,7 +366,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 143 ----
+# ---- ch05_pretraining.ipynb, cell 145 ----
 from pathlib import Path
 
 
