@@ -142,8 +142,11 @@ if not _source.is_dir() or len(seed_cache(_source, _CACHE)) != len(COURSE_FILES)
 # The side-by-side tests compare with the book's package and skip without it. `make test`, which
 # installs it, asks for it: there a missing package stops the run instead of passing on skips.
 if os.environ.get("COURSE_REQUIRE_BOOK_PACKAGE") == "1":
-    try:
-        import llms_from_scratch  # noqa: F401
+    import importlib
+    try:  # every module the side-by-side tests compare with (a missing dependency of one skips them too)
+        for _module in ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "appendix_d", "appendix_e",
+                        "kv_cache.gpt2", "kv_cache.generate"):
+            importlib.import_module(f"llms_from_scratch.{_module}")
     except ImportError as e:
         raise pytest.UsageError(
             f"COURSE_REQUIRE_BOOK_PACKAGE=1, but the book's package cannot be imported ({e}): run "

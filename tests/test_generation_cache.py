@@ -100,7 +100,11 @@ def test_context_size_defaults_to_the_models_and_needs_one_without_cfg():
     with pytest.raises(ValueError, match="pass context_size"):
         generate_text_simple(plain, idx, 3)
     # a model without new_kv_cache runs uncached: the plain loop's tokens
-    assert generate_text_simple(plain, idx, 3, 16).shape == (1, 23)
+    expected = idx.clone()
+    with torch.no_grad():
+        for _ in range(3):
+            expected = torch.cat([expected, plain(expected[:, -16:])[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generate_text_simple(plain, idx, 3, 16), expected)
 
 
 def test_generation_runs_in_eval_mode_and_restores_the_mode():

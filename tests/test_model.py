@@ -52,6 +52,9 @@ def test_gpt2_small_counts_are_the_published_ones():
     # without them (GPT_CONFIG_124M) 3 * 768 * 12 = 27,648 fewer.
     assert closed_form_parameters({**GPT_CONFIG_124M, "qkv_bias": True}, tied=True) == 124_439_808
     assert closed_form_parameters(GPT_CONFIG_124M, tied=True) == 124_439_808 - 27_648
+    with torch.device("meta"):  # and the model itself, not only the formula
+        model = GPTModel({**GPT_CONFIG_124M, "qkv_bias": True})
+    assert count_parameters(model, tied=True) == 124_439_808
 
 
 def test_layer_norm_matches_torch():
@@ -120,11 +123,13 @@ def test_bad_input_is_a_clear_error(small_model, bad, message):
         small_model(bad)
 
 
-def test_dropout_inactive_in_eval(small_model):
+def test_dropout_inactive_in_eval():
     model = GPTModel({**SMALL, "drop_rate": 0.5}).eval()
+    without = GPTModel({**SMALL, "drop_rate": 0.0}).eval()
+    without.load_state_dict(model.state_dict())  # no rescaling either: the logits of a model without dropout
     idx = torch.randint(0, 211, (2, 10))
     with torch.no_grad():
-        assert torch.equal(model(idx), model(idx))
+        assert torch.equal(model(idx), without(idx))
 
 
 def _kept_by_autograd(cfg, batch, tokens):

@@ -3,7 +3,7 @@ consistent with each other, a resumed run was identical, and the weight loaders 
 import math
 
 
-def test_ch05_smoke_run(smoke_run):
+def test_ch05_smoke_run(smoke_run, tokenizer, verdict_text):
     m = smoke_run("ch05_pretraining")
     assert m["mode"] == "smoke"
     # An untrained model is about as unsure as a uniform guess over GPT-2's 50,257 tokens.
@@ -11,8 +11,11 @@ def test_ch05_smoke_run(smoke_run):
     assert abs(m["untrained_perplexity"] - math.exp(m["untrained_loss"])) < 1e-6 * m["untrained_perplexity"]
     n = len(m["train_losses"])
     assert n == len(m["val_losses"]) == len(m["tokens_seen"])
-    # 2 epochs of 18 steps, evaluated every 5 steps: steps 0, 5, ..., 35
-    assert m["steps_per_epoch"] == 18 and n == len(range(0, 2 * 18, 5))
+    # the book's split (90 % of the characters), windows of 32 tokens with stride 32, batches of 8
+    # (the last partial one dropped): 18 steps per epoch; 2 epochs evaluated every 5 steps
+    train_tokens = len(tokenizer.encode(verdict_text[:int(0.9 * len(verdict_text))]))
+    assert m["steps_per_epoch"] == len(range(0, train_tokens - 32, 32)) // 8 == 18
+    assert n == len(range(0, 2 * 18, 5))
     assert m["tokens_seen"] == [(5 * k + 1) * 8 * 32 for k in range(n)]
     assert m["train_losses"][-1] < m["train_losses"][0] - 0.3
     assert m["val_losses"][-1] < m["val_losses"][0]

@@ -32,11 +32,17 @@ def text_file(tmp_path_factory, verdict_text):
 
 
 @pytest.fixture(scope="module")
-def one_process(text_file, tmp_path_factory):
-    """The reference: 1 process, batch 4, 8 uninterrupted steps."""
+def one_process_out(text_file, tmp_path_factory):
+    """The reference: 1 process, batch 4, 8 uninterrupted steps; its output folder."""
     out = tmp_path_factory.mktemp("one")
     main(["--data", str(text_file), "--out", str(out), "--batch-size", "4", *TINY, *SCHEDULE])
-    return read_log(out / "log.jsonl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(one_process_out):
+    """The reference run's log rows."""
+    return read_log(one_process_out / "log.jsonl")
 
 
 def _losses(rows, key="train_loss"):
@@ -50,13 +56,19 @@ def _assert_close(rows, reference, steps, key="train_loss", tol=1e-4):
         assert abs(got[s] - want[s]) <= tol, f"step {s}: {key} {got[s]} vs {want[s]}"
 
 
-def test_reference_run_learns_and_writes_book_checkpoint(one_process, text_file, tmp_path):
+def test_reference_run_learns_and_writes_book_checkpoint(one_process, one_process_out):
     assert [r["step"] for r in one_process] == list(range(1, 9))
     assert one_process[-1]["train_loss"] < one_process[0]["train_loss"]
     lrs = [r["lr"] for r in one_process]
     assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)  # warm-up
     assert lrs[-1] == pytest.approx(1e-4)  # cosine reaches the minimum at the last step
     assert _losses(one_process, "val_loss").keys() == {4, 8}
+    # the checkpoint: the last step, and a state dict the book's GPTModel loads as it is
+    ckpt = torch.load(one_process_out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 8 and ckpt["world_size"] == 1
+    book = GPTModel(ckpt["cfg"])
+    book.load_state_dict(ckpt["model"])
+    assert torch.equal(book.tok_emb.weight, ckpt["model"]["tok_emb.weight"])
 
 
 def test_two_processes_match_one_then_resume_in_one_process(one_process, text_file, tmp_path):

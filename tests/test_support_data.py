@@ -156,6 +156,8 @@ def test_complete_partial_file_is_restarted_after_416(tmp_path, server, verdict_
     (tmp_path / "v.txt.part").write_bytes(verdict_bytes)  # interrupted just before the rename
     dest = download_file(server.url + "/the-verdict.txt", tmp_path / "v.txt", progress=False)
     assert dest.read_bytes() == verdict_bytes
+    # it asked to resume, the server answered 416 (nothing left to send), and it started over
+    assert server.requests == [("/the-verdict.txt", f"bytes={len(verdict_bytes)}-"), ("/the-verdict.txt", None)]
 
 
 def test_missing_file_goes_to_the_backup_url_without_retrying(tmp_path, server, monkeypatch, verdict_bytes, no_sleep):

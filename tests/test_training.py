@@ -288,6 +288,7 @@ class PlainModel(torch.nn.Module):
 def test_train_model_simple_trains_a_plain_module(loaders, tokenizer, with_pos_emb, capsys):
     train, val = loaders
     reference_model, _, reference = run(loaders, tokenizer)
+    capsys.readouterr()  # the reference run's own samples are not this run's
     model = new_model()
     plain = PlainModel(model, with_pos_emb)
     optimizer = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.1)
@@ -295,7 +296,7 @@ def test_train_model_simple_trains_a_plain_module(loaders, tokenizer, with_pos_e
     result = train_model_simple(plain, train, val, optimizer, "cpu", num_epochs=2, eval_freq=3, eval_iter=2,
                                 start_context="Every effort moves you", tokenizer=tokenizer, progress=False)
     assert result == reference  # the same numbers as training the GPTModel itself
-    assert capsys.readouterr().out.count("Every effort moves you") >= 4  # reference run too  # a sample after each epoch
+    assert capsys.readouterr().out.count("Every effort moves you") == 2  # a sample after each epoch
 
 
 def test_generate_and_print_sample_prints_a_greedy_continuation(tokenizer, capsys):
