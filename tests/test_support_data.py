@@ -451,8 +451,6 @@ def test_cli_fetch_offline_is_a_short_error(tmp_path, monkeypatch, no_sleep, cap
 def test_the_test_process_cannot_reach_the_network():
     """conftest's guard: a connection to another machine is refused as offline and recorded (the
     test that made it fails at teardown); loopback is left alone."""
-    import socket
-
     import conftest
     with pytest.raises(OSError, match="tests need no network"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: documentation only
