@@ -7,22 +7,23 @@ __all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lor
 
 # ---- ch06_classification.ipynb, cell 91 ----
 import math
-import numbers
 
 import torch
 import torch.nn as nn
+from helpers.text import _is_count
 
 
 class LoRALayer(nn.Module):
     """The low-rank update of LoRA: x -> alpha * (x @ A @ B), A (in_dim, rank), B (rank, out_dim).
 
     B starts at zero, so the update starts at exactly zero and the wrapped model is unchanged
-    until training moves it; A starts random (as nn.Linear's weights), so B gets gradients.
+    until training moves it; A starts random (nn.Linear's kaiming-uniform rule; for A's (in_dim, rank)
+    shape that means values up to 1/sqrt(rank)), so B gets gradients.
     """
 
     def __init__(self, in_dim, out_dim, rank, alpha):
         super().__init__()
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1 or not (math.isfinite(alpha) and alpha):
+        if not _is_count(rank, 1) or not (math.isfinite(alpha) and alpha):
             raise ValueError(f"need a whole rank >= 1 and a finite, nonzero alpha (the book: 16, 16); got rank={rank!r}, alpha={alpha!r}")
         self.A = nn.Parameter(torch.empty(in_dim, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
@@ -125,7 +126,7 @@ def safe_extract_zip(archive, target_dir, members=None):
 
 
 # ---- ch06_classification.ipynb, cell 125 ----
-from helpers.support.data import COURSE_FILES, fetch
+from helpers.support.data import COURSE_FILES, cache_dir, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
 
@@ -150,7 +151,11 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
         return
     spec = COURSE_FILES[SMS_SPAM_FILE]
     extracted = extracted_path / spec.member
+    how = "downloaded"  # the book's word, kept where it is true
     if url in spec.urls:
+        in_cache = cache_dir(data_dir) / SMS_SPAM_FILE
+        if in_cache.exists() and sha256_of(in_cache) == spec.sha256:  # what fetch checks before downloading
+            how = "copied from the course cache"
         cached = fetch(SMS_SPAM_FILE, data_dir)
         archive = cached.parent / f"{cached.parent.name}.zip"  # where fetch keeps a downloaded archive
         if archive.exists() and archive.resolve() != zip_path.resolve():
@@ -166,7 +171,7 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
                             f"(a file {spec.member} with SHA-256 {spec.sha256}); use {spec.urls[0]}")
     data_file_path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(extracted, data_file_path)
-    print(f"File downloaded and saved as {data_file_path}")
+    print(f"File {how} and saved as {data_file_path}")
 
 
 # ---- ch06_classification.ipynb, cell 129 ----

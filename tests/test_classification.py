@@ -9,6 +9,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -321,6 +322,15 @@ def test_lora_layer_starts_as_the_wrapped_linear():
     assert wrapped.lora.A.abs().sum() > 0  # random, or B would never get a gradient
 
 
+def test_lora_a_is_drawn_like_nn_linear_with_the_rank_as_fan_in():
+    # kaiming_uniform_(a=sqrt(5)) on an (in_dim, rank) tensor: uniform in +-1/sqrt(rank), as the
+    # docstring says (an nn.Linear(in_dim, ...) would have +-1/sqrt(in_dim))
+    torch.manual_seed(0)
+    A = clf.LoRALayer(1000, 4, rank=16, alpha=1).A
+    assert A.abs().max() <= 1 / 16**0.5 and A.abs().max() > 0.9 / 16**0.5
+    assert clf.LoRALayer(8, 4, np.int64(2), 1.0).A.shape == (8, 2)  # a NumPy rank counts as a whole number
+
+
 @pytest.mark.parametrize("rank, alpha, message", [
     (0, 16, "rank"), (-2, 16, "rank"), (4.0, 16, "rank"), (True, 16, "rank"),
     (4, 0, "alpha"), (4, float("nan"), "alpha"), (4, float("inf"), "alpha"),
@@ -484,7 +494,7 @@ def test_download_and_unzip_from_a_seeded_cache_offline(data_dir, tmp_path, caps
     zip_path, extracted, data_file = _book_paths(tmp_path)
     clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=data_dir)
     assert data_file.read_bytes() == source.read_bytes()
-    assert f"saved as {data_file}" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"File copied from the course cache and saved as {data_file}\n"  # not "downloaded"
     # the book's behaviour: a second call does nothing but say so
     data_file.write_text("edited by the reader")
     clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=data_dir)
@@ -519,6 +529,24 @@ def test_download_and_unzip_hands_over_the_cached_archive(data_dir, tmp_path):
     assert zipfile.ZipFile(zip_path).namelist() == ["SMSSpamCollection", "readme"]
     assert data_file.read_bytes() == data and (extracted / "readme").exists()
     assert not (extracted / "SMSSpamCollection").exists()  # renamed to the .tsv name, as in the book
+
+
+def test_download_and_unzip_says_downloaded_when_it_was(data_dir, tmp_path, monkeypatch, capsys):
+    # an empty cache: fetch downloads the archive (here a stand-in for the network), as the book does
+    import helpers.support.data as course_data
+    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
+    calls = []
+
+    def fake_download(urls, dest, **options):
+        calls.append(urls)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _collection_zip(dest, data)
+
+    monkeypatch.setattr(course_data, "download_file", fake_download)
+    zip_path, extracted, data_file = _book_paths(tmp_path / "work")
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=tmp_path / "empty-cache")
+    assert len(calls) == 1 and data_file.read_bytes() == data
+    assert capsys.readouterr().out.endswith(f"File downloaded and saved as {data_file}\n")
 
 
 def test_an_interrupted_extraction_leaves_no_truncated_file_and_is_redone(data_dir, tmp_path, monkeypatch):
@@ -587,6 +615,14 @@ def test_evaluate_model_averages_eval_iter_batches_and_restores_training_mode():
     assert train_loss == pytest.approx((ce[0] + ce[1]) / 2)  # the first eval_iter batches
     assert val_loss == pytest.approx(ce[2])  # the validation loader has one batch only
 
+
+
+def test_evaluate_model_refuses_an_empty_loader_naming_it():
+    model = _FixedLogits([torch.tensor([[[0.0, 1.0]]])])
+    message = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]))
+    for train_loader, val_loader in (([], [message]), ([message], [])):  # the book's returns nan
+        with pytest.raises(ValueError, match="the data loader yields no batch"):
+            clf.evaluate_model(model, train_loader, val_loader, "cpu", eval_iter=1)
 
 def test_plot_values_returns_both_curves_on_two_axes():
     import matplotlib
@@ -702,6 +738,23 @@ def test_half_written_standin_is_rebuilt_not_failed_on(data_dir, tmp_path, capsy
     # a sound copy is loaded, not rebuilt
     load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1, data_dir=data_dir)
     assert "Pretraining" not in capsys.readouterr().out
+
+
+def test_building_the_standin_leaves_the_callers_random_state_as_loading_does(data_dir, tmp_path, capsys):
+    # ch07 computes a loss on a shuffled loader after load_pretrained_gpt2: its value must not
+    # depend on whether this run built the stand-in or found it in the cache
+    from helpers.weights import load_pretrained_gpt2
+
+    def next_draws():
+        torch.manual_seed(123)
+        load_pretrained_gpt2(models_dir=tmp_path / "models", download=False, standin_cfg=STANDIN,
+                             standin_epochs=1, data_dir=data_dir)
+        return torch.rand(5)
+    built = next_draws()
+    assert "Pretraining a stand-in" in capsys.readouterr().out  # the first call built it ...
+    loaded = next_draws()
+    assert "Pretraining a stand-in" not in capsys.readouterr().out  # ... the second loaded it
+    assert torch.equal(built, loaded)
 
 
 def test_a_standin_that_cannot_be_loaded_is_kept_until_its_rebuild_is_in_place(data_dir, tmp_path, capsys,
