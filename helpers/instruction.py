@@ -133,10 +133,11 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
 class InstructionDataset(Dataset):
     """Pre-tokenized instruction examples.
 
-    Item i is the token-ID list of `format_example(data[i])`, its prompt and answer encoded
-    apart (so the prompt's IDs are exactly those of `format_input`), or, with `mask_prompt=True`,
-    the pair (token IDs, prompt length) that makes `custom_collate_fn` ignore the prompt in
-    the loss. `prompt_lengths[i]` is the number of tokens of `format_input(data[i])`.
+    Item i is the token-ID list of `format_example(data[i])` encoded as one text (as the book's
+    class does), or, with `mask_prompt=True`, the pair (token IDs, prompt length) that makes
+    `custom_collate_fn` ignore the prompt in the loss. `prompt_lengths[i]` counts the leading IDs
+    that are exactly those of `format_input(data[i])` alone: all of them, unless the prompt ends in
+    a line break that BPE merges with the response header's (that token then counts as the answer's).
     """
 
     def __init__(self, data, tokenizer, mask_prompt=False):
@@ -145,15 +146,16 @@ class InstructionDataset(Dataset):
         self.encoded_texts, self.prompt_lengths = [], []
         for i, entry in enumerate(self.data):
             try:
+                ids = tokenizer.encode(format_example(entry))
                 prompt = tokenizer.encode(format_input(entry))
-                answer = tokenizer.encode(RESPONSE_HEADER + entry["output"])
             except ValueError as e:  # tiktoken's message suggests an argument this class does not take
                 if "disallowed special token" not in str(e):
                     raise
                 raise ValueError(f"example {i} holds the text of a special token such as '<|endoftext|>', which "
                                  f"tiktoken refuses inside ordinary text; remove it from that example") from e
-            self.encoded_texts.append(prompt + answer)
-            self.prompt_lengths.append(len(prompt))
+            shared = next((k for k, (a, b) in enumerate(zip(ids, prompt)) if a != b), min(len(ids), len(prompt)))
+            self.encoded_texts.append(ids)
+            self.prompt_lengths.append(shared)
 
     def __getitem__(self, index):
         if self.mask_prompt:
@@ -297,10 +299,15 @@ def _server_error(reply, model, base):
             f"Check the server's log; restarting it (`ollama serve`) often helps.")
 
 
+def _check_timeout(timeout, example):
+    # checked before any request: the socket refuses NaN and overflows on an infinite timeout
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds > 0, e.g. {example}; got {timeout!r}")
+
+
 def ollama_status(host, model, timeout=5.0):
     """(ok, message): whether an Ollama server answers at `host` and has `model` pulled."""
-    if not timeout > 0:  # also refuses NaN
-        raise ValueError(f"timeout must be a positive number of seconds, e.g. 5; got {timeout!r}")
+    _check_timeout(timeout, 5)
     base = ollama_base_url(host)
     try:
         reply = requests.get(f"{base}/api/tags", timeout=timeout)
@@ -334,8 +341,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
     JudgeUnavailable, with what to do, when the server is down, lacks the model, fails, or takes
     longer than `timeout` seconds in all.
     """
-    if not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, e.g. 120; got {timeout!r}")
+    _check_timeout(timeout, 120)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0 (0: repeatable replies); got {temperature!r}")
     if not _is_count(num_ctx, 1):

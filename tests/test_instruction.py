@@ -312,6 +312,16 @@ def test_masked_items_carry_their_prompt_length(data, tokenizer):
     assert ids == InstructionDataset(data[:3], tokenizer)[1]
 
 
+
+def test_a_prompt_ending_in_a_line_break_masks_the_tokens_it_shares(data, tokenizer):
+    entry = {**data[0], "input": data[0]["input"] + "\n"}
+    ids, p = InstructionDataset([entry], tokenizer, mask_prompt=True)[0]
+    assert ids == tokenizer.encode(format_example(entry))  # one text, as the book encodes it
+    prompt = tokenizer.encode(format_input(entry))
+    assert ids[:len(prompt)] != prompt  # BPE merged the prompt's last line break with the header's
+    assert p == len(prompt) - 1 and ids[:p] == prompt[:p]
+    assert tokenizer.decode(ids[p:]).startswith("\n\n\n### Response:\n")
+
 # ---- response extraction ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("generated, expected", [

@@ -5,8 +5,11 @@ answers GET /api/tags and POST /api/chat the way Ollama does: a single JSON
 object when the request says "stream": false, otherwise chunked application/x-ndjson lines,
 each {"message": {"content": ...}, "done": false}, then a final line with "done": true.
 Unknown models get 404 {"error": "model ... not found"}; failures can be switched on per test.
+One test checks the client, independently of that server, against the replies Ollama's API
+reference documents, served by a plain http.server.
 """
 import contextlib
+import json
 import http.server
 import os
 import socket
@@ -319,13 +322,14 @@ def test_scoring_names_a_missing_key(ollama):
     assert ollama.requests == []  # refused before any request
 
 
-def test_timeout_must_be_positive(ollama):
-    for bad in (0, -1, float("nan")):
-        with pytest.raises(ValueError, match="timeout"):
+def test_timeout_must_be_a_finite_positive_number(ollama):
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
             query_ollama("x", MODEL, ollama.host, timeout=bad)
-        with pytest.raises(ValueError, match="timeout"):
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
             ollama_status(ollama.host, MODEL, timeout=bad)
     assert ollama.requests == []
+    assert ollama_status(ollama.host, MODEL, timeout=1e6)[0]  # long but finite is fine
 
 
 @pytest.mark.parametrize("option,bad", [("temperature", -0.1), ("temperature", float("nan")),
@@ -393,3 +397,68 @@ def test_loopback_server_speaks_ollamas_api_to_a_plain_http_client():
 def test_loopback_server_needs_a_list_of_replies(bad):
     with pytest.raises(ValueError, match="replies"):
         LoopbackOllama(replies=bad)
+
+
+# ---- against Ollama's own documented replies, not our loopback server's ---------------------------
+
+# Bodies from Ollama's API reference (docs/api.md in github.com/ollama/ollama: "List Local Models",
+# "Chat Request (Streaming)", "Chat request (No streaming)"): a streamed chat's last line has no
+# "message" at all, and images may be null. The middle chunks have the first chunk's shape.
+_DOCS_TAGS = {"models": [
+    {"name": "codellama:13b", "modified_at": "2023-11-04T14:56:49.277302595-07:00", "size": 7365960935,
+     "digest": "9f438cb9cd581fc025612d27f7c1a6669ff83a8bb0ed86c94fcf4c5440555697",
+     "details": {"format": "gguf", "family": "llama", "families": None, "parameter_size": "13B",
+                 "quantization_level": "Q4_0"}},
+    {"name": "llama3:latest", "modified_at": "2023-12-07T09:32:18.757212583-08:00", "size": 3825819519,
+     "digest": "fe938a131f40e6f6d40083c9f0f430a515233eb2edaa6d72eb85c50d64f2300e",
+     "details": {"format": "gguf", "family": "llama", "families": None, "parameter_size": "7B",
+                 "quantization_level": "Q4_0"}}]}
+_DOCS_CHAT = {"model": "llama3.2", "created_at": "2023-12-12T14:13:43.416799Z",
+              "message": {"role": "assistant", "content": "Hello! How are you today?"}, "done": True,
+              "total_duration": 5191566416, "load_duration": 2154458, "prompt_eval_count": 26,
+              "prompt_eval_duration": 383809000, "eval_count": 298, "eval_duration": 4799921000}
+_DOCS_STREAM = [
+    *({"model": "llama3.2", "created_at": "2023-08-04T08:52:19.385406455-07:00",
+       "message": {"role": "assistant", "content": piece, "images": None}, "done": False}
+      for piece in ("The", " sky", " is blue.")),
+    {"model": "llama3.2", "created_at": "2023-08-04T19:22:45.499127Z", "done": True, "total_duration": 4883583458,
+     "load_duration": 1334875, "prompt_eval_count": 26, "prompt_eval_duration": 342546000, "eval_count": 282,
+     "eval_duration": 4535599000}]
+
+
+class _DocumentedOllama(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self._send(200, "application/json", json.dumps(_DOCS_TAGS).encode())
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body.get("stream", True):
+            lines = b"".join(json.dumps(chunk).encode() + b"\n" for chunk in _DOCS_STREAM)
+            self._send(200, "application/x-ndjson", lines)
+        else:
+            self._send(200, "application/json", json.dumps(_DOCS_CHAT).encode())
+
+    def _send(self, status, kind, payload):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_client_reads_ollamas_documented_replies():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DocumentedOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        assert ollama_status(host, "llama3")[0]  # listed as llama3:latest
+        ok, message = ollama_status(host, "codellama")  # only codellama:13b is there
+        assert not ok and "ollama pull codellama" in message
+        assert query_ollama("why is the sky blue?", "llama3.2", host, stream=False) == "Hello! How are you today?"
+        assert query_ollama("why is the sky blue?", "llama3.2", host, stream=True) == "The sky is blue."
+    finally:
+        server.shutdown()
+        server.server_close()
