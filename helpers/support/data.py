@@ -167,31 +167,30 @@ def gpt2_tokenizer(data_dir: str | os.PathLike | None = None):
     # An empty TIKTOKEN_CACHE_DIR would make tiktoken skip its cache and go online: treat as unset.
     tk_dir = Path(own) if own else cache_dir(data_dir) / "tiktoken"
     keys = {name: _tiktoken_key(f"{_OPENAI_ENC}/{name}") for name in ("encoder.json", "vocab.bpe")}
+
+    def verified(folder, name):  # tiktoken checks the same SHA-256 and would re-download anything else
+        return (folder / keys[name]).is_file() and sha256_of(folder / keys[name]) == COURSE_FILES[f"gpt2/{name}"].sha256
+
     try:
         tk_dir.mkdir(parents=True, exist_ok=True)
-        for name, key in keys.items():
-            # tiktoken checks the same SHA-256 and would re-download a damaged copy: replace it here.
-            if not (tk_dir / key).exists() or sha256_of(tk_dir / key) != COURSE_FILES[f"gpt2/{name}"].sha256:
-                copy_atomically(fetch(f"gpt2/{name}", data_dir), tk_dir / key)
+        for name in keys:
+            if not verified(tk_dir, name):
+                copy_atomically(fetch(f"gpt2/{name}", data_dir), tk_dir / keys[name])
     except DownloadError:
         fallback = Path(os.environ.get("DATA_GYM_CACHE_DIR") or Path(tempfile.gettempdir()) / "data-gym-cache")
-        usable = all((fallback / key).is_file() and sha256_of(fallback / key) == COURSE_FILES[f"gpt2/{name}"].sha256
-                     for name, key in keys.items())
-        if own or not usable:  # a set TIKTOKEN_CACHE_DIR is tiktoken's cache: it was tried above
+        if own or not all(verified(fallback, name) for name in keys):  # a set TIKTOKEN_CACHE_DIR was tried above
             raise
         tk_dir = fallback
     # tiktoken reads the variable while it builds the encoding (once per process): set it for
     # that call only, so that other tiktoken encodings keep the user's own cache setting
-    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
     os.environ["TIKTOKEN_CACHE_DIR"] = str(tk_dir)
     try:
         return tiktoken.get_encoding("gpt2")
     finally:
-        if previous is None:
+        if own is None:
             del os.environ["TIKTOKEN_CACHE_DIR"]
         else:
-            os.environ["TIKTOKEN_CACHE_DIR"] = previous
-
+            os.environ["TIKTOKEN_CACHE_DIR"] = own
 
 class SeedError(ValueError):
     """`seed_cache` found files it could not use; the good ones were seeded all the same."""
