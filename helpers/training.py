@@ -40,10 +40,12 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
     model.eval()
-    with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    model.train()
+    try:  # back in training mode also when a loader fails
+        with torch.no_grad():
+            train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+            val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    finally:
+        model.train()
     return train_loss, val_loss
 
 
@@ -52,21 +54,24 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     Any model that maps token IDs to logits works; the context size is the number of rows of
     its position embedding (or its cfg's context_length); without either, nothing is cropped."""
     model.eval()
-    encoded = text_to_token_ids(start_context, tokenizer).to(device)
-    if hasattr(model, "pos_emb"):
-        context_size = model.pos_emb.weight.shape[0]
-    else:
-        context_size = getattr(model, "cfg", {}).get("context_length", encoded.shape[1] + max_new_tokens)
-    token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
+    try:
+        encoded = text_to_token_ids(start_context, tokenizer).to(device)
+        if hasattr(model, "pos_emb"):
+            context_size = model.pos_emb.weight.shape[0]
+        else:
+            context_size = getattr(model, "cfg", {}).get("context_length", encoded.shape[1] + max_new_tokens)
+        token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
+    finally:
+        model.train()
     text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
     print(text)
-    model.train()
     return text
 
 
 # ---- ch05_pretraining.ipynb, cell 40 ----
-def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
-    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis)."""
+def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True):
+    """Training and validation loss against epochs (bottom axis) and tokens seen (top axis).
+    Shown at once, as in the book; `show=False` returns the figure instead (to change or save it)."""
     import matplotlib.pyplot as plt
 
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
@@ -79,7 +84,9 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
     ax2.plot(tokens_seen, train_losses, alpha=0)  # invisible: only aligns the tick labels
     ax2.set_xlabel("tokens seen")
     fig.tight_layout()
-    return fig
+    if not show:
+        return fig
+    plt.show()
 
 
 # ---- ch05_pretraining.ipynb, cell 99 ----
@@ -282,6 +289,10 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     for name, value, minimum in (("num_epochs", num_epochs, 0), ("eval_freq", eval_freq, 1)):
         if not _is_count(value, minimum):
             raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if len(loader) == 0:  # found before the first step, not at the first evaluation
+            raise ValueError(f"{name} yields no batch (its text is too short for one batch of windows); "
+                             "use a smaller batch_size or max_length, or drop_last=False")
     if eval_iter is not None and not _is_count(eval_iter, 1):
         raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()

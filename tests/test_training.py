@@ -613,3 +613,71 @@ def test_resuming_a_run_that_reached_max_steps_trains_nothing(loaders, tokenizer
     assert ckpt.read_bytes() == saved
     with pytest.raises(ValueError, match="max_steps=0 must be a whole number >= 1"):
         run(loaders, tokenizer, max_steps=0)
+
+
+# ---- the model comes back in training mode; empty loaders are found before any step ----
+
+class _Failing(torch.nn.Module):
+    """A model whose forward pass fails: what an error halfway through an evaluation looks like."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx):
+        raise RuntimeError("forward failed")
+
+
+def test_evaluate_model_restores_training_mode_when_a_loader_fails(loaders):
+    model = new_model().train()
+    with pytest.raises(ValueError, match="no batch"):
+        evaluate_model(model, loaders[0], [], "cpu", eval_iter=1)  # the validation loader is empty
+    assert model.training  # the book's would stay in eval mode: dropout off for the rest of the run
+    failing = _Failing().train()
+    with pytest.raises(RuntimeError, match="forward failed"):
+        evaluate_model(failing, loaders[0], loaders[1], "cpu", eval_iter=1)
+    assert failing.training
+
+
+def test_generate_and_print_sample_restores_training_mode_when_generation_fails(tokenizer, capsys):
+    from helpers.training import generate_and_print_sample
+
+    failing = _Failing().train()
+    with pytest.raises(RuntimeError, match="forward failed"):
+        generate_and_print_sample(failing, tokenizer, "cpu", "Every effort moves you")
+    assert failing.training and capsys.readouterr().out == ""  # nothing half-printed either
+
+
+@pytest.mark.parametrize("empty", ["train_loader", "val_loader"])
+def test_train_model_simple_refuses_an_empty_loader_by_name_before_any_step(loaders, tokenizer, empty):
+    model = new_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train, val = ([], loaders[1]) if empty == "train_loader" else (loaders[0], [])
+    with pytest.raises(ValueError, match=f"^{empty} yields no batch"):
+        train_model_simple(model, train, val, optimizer, "cpu", num_epochs=1, eval_freq=1, eval_iter=1,
+                           start_context="Hi", tokenizer=tokenizer, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no step taken
+    assert not optimizer.state  # not even the optimizer's moments
+
+
+def test_plot_losses_shows_the_figure_as_the_book_does_or_returns_it(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.training import plot_losses
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    args = ([0, 1, 2], [0, 512, 1024], [9.0, 7.5, 6.0], [9.2, 8.0, 7.1])
+    assert plot_losses(*args) is None and len(shown) == 1  # the book's call: shown once, nothing returned
+    fig = plot_losses(*args, show=False)
+    assert len(shown) == 1 and fig is not shown[0]  # returned, not shown
+    bottom, top = fig.axes
+    assert [list(line.get_ydata()) for line in bottom.lines] == [args[2], args[3]]
+    assert [line.get_label() for line in bottom.lines] == ["training loss", "validation loss"]
+    assert list(top.lines[0].get_xdata()) == args[1] and top.lines[0].get_alpha() == 0
+    assert (bottom.get_xlabel(), top.get_xlabel()) == ("epochs", "tokens seen")
+    assert [list(line.get_ydata()) for line in shown[0].axes[0].lines] == [args[2], args[3]]
+    plt.close("all")
