@@ -126,7 +126,7 @@ def safe_extract_zip(archive, target_dir, members=None):
 
 
 # ---- ch06_classification.ipynb, cell 125 ----
-from helpers.support.data import COURSE_FILES, cache_dir, fetch
+from helpers.support.data import COURSE_FILES, cached_copy, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
 
@@ -153,10 +153,11 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
     extracted = extracted_path / spec.member
     how = "downloaded"  # the book's word, kept where it is true
     if url in spec.urls:
-        in_cache = cache_dir(data_dir) / SMS_SPAM_FILE
-        if in_cache.exists() and sha256_of(in_cache) == spec.sha256:  # what fetch checks before downloading
+        cached = cached_copy(SMS_SPAM_FILE, data_dir)  # the verified file: nothing to download
+        if cached is None:
+            cached = fetch(SMS_SPAM_FILE, data_dir)
+        else:
             how = "copied from the course cache"
-        cached = fetch(SMS_SPAM_FILE, data_dir)
         archive = cached.parent / f"{cached.parent.name}.zip"  # where fetch keeps a downloaded archive
         if archive.exists() and archive.resolve() != zip_path.resolve():
             copy_atomically(archive, zip_path)
@@ -397,11 +398,14 @@ from tqdm.auto import tqdm
 
 
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
-    """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients."""
+    """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients;
+    the model is back in training mode afterwards, also when a loader fails."""
     model.eval()
-    with torch.no_grad():
-        losses = [calc_loss_loader(loader, model, device, num_batches=eval_iter) for loader in (train_loader, val_loader)]
-    model.train()
+    try:
+        with torch.no_grad():
+            losses = [calc_loss_loader(loader, model, device, num_batches=eval_iter) for loader in (train_loader, val_loader)]
+    finally:
+        model.train()
     return tuple(losses)
 
 
@@ -418,6 +422,9 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     _check_count("eval_freq", eval_freq, 1)
     if eval_iter is not None:  # None: every batch, as num_batches=None in the book's loaders
         _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if num_epochs and len(loader) == 0:  # found before the first step, not at the first evaluation
+            raise ValueError(f"{name} yields no batch; use a smaller batch_size or drop_last=False")
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step", disable=not progress)
@@ -451,9 +458,10 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
-def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss"):
-    """Training and validation `label` against epochs (bottom axis) and examples seen (top);
-    returns the figure (the book's version saves it as <label>-plot.pdf and shows it)."""
+def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss", *, show=True):
+    """Training and validation `label` against epochs (bottom axis) and examples seen (top).
+    Shown at once, as in the book (which also saves <label>-plot.pdf); `show=False` returns the
+    figure instead, to change or save it (Jupyter's inline backend still draws it at the cell's end)."""
     import matplotlib.pyplot as plt
 
     fig, ax1 = plt.subplots(figsize=(5.5, 3.2))
@@ -466,7 +474,9 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     ax2.plot(examples_seen, train_values, alpha=0)  # invisible: only aligns the tick labels
     ax2.set_xlabel("examples seen")
     fig.tight_layout()
-    return fig
+    if not show:
+        return fig
+    plt.show()
 
 
 # ---- ch06_classification.ipynb, cell 142 ----

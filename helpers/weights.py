@@ -392,10 +392,13 @@ from helpers.support.download import DownloadError
 
 
 def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
-    """Chapter 5's run (The Verdict, batch 2, AdamW 4e-4 / 0.1) for a model of shape `cfg`."""
+    """Chapter 5's run (The Verdict, batch 2, AdamW 4e-4 / 0.1) for a model of shape `cfg`;
+    prints its losses at the end."""
+    from tqdm.auto import tqdm
+
     from helpers.support.data import gpt2_tokenizer
     from helpers.text import create_dataloader_v1
-    from helpers.training import train_model_simple
+    from helpers.training import evaluate_model, train_model_simple
 
     tokenizer = gpt2_tokenizer(data_dir)
     text = fetch("the-verdict.txt", data_dir).read_text(encoding="utf-8")
@@ -408,10 +411,20 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
     torch.manual_seed(seed)
     gpt = GPTModel(cfg).to(device)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=4e-4, weight_decay=0.1)
-    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch samples are chapter 5's story
+    bar = tqdm(total=num_epochs * len(train_loader), desc="pretraining the stand-in", unit="step")
+
+    def show(step, loss):  # called before each update; draws no random numbers: the same weights
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    # its own bar: the loop's would end on the losses of its only evaluation, after the first step
+    with bar, contextlib.redirect_stdout(io.StringIO()):  # its per-epoch samples are chapter 5's story
         train_model_simple(gpt, train_loader, val_loader, optimizer, device, num_epochs=num_epochs,
                            eval_freq=10**9, eval_iter=1, start_context="Every effort moves you",
-                           tokenizer=tokenizer)
+                           tokenizer=tokenizer, progress=False, before_update=show)
+    train_loss, val_loss = evaluate_model(gpt, train_loader, val_loader, device, eval_iter=None)
+    print(f"Its loss at the end of pretraining: {train_loss:.3f} on the text it trained on, "
+          f"{val_loss:.3f} on the story's held-out last 10%")
     return gpt
 
 

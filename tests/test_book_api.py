@@ -697,6 +697,44 @@ def test_the_documented_differences_from_the_book_package_hold():
     assert helpers.custom_collate_fn(batch)[1].tolist() == [[50256, 2, 50256], [50256, 50256, -100]]
     assert book7.custom_collate_fn(batch)[1].tolist() == [[50256, 2, -100], [50256, -100, -100]]
 
+
+def test_the_plots_and_evaluate_model_part_from_the_book_as_documented(tmp_path, monkeypatch):
+    """README: plot_losses and plot_values show their figure as the book's do, without writing a PDF;
+    evaluate_model leaves the model in training mode also when a loader fails (the book's: eval)."""
+    book5 = pytest.importorskip("llms_from_scratch.ch05")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    monkeypatch.chdir(tmp_path)
+    args = ([0, 1, 2], [0, 512, 1024], [9.0, 7.5, 6.0], [9.2, 8.0, 7.1])
+    assert book5.plot_losses(*args) is None and len(shown) == 1 and (tmp_path / "loss-plot.pdf").exists()
+    (tmp_path / "loss-plot.pdf").unlink()
+    assert helpers.plot_losses(*args) is None and len(shown) == 2 and not list(tmp_path.iterdir())
+    book6 = pytest.importorskip("llms_from_scratch.ch06")
+    assert book6.plot_values(*args, label="accuracy") is None and (tmp_path / "accuracy-plot.pdf").exists()
+    (tmp_path / "accuracy-plot.pdf").unlink()
+    assert helpers.classification.plot_values(*args, label="accuracy") is None and len(shown) == 4
+    assert not list(tmp_path.iterdir())
+    plt.close("all")
+
+    class FailingLoader:  # one batch that cannot be read (a damaged file, a bad collate function)
+        def __len__(self):
+            return 1
+
+        def __iter__(self):
+            raise OSError("batch cannot be read")
+
+    train = [(torch.tensor([[1, 2]]), torch.tensor([[2, 3]]))]
+    for evaluate, stays_training in ((book5.evaluate_model, False), (helpers.evaluate_model, True)):
+        model = helpers.GPTModel(SMALL).train()
+        with pytest.raises(OSError, match="cannot be read"):
+            evaluate(model, train, FailingLoader(), "cpu", eval_iter=None)
+        assert model.training is stays_training
+
+
 def test_chapter_6_takes_chapter_2s_tokenizer_as_the_book_does(tmp_path):
     """`SpamDataset` and `classify_review` with chapter 2's `SimpleTokenizerV2` or any other
     `encode(text)` without tiktoken's `disallowed_special`: the book package's tensors and labels

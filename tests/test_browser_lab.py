@@ -15,8 +15,10 @@ per notebook goes to $COURSE_BROWSER_SHOTS, or to a folder under pytest's tmp_pa
 Toy notebooks written here prove the harness itself, independently of the chapters: a text box
 + button echoing upper-case text and an `interact` slider must render and react; a failing cell
 must fail the run; a widget view with no model behind it must be caught as a placeholder. A chapter whose demo cell
-does not exist (yet) is skipped with the reason; so is everything when Chromium or Playwright
-is missing (`.ci/run` installs Debian's chromium when it can).
+is missing fails. When Chromium or Playwright is missing, everything here is skipped with the
+reason, unless COURSE_REQUIRE_BROWSER=1 (which `.ci/run` sets where chromium is installed or
+it can try to install Debian's, as root with apt-get): then the missing piece fails the tests,
+so a CI run cannot pass without them.
 """
 from __future__ import annotations
 
@@ -113,13 +115,13 @@ DEMOS = {
     ), "temperature / top-k explorer (ipywidgets sliders regenerating text in an Output)"),
     # ch06: a Text box whose every edit shows the classifier's spam probability in an HTML widget.
     "ch06_classification": Demo("ch06_classification.ipynb", r"widgets\.Text\(", ".widget-html", (
-        Step("type", ""),  # an empty box: the probability line goes away (a message says why)
+        Step("type", "", expect=r"^(?![\s\S]*p\(spam\))[\s\S]*type a message"),  # the probability gives way to a prompt
         Step("type", HAM, expect=r"p\(spam\) = [0-9.]+%"),
         Step("type", SPAM, expect=r"p\(spam\) = [0-9.]+%"),
     ), "spam box (ipywidgets Text + HTML)"),
     # ch07: a Text box and a Send button; the instruction and the model's reply go to an Output.
     "ch07_instruction": Demo("ch07_instruction.ipynb", r"widgets\.Button\(", ".widget-output", (
-        Step("type", INSTRUCTION, click="Send", expect=re.escape("> " + INSTRUCTION)),
+        Step("type", INSTRUCTION, click="Send", expect=re.escape("> " + INSTRUCTION) + r"\s*\n\s*\S"),  # and a reply
     ), "chat box (ipywidgets Text + Button + Output)"),
 }
 
@@ -209,18 +211,34 @@ def _lab_settings(settings: Path) -> None:
         f.write_text(json.dumps(values))
 
 
+def _unavailable(reason):
+    """Skip with the reason; fail instead where the browser is required (COURSE_REQUIRE_BROWSER=1)."""
+    if os.environ.get("COURSE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"COURSE_REQUIRE_BROWSER=1, but {reason}")
+    pytest.skip(reason)
+
+
+def test_a_missing_browser_skips_only_where_it_is_not_required(monkeypatch):
+    monkeypatch.delenv("COURSE_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="^no Chromium here$"):
+        _unavailable("no Chromium here")
+    monkeypatch.setenv("COURSE_REQUIRE_BROWSER", "1")  # as .ci/run sets it where it can install one
+    with pytest.raises(pytest.fail.Exception, match="^COURSE_REQUIRE_BROWSER=1, but no Chromium here$"):
+        _unavailable("no Chromium here")
+
+
 @pytest.fixture(scope="module")
 def browser_ready():
     """Skip (with the reason) when there is no Chromium or no Playwright to drive it."""
     if CHROMIUM and not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"COURSE_CHROMIUM={CHROMIUM} is not an executable")
+        _unavailable(f"COURSE_CHROMIUM={CHROMIUM} is not an executable")
     if not CHROMIUM:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium; .ci/run does this as root); "
-                    "set COURSE_CHROMIUM to use another build")
+        _unavailable("no Chromium installed (Debian: apt-get install chromium; .ci/run does this as root); "
+                     "set COURSE_CHROMIUM to use another build")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("Playwright is not installed (pip install -r requirements.txt)")
+        _unavailable("Playwright is not installed (pip install -r requirements.txt)")
     return CHROMIUM
 
 

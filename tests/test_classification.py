@@ -617,22 +617,50 @@ def test_evaluate_model_averages_eval_iter_batches_and_restores_training_mode():
 
 
 
-def test_evaluate_model_refuses_an_empty_loader_naming_it():
+def test_evaluate_model_refuses_an_empty_loader_and_stays_in_training_mode():
     model = _FixedLogits([torch.tensor([[[0.0, 1.0]]])])
     message = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]))
     for train_loader, val_loader in (([], [message]), ([message], [])):  # the book's returns nan
+        model.train()
         with pytest.raises(ValueError, match="the data loader yields no batch"):
             clf.evaluate_model(model, train_loader, val_loader, "cpu", eval_iter=1)
+        assert model.training  # the book's would leave it in eval mode: no dropout from then on
 
-def test_plot_values_returns_both_curves_on_two_axes():
+
+@pytest.mark.parametrize("empty", ["train_loader", "val_loader"])
+def test_train_classifier_simple_refuses_an_empty_loader_by_name_before_any_step(empty):
+    x, y = _toy_loaders(16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    torch.manual_seed(0)
+    model = clf.add_classification_head(GPTModel({**TINY, "vocab_size": 200}))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = ([], loader) if empty == "train_loader" else (loader, [])
+    with pytest.raises(ValueError, match=f"^{empty} yields no batch"):
+        clf.train_classifier_simple(model, train, val, torch.optim.SGD(model.parameters(), lr=0.1), "cpu",
+                                    num_epochs=1, eval_freq=1, eval_iter=1, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no step taken
+    # zero epochs need no batch: the book's empty result, as before
+    assert clf.train_classifier_simple(model, train, val, torch.optim.SGD(model.parameters(), lr=0.1), "cpu",
+                                       num_epochs=0, eval_freq=1, eval_iter=1, progress=False) == ([], [], [], [], 0)
+
+
+def test_plot_values_shows_the_figure_as_the_book_does_or_returns_it(monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
-    fig = clf.plot_values([0, 1, 2], [0, 80, 160], [0.9, 0.5, 0.2], [1.0, 0.7, 0.6], label="loss")
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    assert clf.plot_values([0, 1], [0, 80], [0.9, 0.5], [1.0, 0.7], label="accuracy") is None
+    assert len(shown) == 1 and shown[0].axes[0].get_ylabel() == "accuracy"  # the book's call: shown once
+    fig = clf.plot_values([0, 1, 2], [0, 80, 160], [0.9, 0.5, 0.2], [1.0, 0.7, 0.6], label="loss", show=False)
+    assert len(shown) == 1  # returned, not shown
     bottom, top = fig.axes
     assert [list(line.get_ydata()) for line in bottom.lines] == [[0.9, 0.5, 0.2], [1.0, 0.7, 0.6]]
     assert [line.get_label() for line in bottom.lines] == ["training loss", "validation loss"]
     assert list(top.lines[0].get_xdata()) == [0, 80, 160] and top.lines[0].get_alpha() == 0
     assert bottom.get_xlabel() == "epochs" and top.get_xlabel() == "examples seen"
+    plt.close("all")
 
 
 # ---- arguments that make no sense are refused (issue 19) ---------------------------------------
@@ -755,6 +783,72 @@ def test_building_the_standin_leaves_the_callers_random_state_as_loading_does(da
     loaded = next_draws()
     assert "Pretraining a stand-in" not in capsys.readouterr().out  # ... the second loaded it
     assert torch.equal(built, loaded)
+
+
+def test_the_standin_is_chapter_5s_run_and_prints_its_final_losses(data_dir, capsys, monkeypatch):
+    """The build's own progress bar (a hook called before each update) leaves the weights those of
+    a plain train_model_simple run of chapter 5's recipe, and the losses it prints are the result's
+    (the loop's own bar used to end on the losses after the first step)."""
+    import re
+
+    from helpers.support.data import fetch, gpt2_tokenizer
+    from helpers.text import create_dataloader_v1
+    from helpers.training import calc_loss_loader, train_model_simple
+    from helpers.weights import _pretrain_standin
+
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:  # records what the build's bar is told (the tests' TQDM_DISABLE hides real bars)
+        def __init__(self, total, desc, unit):
+            self.total, self.desc, self.n, self.postfix = total, desc, 0, None
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, **values):
+            self.postfix = values
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    with torch.random.fork_rng():  # the tests after this one draw as if it had not run
+        built = _pretrain_standin(STANDIN, data_dir, "cpu", num_epochs=1)
+    printed = capsys.readouterr().out
+    # chapter 5's recipe, written out again
+    tokenizer = gpt2_tokenizer(data_dir)
+    text = fetch("the-verdict.txt", data_dir).read_text(encoding="utf-8")
+    split, ctx = int(0.9 * len(text)), STANDIN["context_length"]
+    torch.manual_seed(123)
+    train = create_dataloader_v1(text[:split], batch_size=2, max_length=ctx, stride=ctx, shuffle=True,
+                                 drop_last=True, tokenizer=tokenizer)
+    val = create_dataloader_v1(text[split:], batch_size=2, max_length=ctx, stride=ctx, shuffle=False,
+                               drop_last=False, tokenizer=tokenizer)
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        model = GPTModel(STANDIN)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        train_model_simple(model, train, val, optimizer, "cpu", num_epochs=1, eval_freq=10**9, eval_iter=1,
+                           start_context="Every effort moves you", tokenizer=tokenizer, progress=False)
+        capsys.readouterr()
+        for a, b in zip(built.state_dict().values(), model.state_dict().values()):
+            assert torch.equal(a, b)
+        model.eval()
+        # the same random state as the build's final evaluation: the same shuffle of the training batches
+        with torch.no_grad():
+            train_loss, val_loss = calc_loss_loader(train, model, "cpu"), calc_loss_loader(val, model, "cpu")
+    found = re.search(r"Its loss at the end of pretraining: ([\d.]+) on the text it trained on, ([\d.]+) on the story's "
+                      r"held-out last 10%", printed)
+    assert found, printed
+    assert (found[1], found[2]) == (f"{train_loss:.3f}", f"{val_loss:.3f}")
+    (bar,) = [b for b in bars if b.desc == "pretraining the stand-in"]  # the loop's own bar is off
+    assert bar.n == bar.total == len(train) and float(bar.postfix["loss"]) > 0  # to the last step's loss
 
 
 def test_a_standin_that_cannot_be_loaded_is_kept_until_its_rebuild_is_in_place(data_dir, tmp_path, capsys,

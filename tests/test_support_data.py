@@ -108,6 +108,20 @@ def test_fetch_reads_the_seeded_cache_without_downloading(data_dir, monkeypatch)
     assert len(path.read_text(encoding="utf-8")) == 20479
 
 
+def test_cached_copy_is_the_verified_file_or_none_and_downloads_nothing(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(download, "download_file", lambda *a, **k: pytest.fail("cached_copy downloaded"))
+    monkeypatch.setattr(data, "download_file", lambda *a, **k: pytest.fail("cached_copy downloaded"))
+    assert data.cached_copy("the-verdict.txt", data_dir) == data_dir / "the-verdict.txt"
+    assert data.cached_copy("the-verdict.txt", tmp_path) is None  # not there
+    (tmp_path / "the-verdict.txt").write_bytes((data_dir / "the-verdict.txt").read_bytes()[:-1])
+    assert data.cached_copy("the-verdict.txt", tmp_path) is None  # there, but one byte short
+    shutil.copyfile(data_dir / "the-verdict.txt", tmp_path / "the-verdict.txt")
+    assert data.cached_copy("the-verdict.txt", tmp_path) == tmp_path / "the-verdict.txt"
+    assert fetch("the-verdict.txt", tmp_path) == tmp_path / "the-verdict.txt"  # fetch returns that copy
+    with pytest.raises(KeyError, match="unknown course file"):
+        data.cached_copy("no-such-file.txt", tmp_path)
+
+
 def test_fetch_unknown_name():
     with pytest.raises(KeyError, match="the-verdict.txt"):
         fetch("no-such-file.txt")

@@ -70,18 +70,26 @@ def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def cached_copy(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The cache's copy of course file `name` if it is the verified file (its SHA-256), else
+    None; downloads nothing. `fetch` returns this copy when there is one."""
+    if name not in COURSE_FILES:
+        raise KeyError(f"unknown course file {name!r}; known: {', '.join(COURSE_FILES)}")
+    dest = cache_dir(data_dir) / name
+    return dest if dest.is_file() and sha256_of(dest) == COURSE_FILES[name].sha256 else None
+
+
 def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Return the local path of course file `name`, downloading and verifying it if needed.
 
     A cached file whose SHA-256 does not match (corrupt, truncated, edited) is downloaded again.
     Offline, raises `DownloadError` naming the URLs and the path to place the file at by hand.
     """
-    if name not in COURSE_FILES:
-        raise KeyError(f"unknown course file {name!r}; known: {', '.join(COURSE_FILES)}")
+    found = cached_copy(name, data_dir)
+    if found is not None:
+        return found
     spec = COURSE_FILES[name]
     dest = cache_dir(data_dir) / name
-    if dest.exists() and sha256_of(dest) == spec.sha256:
-        return dest
     if spec.member is None:
         return download_file(spec.urls, dest, sha256=spec.sha256, progress=progress)
     # Zip download: the archive's own hash is not published, so verify the extracted member.
@@ -214,7 +222,7 @@ def seed_cache(source: str | os.PathLike, data_dir: str | os.PathLike | None = N
     done, bad = [], []
     for name, spec in COURSE_FILES.items():
         src, dest = source / name, dest_root / name
-        if dest.exists() and sha256_of(dest) == spec.sha256:
+        if cached_copy(name, dest_root) is not None:
             done.append(dest)
             continue
         if not src.exists():
