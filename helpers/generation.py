@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export generation` and run `make exp
 __all__ = ['next_token_logits', 'eval_mode', 'generate_text_simple', 'generate_text_simple_stream', 'trim_input_tensor', 'text_to_token_ids', 'token_ids_to_text', 'sample_next_token', 'generate', 'beam_search']
 
 
-# ---- ch04_gpt_model.ipynb, cell 78 ----
+# ---- ch04_gpt_model.ipynb, cell 79 ----
 import torch
 
 from helpers.model import _is_count
@@ -29,7 +29,7 @@ def next_token_logits(model, idx, context_size, kv_cache=None):
     return model(idx[:, len(kv_cache):], kv_cache=kv_cache)[:, -1, :]
 
 
-# ---- ch04_gpt_model.ipynb, cell 79 ----
+# ---- ch04_gpt_model.ipynb, cell 80 ----
 from contextlib import contextmanager
 
 from helpers.model import _is_count
@@ -83,7 +83,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size=None, use_cach
     return idx
 
 
-# ---- ch04_gpt_model.ipynb, cell 85 ----
+# ---- ch04_gpt_model.ipynb, cell 86 ----
 def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=None, context_size=None):
     """`generate_text_simple` as a generator: yields each new token, (batch, 1), as it is chosen.
 
@@ -127,7 +127,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(flat.tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 155 ----
+# ---- ch05_pretraining.ipynb, cell 156 ----
 from helpers.model import _is_count
 
 
@@ -160,7 +160,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 157 ----
+# ---- ch05_pretraining.ipynb, cell 158 ----
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
              top_p=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
@@ -193,7 +193,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 161 ----
+# ---- ch05_pretraining.ipynb, cell 162 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -227,7 +227,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     return context_size
 
 
-# ---- ch05_pretraining.ipynb, cell 163 ----
+# ---- ch05_pretraining.ipynb, cell 164 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

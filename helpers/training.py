@@ -20,11 +20,18 @@ def calc_loss_batch(input_batch, target_batch, model, device):
     return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
 
 
+def _check_loaders(num_epochs=1, **loaders):
+    """Refuse, by name, a loader that yields no batch (a loop over no epoch needs none)."""
+    for name, loader in loaders.items():
+        if num_epochs and len(loader) == 0:
+            raise ValueError(f"{name} yields no batch: it holds fewer examples (for text: windows of max_length "
+                             f"tokens) than one batch; use a smaller batch_size or max_length, drop_last=False, "
+                             f"or more data")
+
+
 def calc_loss_loader(data_loader, model, device, num_batches=None):
     """Average `calc_loss_batch` over the first `num_batches` batches (all when None)."""
-    if len(data_loader) == 0:
-        raise ValueError("the data loader yields no batch (the text is too short for one batch of "
-                         "windows); use a smaller batch_size or max_length, or drop_last=False")
+    _check_loaders(data_loader=data_loader)
     if num_batches is not None and not _is_count(num_batches, 1):
         raise ValueError(f"num_batches={num_batches!r} must be a whole number >= 1 (or None: every batch)")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -71,7 +78,8 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
 # ---- ch05_pretraining.ipynb, cell 40 ----
 def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True):
     """Training and validation loss against epochs (bottom axis) and tokens seen (top axis).
-    Shown at once, as in the book; `show=False` returns the figure instead (to change or save it)."""
+    Shown at once, as in the book; `show=False` returns the figure instead (to change or save it;
+    Jupyter's inline backend still draws it when the cell ends, unless `plt.close(fig)`)."""
     import matplotlib.pyplot as plt
 
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
@@ -89,7 +97,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True
     plt.show()
 
 
-# ---- ch05_pretraining.ipynb, cell 99 ----
+# ---- ch05_pretraining.ipynb, cell 100 ----
 def find_highest_gradient(model):
     """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
     largest magnitude, as in the book), or None before the first backward pass: a quick look at
@@ -103,7 +111,7 @@ def find_highest_gradient(model):
     return highest
 
 
-# ---- ch05_pretraining.ipynb, cell 130 ----
+# ---- ch05_pretraining.ipynb, cell 131 ----
 import contextlib
 import pickle
 import signal
@@ -135,7 +143,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 131 ----
+# ---- ch05_pretraining.ipynb, cell 132 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -183,7 +191,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 133 ----
+# ---- ch05_pretraining.ipynb, cell 134 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -249,7 +257,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 135 ----
+# ---- ch05_pretraining.ipynb, cell 136 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -266,7 +274,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 137 ----
+# ---- ch05_pretraining.ipynb, cell 138 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -289,10 +297,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     for name, value, minimum in (("num_epochs", num_epochs, 0), ("eval_freq", eval_freq, 1)):
         if not _is_count(value, minimum):
             raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
-    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
-        if len(loader) == 0:  # found before the first step, not at the first evaluation
-            raise ValueError(f"{name} yields no batch (its text is too short for one batch of windows); "
-                             "use a smaller batch_size or max_length, or drop_last=False")
+    _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
     if eval_iter is not None and not _is_count(eval_iter, 1):
         raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
@@ -333,7 +338,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 144 ----
+# ---- ch05_pretraining.ipynb, cell 145 ----
 import math
 import numbers
 import warnings
@@ -364,9 +369,6 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
         raise ValueError(f"n_epochs must be a whole number >= 0, got {n_epochs!r}")
     if not _is_count(eval_freq, 1):
         raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
-    if len(train_loader) == 0:
-        raise ValueError("train_loader yields no batches: is the text shorter than one batch of windows "
-                         "(drop_last=True drops an incomplete one)?")
     for name, value in (("initial_lr", initial_lr), ("min_lr", min_lr)):
         if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -377,7 +379,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 145 ----
+# ---- ch05_pretraining.ipynb, cell 146 ----
 from pathlib import Path
 
 
@@ -396,6 +398,7 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
     schedule is refused.
     """
     total_steps = _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, initial_lr, min_lr, max_norm)
+    _check_loaders(n_epochs, train_loader=train_loader, val_loader=val_loader)  # before the optimizer is touched
     schedule_args = [n_epochs, warmup_steps, initial_lr, min_lr, orig_book_version]
     if not resume:  # the book's peak: the optimizer's learning rate now (resuming: the checkpoint's)
         groups = optimizer.param_groups

@@ -790,3 +790,23 @@ def test_chapter_7_gives_the_book_packages_tokens_and_batches_on_the_course_data
             assert torch.equal(a, b), start
     odd = [{**data[0], "input": data[0]["input"] + "\n"}]
     assert helpers.InstructionDataset(odd, tokenizer)[0] == book7.InstructionDataset(odd, tokenizer)[0]
+
+
+def test_zero_epochs_need_no_batch_as_in_the_book(tokenizer):
+    """README: train_model_simple and train_model refuse an empty loader only when there is an epoch
+    to train; with zero epochs they return the book's empty lists, even for empty loaders."""
+    book5 = pytest.importorskip("llms_from_scratch.ch05")
+    book_d = pytest.importorskip("llms_from_scratch.appendix_d")
+    common = dict(eval_freq=1, eval_iter=1, start_context="Hi", tokenizer=tokenizer)
+    results = []
+    for train_simple in (book5.train_model_simple, helpers.train_model_simple):
+        model = helpers.GPTModel(SMALL)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        results.append(train_simple(model, [], [], optimizer, "cpu", 0, **common))
+    for train in (book_d.train_model, helpers.train_model):
+        model = helpers.GPTModel(SMALL)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        results.append(train(model, [], [], optimizer, "cpu", 0, warmup_steps=2, **common))
+    assert results == [([], [], []), ([], [], []), ([], [], [], []), ([], [], [], [])]
+    with pytest.raises(ValueError, match="^train_loader yields no batch"):  # one epoch: refused by name
+        helpers.train_model_simple(model, [], [], optimizer, "cpu", 1, **common)

@@ -482,8 +482,11 @@ def test_train_model_refuses_an_empty_loader_and_trains_nothing_for_zero_epochs(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     args = dict(eval_freq=1, eval_iter=1, start_context="Hi", tokenizer=tokenizer, warmup_steps=0, progress=False)
-    with pytest.raises(ValueError, match="train_loader yields no batches"):
-        train_model(model, [], loaders[1], optimizer, "cpu", 1, **args)
+    for train, val, empty in (([], loaders[1], "train_loader"), (loaders[0], [], "val_loader")):
+        with pytest.raises(ValueError, match=f"^{empty} yields no batch"):
+            train_model(model, train, val, optimizer, "cpu", 1, **args)
+        assert "peak_lr" not in optimizer.param_groups[0]  # refused before the optimizer was touched
+    assert train_model(model, [], [], optimizer, "cpu", 0, **args) == ([], [], [], [])  # no epoch needs no batch
     for bad in (-1, 1.5):
         with pytest.raises(ValueError, match="n_epochs must be a whole number >= 0"):
             train_model(model, loaders[0], loaders[1], optimizer, "cpu", bad, **args)
@@ -659,6 +662,9 @@ def test_train_model_simple_refuses_an_empty_loader_by_name_before_any_step(load
                            start_context="Hi", tokenizer=tokenizer, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no step taken
     assert not optimizer.state  # not even the optimizer's moments
+    # no epoch needs no batch (the book's loop returns empty lists there too)
+    assert train_model_simple(model, train, val, optimizer, "cpu", num_epochs=0, eval_freq=1, eval_iter=1,
+                              start_context="Hi", tokenizer=tokenizer, progress=False) == ([], [], [])
 
 
 def test_plot_losses_shows_the_figure_as_the_book_does_or_returns_it(monkeypatch):
