@@ -213,7 +213,10 @@ class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
     """`MultiHeadAttentionSDPA` under the book's name and signature: no `context_length`, so any
     sequence length; `context_length` may still be given (keyword) to get the stored mask and
     the length check. Same parameters and state dict keys as `MultiHeadAttention` (no `mask`
-    entry without a context length); also loads the book package's state dicts (`qkv`, `proj`)."""
+    entry without a context length); also loads the book package's state dicts (`qkv`, `proj`: a
+    load-time hook splits `qkv` and renames `proj` to `out_proj`). What it saves loads into the
+    book's `MultiHeadAttention` (with `strict=False` when there is no `mask`), not into the book's
+    `PyTorchMultiHeadAttention`, which expects the fused `qkv`."""
 
     def __init__(self, d_in, d_out, num_heads, dropout=0.0, qkv_bias=False, context_length=None):
         on_cuda = torch.empty(0).device.type == "cuda"  # where nn.Linear draws (the default device)

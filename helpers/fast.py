@@ -5,7 +5,7 @@ Edit the notebook cells that start with `#| export fast` and run `make export`.
 __all__ = ['FusedLayerNorm', 'FusedFeedForward', 'FusedQKVAttention', 'StaticKVCache', 'FastTransformerBlock', 'FastGPTModel', 'GPTModelFast', 'TransformerBlockFast', 'FeedForwardFast', 'LinearCrossEntropy', 'linear_cross_entropy', 'pad_prompts', 'generate_fast', 'compile_model']
 
 
-# ---- ch04_gpt_model.ipynb, cell 100 ----
+# ---- ch04_gpt_model.ipynb, cell 101 ----
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class FusedFeedForward(FeedForward):
         self.layers[1] = nn.GELU(approximate="tanh")
 
 
-# ---- ch04_gpt_model.ipynb, cell 104 ----
+# ---- ch04_gpt_model.ipynb, cell 105 ----
 from helpers.attention import _BOOK_QKV, _rename_book_proj
 
 
@@ -125,7 +125,7 @@ def _split_into_book_qkv(module, state_dict, prefix, local_metadata):
             state_dict[prefix + key] = value
 
 
-# ---- ch04_gpt_model.ipynb, cell 108 ----
+# ---- ch04_gpt_model.ipynb, cell 109 ----
 class StaticKVCache:
     """Preallocated keys and values: per layer a (batch, heads, max_len, head_dim) tensor,
     filled in place. `pos` counts the positions every layer holds; the model advances it once
@@ -196,7 +196,7 @@ class StaticKVCache:
         self.pos = 0
 
 
-# ---- ch04_gpt_model.ipynb, cell 110 ----
+# ---- ch04_gpt_model.ipynb, cell 111 ----
 class FastTransformerBlock(TransformerBlock):
     """`TransformerBlock` with fused QKV attention and fused LayerNorm/GELU; same state dict."""
 
@@ -216,7 +216,7 @@ class FastTransformerBlock(TransformerBlock):
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
-# ---- ch04_gpt_model.ipynb, cell 111 ----
+# ---- ch04_gpt_model.ipynb, cell 112 ----
 class FastGPTModel(GPTModel):
     """`GPTModel`'s network built for speed; loads and saves `GPTModel`'s state dicts, and
     also loads those of the book package's `GPTModelFast`. (With LoRA around the attention's
@@ -323,14 +323,14 @@ def _refuse_untied(module, state_dict, prefix, local_metadata, strict, missing_k
                           "state_dict['out_head.weight'] = state_dict['tok_emb.weight'] to tie them on purpose")
 
 
-# ---- ch04_gpt_model.ipynb, cell 115 ----
+# ---- ch04_gpt_model.ipynb, cell 116 ----
 # The book package's names for the fast model (llms_from_scratch.ch04), for code written against it.
 GPTModelFast = FastGPTModel
 TransformerBlockFast = FastTransformerBlock
 FeedForwardFast = FusedFeedForward
 
 
-# ---- ch04_gpt_model.ipynb, cell 122 ----
+# ---- ch04_gpt_model.ipynb, cell 123 ----
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of hidden @ weight.T against targets, chunk by chunk; the gradients are
     computed in the forward pass, so no chunk's logits outlive it. Use `linear_cross_entropy`."""
@@ -377,7 +377,7 @@ def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_inde
                                     chunk_tokens, ignore_index)
 
 
-# ---- ch04_gpt_model.ipynb, cell 126 ----
+# ---- ch04_gpt_model.ipynb, cell 127 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):

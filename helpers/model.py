@@ -70,7 +70,7 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 40 ----
+# ---- ch04_gpt_model.ipynb, cell 41 ----
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as sharing the token embedding
     (as OpenAI's GPT-2 does), so it is left out. A model whose head really is its embedding
@@ -81,7 +81,7 @@ def count_parameters(model: nn.Module, tied: bool = False) -> int:
     return total
 
 
-# ---- ch04_gpt_model.ipynb, cell 66 ----
+# ---- ch04_gpt_model.ipynb, cell 67 ----
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x)).
 
@@ -107,7 +107,7 @@ class TransformerBlock(nn.Module):
         return x
 
 
-# ---- ch04_gpt_model.ipynb, cell 70 ----
+# ---- ch04_gpt_model.ipynb, cell 71 ----
 from helpers.text import _is_count
 
 
@@ -149,7 +149,7 @@ def _check_token_ids(in_idx, past, cfg):
         torch._assert_async(in_range, f"token IDs must be integers in [0, {cfg['vocab_size']})")
 
 
-# ---- ch04_gpt_model.ipynb, cell 71 ----
+# ---- ch04_gpt_model.ipynb, cell 72 ----
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, a stack of transformer blocks, a final norm, and a
     linear head giving one logit per vocabulary entry at every position.
@@ -207,7 +207,7 @@ class GPTModel(nn.Module):
         return self.out_head(x)
 
 
-# ---- ch04_gpt_model.ipynb, cell 92 ----
+# ---- ch04_gpt_model.ipynb, cell 93 ----
 def estimate_training_memory(cfg, batch_size, num_tokens, device="cuda"):
     """Bytes one float32 training step with AdamW needs, part by part ("total" is their sum).
 
