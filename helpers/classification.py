@@ -5,12 +5,12 @@ Edit the notebook cells that start with `#| export classification` and run `make
 __all__ = ['LoRALayer', 'LinearWithLoRA', 'replace_linear_with_lora', 'merge_lora', 'safe_extract_zip', 'SMS_SPAM_FILE', 'download_and_unzip_spam_data', 'SMS_LABELS', 'read_sms_spam', 'create_balanced_dataset', 'random_split', 'prepare_spam_data', 'SpamDataset', 'last_token_logits', 'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple', 'plot_values', 'classify_review', 'spam_probability', 'add_classification_head']
 
 
-# ---- ch06_classification.ipynb, cell 91 ----
+# ---- ch06_classification.ipynb, cell 95 ----
 import math
 
 import torch
 import torch.nn as nn
-from helpers.text import _is_count
+from helpers.model import _is_count
 
 
 class LoRALayer(nn.Module):
@@ -47,7 +47,7 @@ class LinearWithLoRA(nn.Module):
         return self.linear(x) + self.lora(x)
 
 
-# ---- ch06_classification.ipynb, cell 93 ----
+# ---- ch06_classification.ipynb, cell 97 ----
 def replace_linear_with_lora(model, rank, alpha):
     """Wrap every nn.Linear inside `model` (in place) in LinearWithLoRA; returns the model.
     Freeze the original parameters first (as the book does) so only A and B train."""
@@ -72,7 +72,7 @@ def merge_lora(layer):
     return merged
 
 
-# ---- ch06_classification.ipynb, cell 123 ----
+# ---- ch06_classification.ipynb, cell 127 ----
 import os
 import shutil
 import re
@@ -125,7 +125,7 @@ def safe_extract_zip(archive, target_dir, members=None):
         return paths
 
 
-# ---- ch06_classification.ipynb, cell 125 ----
+# ---- ch06_classification.ipynb, cell 129 ----
 from helpers.support.data import COURSE_FILES, cached_copy, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
@@ -175,7 +175,7 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
     print(f"File {how} and saved as {data_file_path}")
 
 
-# ---- ch06_classification.ipynb, cell 129 ----
+# ---- ch06_classification.ipynb, cell 133 ----
 import csv
 import numbers
 
@@ -210,7 +210,7 @@ def create_balanced_dataset(df, seed=123):
     return pd.concat([ham.sample(len(spam), random_state=seed), spam])
 
 
-# ---- ch06_classification.ipynb, cell 130 ----
+# ---- ch06_classification.ipynb, cell 134 ----
 from helpers.support.files import write_atomically
 
 
@@ -251,7 +251,7 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
     return paths
 
 
-# ---- ch06_classification.ipynb, cell 134 ----
+# ---- ch06_classification.ipynb, cell 138 ----
 import inspect
 from functools import partial
 
@@ -325,8 +325,10 @@ class SpamDataset(Dataset):
         return len(self.data)
 
 
-# ---- ch06_classification.ipynb, cell 137 ----
+# ---- ch06_classification.ipynb, cell 141 ----
 import itertools
+
+from helpers.training import _check_loaders
 
 
 def _split_batch(batch):
@@ -353,8 +355,7 @@ def _check_count(name, value, minimum, hint=""):
 
 
 def _check_loader(data_loader, num_batches):
-    if len(data_loader) == 0:
-        raise ValueError("the data loader yields no batch; use a smaller batch_size or drop_last=False")
+    _check_loaders(data_loader=data_loader)
     if num_batches is not None:
         _check_count("num_batches", num_batches, 1, " (or None: every batch)")
 
@@ -391,7 +392,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     return sum(losses) / num_batches
 
 
-# ---- ch06_classification.ipynb, cell 138 ----
+# ---- ch06_classification.ipynb, cell 142 ----
 import time
 
 from tqdm.auto import tqdm
@@ -422,9 +423,8 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     _check_count("eval_freq", eval_freq, 1)
     if eval_iter is not None:  # None: every batch, as num_batches=None in the book's loaders
         _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
-    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
-        if num_epochs and len(loader) == 0:  # found before the first step, not at the first evaluation
-            raise ValueError(f"{name} yields no batch; use a smaller batch_size or drop_last=False")
+    # an empty loader is found before the first step, not at the first evaluation
+    _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step", disable=not progress)
@@ -479,7 +479,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     plt.show()
 
 
-# ---- ch06_classification.ipynb, cell 142 ----
+# ---- ch06_classification.ipynb, cell 146 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
     ids = _message_encoder(tokenizer)(text)
@@ -519,7 +519,7 @@ def spam_probability(text, model, tokenizer, device, max_length=None, pad_token_
     return torch.softmax(logits, dim=-1)[SMS_LABELS["spam"]].item()
 
 
-# ---- ch06_classification.ipynb, cell 143 ----
+# ---- ch06_classification.ipynb, cell 147 ----
 import torch.nn as nn
 
 

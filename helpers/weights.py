@@ -376,7 +376,7 @@ def gpt_config_from_hparams(settings, drop_rate=0.0):
             "drop_rate": drop_rate, "qkv_bias": True}
 
 
-# ---- ch06_classification.ipynb, cell 149 ----
+# ---- ch06_classification.ipynb, cell 153 ----
 import contextlib
 import importlib.util
 import io
@@ -428,7 +428,7 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
     return gpt
 
 
-# ---- ch06_classification.ipynb, cell 151 ----
+# ---- ch06_classification.ipynb, cell 155 ----
 def _short(err, limit=110):
     """An error (or its text) as one line of at most about `limit` characters, cut between words."""
     text = str(err).strip()
@@ -445,7 +445,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     when it is missing or cannot be loaded (half-written, truncated, damaged)."""
     shape = f"{cfg['n_layers']}x{cfg['emb_dim']}x{cfg['n_heads']}-ctx{cfg['context_length']}-ep{num_epochs}"
     # what else changes the pretrained weights, named only where it departs from GPT-2's config
-    # (so the caches built before these were in the name keep theirs); every size shares these
+    # (which every size shares), so GPT-2's own shapes keep short names
     gpt2 = GPT_CONFIGS["124M"]
     shape += f"-vocab{cfg['vocab_size']}" * (cfg["vocab_size"] != gpt2["vocab_size"])
     shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT-2's config has none
@@ -482,7 +482,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     return gpt_from_hf_folder(folder, drop_rate), shape
 
 
-# ---- ch06_classification.ipynb, cell 153 ----
+# ---- ch06_classification.ipynb, cell 157 ----
 def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=True, standin_cfg=None,
                          standin_epochs=10, data_dir=None, device="cpu", drop_rate=0.0):
     """A pretrained GPT-2 to finetune; returns (model, weights), the model in eval mode on `device`.
@@ -491,8 +491,8 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     safetensors copy or, with TensorFlow installed, OpenAI's checkpoint; tried only with
     `download`) or "standin": a model of shape `standin_cfg` (default: GPT-2 `model_size` with
     a 256-token context; OpenAI's has 1,024) pretrained on The Verdict with chapter 5's recipe
-    for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs took 6.2-8.1
-    minutes on idle 2-core CPUs, 9.7 on a slower AMD Zen 2; the build prints its time), kept in
+    for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs take minutes
+    on a 2-core CPU; the build prints its time), kept in
     models_dir/standin-<shape>/ and built again if that copy cannot be loaded. It knows one short story: enough to see
     every finetuning mechanism work, not to match the book's accuracy. `model.cfg` is its config.
     """

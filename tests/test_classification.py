@@ -622,9 +622,20 @@ def test_evaluate_model_refuses_an_empty_loader_and_stays_in_training_mode():
     message = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]))
     for train_loader, val_loader in (([], [message]), ([message], [])):  # the book's returns nan
         model.train()
-        with pytest.raises(ValueError, match="the data loader yields no batch"):
+        with pytest.raises(ValueError, match="^data_loader yields no batch"):
             clf.evaluate_model(model, train_loader, val_loader, "cpu", eval_iter=1)
         assert model.training  # the book's would leave it in eval mode: no dropout from then on
+
+
+def test_an_empty_loader_gets_chapter_5s_message_in_every_function():
+    from helpers import training
+    model = _FixedLogits([torch.tensor([[[0.0, 1.0]]])])
+    with pytest.raises(ValueError) as ch05:
+        training.calc_loss_loader([], model, "cpu")
+    for fn in (clf.calc_loss_loader, clf.calc_accuracy_loader):
+        with pytest.raises(ValueError) as ch06:
+            fn([], model, "cpu")
+        assert str(ch06.value) == str(ch05.value)
 
 
 @pytest.mark.parametrize("empty", ["train_loader", "val_loader"])
