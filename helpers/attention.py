@@ -295,6 +295,11 @@ class KVCache:
         """How many positions are cached (layer 0 is updated first, so it is never behind)."""
         return self.seq_len(0)
 
+    def __bool__(self) -> bool:
+        # A cache is there even while empty: the book's cached GPT-2 tests `if cache:` before
+        # filling it, which len() alone would make False for ever.
+        return True
+
     def update(self, layer: int, keys, values=None):
         """Append this step's keys/values (batch, heads, new, head_dim); return all of them."""
         if values is None:  # the book's update(layer, (keys, values) or None): replace the slot

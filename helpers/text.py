@@ -43,9 +43,11 @@ def build_vocab(tokens, special_tokens=()):
     return vocab
 
 
-# ---- ch02_text_data.ipynb, cell 84 ----
-# The book's decoding rule: no space before these marks (`:`, `;` and `_` keep theirs).
+# ---- ch02_text_data.ipynb, cell 85 ----
+# The book's decoding rules: no space before these marks; V1 keeps the space before `:` and `;`,
+# V2 removes it too (`_` keeps its space in both).
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.?!"()\'])')
+_SPACE_BEFORE_PUNCT_V2 = re.compile(r'\s+([,.:;?!"()\'])')
 
 
 class UnknownTokenError(ValueError, KeyError):
@@ -61,6 +63,8 @@ class SimpleTokenizerV1:
     an error (`SimpleTokenizerV2` maps unknown tokens to ``<|unk|>`` instead). `decode` joins
     tokens with spaces and removes the space before punctuation.
     """
+
+    _space_before = _SPACE_BEFORE_PUNCT
 
     def __init__(self, vocab):
         if not vocab:
@@ -89,10 +93,10 @@ class SimpleTokenizerV1:
                 raise ValueError(f"token ID {i} is not in this vocabulary (valid IDs: 0 to "
                                  f"{len(self.int_to_str) - 1})")
             tokens.append(self.int_to_str[i])
-        return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
+        return self._space_before.sub(r"\1", " ".join(tokens))
 
 
-# ---- ch02_text_data.ipynb, cell 86 ----
+# ---- ch02_text_data.ipynb, cell 87 ----
 _SPECIAL_PATTERN = re.compile(r"<\|[^|\s]+\|>")  # a marker such as <|endoftext|>
 
 
@@ -101,8 +105,11 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
     The vocabulary must contain ``unk_token`` (default ``"<|unk|>"``). Special markers in
     the text (written like ``<|endoftext|>``) must be in the vocabulary: they are never
-    replaced by ``unk_token``.
+    replaced by ``unk_token``. `decode` also removes the space before ``:`` and ``;``, as the
+    book's V2 does.
     """
+
+    _space_before = _SPACE_BEFORE_PUNCT_V2
 
     def __init__(self, vocab, unk_token="<|unk|>"):
         super().__init__(vocab)
@@ -127,14 +134,19 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
         return ids
 
 
-# ---- ch02_text_data.ipynb, cell 90 ----
+# ---- ch02_text_data.ipynb, cell 91 ----
+import inspect
 import numbers
 
 import torch
 
 
 def _encode_all(tokenizer, text):
-    if hasattr(tokenizer, "special_tokens_set"):  # a tiktoken Encoding
+    try:  # tiktoken's encode, or a wrapper's that passes the option on
+        takes_it = "allowed_special" in inspect.signature(tokenizer.encode).parameters
+    except (TypeError, ValueError):  # a builtin without a readable signature
+        takes_it = False
+    if takes_it or hasattr(tokenizer, "special_tokens_set"):
         return tokenizer.encode(text, allowed_special={"<|endoftext|>"})
     return tokenizer.encode(text)
 
@@ -151,7 +163,7 @@ def _check_positive(name, value):
         raise ValueError(f"{name} must be positive, got {value}")
 
 
-# ---- ch02_text_data.ipynb, cell 92 ----
+# ---- ch02_text_data.ipynb, cell 93 ----
 from torch.utils.data import Dataset
 
 
@@ -187,7 +199,7 @@ class GPTDatasetV1(Dataset):
         return self.input_ids[idx], self.target_ids[idx]
 
 
-# ---- ch02_text_data.ipynb, cell 94 ----
+# ---- ch02_text_data.ipynb, cell 95 ----
 from torch.utils.data import DataLoader
 
 

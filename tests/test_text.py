@@ -109,6 +109,17 @@ def test_v1_decode_attaches_punctuation():
     assert tok.decode(torch.tensor(tok.encode("a b"))) == "a b"  # tensors of IDs work too
 
 
+def test_v2_decode_also_attaches_colon_and_semicolon_as_the_books_v2(verdict_text, verdict_vocab):
+    tok = SimpleTokenizerV2(build_vocab(regex_tokenize("a: b; c_ d! e?"), special_tokens=["<|unk|>"]))
+    assert tok.decode(tok.encode("a: b; c_ d! e?")) == "a: b; c _ d! e?"
+    # the book's V2 decode, written out as the book prints it, over the whole story
+    v2 = SimpleTokenizerV2(verdict_vocab)
+    ids = v2.encode(verdict_text)
+    books = re.sub(r'\s+([,.:;?!"()\'])', r'\1', " ".join(v2.int_to_str[i] for i in ids))
+    assert v2.decode(ids) == books
+    assert ";" in verdict_text and ":" in verdict_text  # so the story tests the rule
+
+
 def test_v1_unknown_word_names_it_and_points_to_v2(verdict_text):
     tok = SimpleTokenizerV1(build_vocab(regex_tokenize(verdict_text)))
     with pytest.raises(ValueError) as info:
@@ -229,6 +240,17 @@ def test_dataset_allows_endoftext_and_simple_tokenizers(tokenizer, verdict_vocab
     ds2 = GPTDatasetV1("I HAD always thought Jack Gisburn rather", tok, max_length=3, stride=2)
     assert ds2[0][0].tolist() == tok.encode("I HAD always")
     assert len(ds2) == count_windows(7, 3, 2)
+
+
+def test_dataset_allows_endoftext_through_a_tokenizer_wrapper(tokenizer):
+    class Wrapped:  # a thin wrapper around tiktoken, as a tinkerer might write one
+        def encode(self, text, allowed_special=frozenset()):
+            return tokenizer.encode(text, allowed_special=allowed_special)
+
+    ds = GPTDatasetV1("a b <|endoftext|> c d e", Wrapped(), max_length=3, stride=1)
+    ids = tokenizer.encode("a b <|endoftext|> c d e", allowed_special={"<|endoftext|>"})
+    assert 50256 in ids
+    assert [x.tolist() for x, _ in ds] == [ids[i:i + 3] for i in range(len(ids) - 3)]
 
 
 def test_text_too_short_for_one_window(tokenizer):
