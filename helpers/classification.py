@@ -252,13 +252,12 @@ def prepare_spam_data(data_dir=None, out_dir=None, seed=123, train_frac=0.7, val
 
 
 # ---- ch06_classification.ipynb, cell 138 ----
-import inspect
 from functools import partial
 
 import torch
 from torch.utils.data import Dataset
 
-from helpers.model import _is_count
+from helpers.text import _encode_takes, _is_count
 
 
 def _message_encoder(tokenizer):
@@ -266,11 +265,9 @@ def _message_encoder(tokenizer):
     # tiktoken: a message that happens to contain "<|endoftext|>" is plain text, not the special
     # token, so the pad ID 50256 never occurs inside a real message. Tokenizers without that
     # argument (chapter 2's SimpleTokenizerV2, as in the book) encode the text as it is.
-    try:
-        takes_it = "disallowed_special" in inspect.signature(tokenizer.encode).parameters
-    except (TypeError, ValueError):  # a builtin without a readable signature
-        takes_it = False
-    return partial(tokenizer.encode, disallowed_special=()) if takes_it else tokenizer.encode
+    if _encode_takes(tokenizer, "disallowed_special"):
+        return partial(tokenizer.encode, disallowed_special=())
+    return tokenizer.encode
 
 
 def _check_max_length(max_length):
@@ -305,7 +302,7 @@ class SpamDataset(Dataset):
             raise ValueError(f"{Path(csv_file).name}: row {empty[0]} (0-based, after the header) is an "
                              f"empty message, which has no token to classify; drop such rows first")
         if max_length is None:
-            max_length = max(len(ids) for ids in self.encoded_texts)
+            max_length = self._longest_encoded_length()
             if context_length is not None:
                 max_length = min(max_length, context_length)
         elif context_length is not None and max_length > context_length:
@@ -323,6 +320,10 @@ class SpamDataset(Dataset):
 
     def __len__(self):
         return len(self.data)
+
+    def _longest_encoded_length(self):
+        """The book's helper: the most tokens of any message (after __init__, padded: max_length)."""
+        return max(len(ids) for ids in self.encoded_texts)
 
 
 # ---- ch06_classification.ipynb, cell 141 ----

@@ -141,12 +141,17 @@ import numbers
 import torch
 
 
-def _encode_all(tokenizer, text):
-    try:  # tiktoken's encode, or a wrapper's that passes the option on
-        takes_it = "allowed_special" in inspect.signature(tokenizer.encode).parameters
+def _encode_takes(tokenizer, option):
+    """Whether tokenizer.encode accepts the keyword `option`: tiktoken's (and a wrapper's that
+    passes it on) takes allowed_special and disallowed_special; SimpleTokenizerV2 takes neither."""
+    try:
+        return option in inspect.signature(tokenizer.encode).parameters
     except (TypeError, ValueError):  # a builtin without a readable signature
-        takes_it = False
-    if takes_it or hasattr(tokenizer, "special_tokens_set"):
+        return False
+
+
+def _encode_all(tokenizer, text):
+    if _encode_takes(tokenizer, "allowed_special"):
         return tokenizer.encode(text, allowed_special={"<|endoftext|>"})
     return tokenizer.encode(text)
 

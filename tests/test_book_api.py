@@ -889,3 +889,121 @@ def test_load_weights_into_gpt_fills_a_model_as_the_books_does():
     idx = torch.randint(0, cfg["vocab_size"], (2, 7))
     with torch.no_grad():
         assert torch.allclose(ours.eval()(idx), book.eval()(idx), atol=1e-4)
+
+
+def test_chapter_4_building_blocks_alone_give_the_book_packages_outputs():
+    """LayerNorm, GELU, FeedForward and TransformerBlock on their own, seeded as the book's: the same
+    parameter names and shapes, and the same outputs (dropout on, in training mode, too)."""
+    book4 = pytest.importorskip("llms_from_scratch.ch04")
+    cfg = {**SMALL, "drop_rate": 0.25}
+    x = torch.randn(2, 5, cfg["emb_dim"], generator=torch.Generator().manual_seed(0)) * 3
+    for name, args in [("LayerNorm", (cfg["emb_dim"],)), ("GELU", ()), ("FeedForward", (cfg,)),
+                       ("TransformerBlock", (cfg,))]:
+        ours, book = seeded(11, getattr(helpers, name), *args), seeded(11, getattr(book4, name), *args)
+        book_state = book.state_dict()
+        assert {k: v.shape for k, v in ours.state_dict().items() if not k.endswith("mask")} == \
+               {k: v.shape for k, v in book_state.items() if not k.endswith("mask")}, name
+        for k, v in ours.state_dict().items():
+            assert torch.equal(v, book_state[k]), (name, k)
+        with torch.no_grad():
+            assert torch.allclose(ours(x), book(x), atol=1e-5), name
+        if name == "TransformerBlock":  # dropout drawn in the same order: the same masks
+            ours.train(), book.train()
+            with torch.no_grad():
+                torch.manual_seed(3)
+                a = ours(x)
+                torch.manual_seed(3)
+                b = book(x)
+            assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, ours.eval()(x), atol=1e-3)
+    # GELU's tanh approximation: also the book's numbers far out in both tails
+    wide = torch.linspace(-12, 12, 97)
+    assert torch.allclose(helpers.GELU()(wide), book4.GELU()(wide), atol=1e-6)
+
+
+def test_chapter_7_collate_drafts_give_the_book_packages_batches():
+    """custom_collate_draft_1, custom_collate_draft_2 and custom_collate_fn with every option the
+    book's take, on ragged lists of token IDs (one of length 1); then the one documented difference:
+    a pad ID inside an example stays a target in ours, where the book masks every pad but the first."""
+    book7 = pytest.importorskip("llms_from_scratch.ch07")
+    rng = torch.Generator().manual_seed(0)
+    batch = [torch.randint(0, 50, (n,), generator=rng).tolist() for n in (5, 1, 3, 7)]
+    for pad in (50256, 0):
+        assert torch.equal(helpers.custom_collate_draft_1(batch, pad_token_id=pad),
+                           book7.custom_collate_draft_1(batch, pad_token_id=pad))
+        for a, b in zip(helpers.custom_collate_draft_2(batch, pad_token_id=pad),
+                        book7.custom_collate_draft_2(batch, pad_token_id=pad), strict=True):
+            assert torch.equal(a, b)
+        for ignore_index in (-100, -1):
+            for allowed in (None, 4, 100):
+                kwargs = dict(pad_token_id=pad, ignore_index=ignore_index, allowed_max_length=allowed)
+                for a, b in zip(helpers.custom_collate_fn(batch, **kwargs), book7.custom_collate_fn(batch, **kwargs),
+                                strict=True):
+                    assert torch.equal(a, b), kwargs
+    batch[2][1] = 50256  # an end-of-text ID inside an example is data, not padding
+    (ours_in, ours_t), (book_in, book_t) = helpers.custom_collate_fn(batch), book7.custom_collate_fn(batch)
+    assert torch.equal(ours_in, book_in) and ours_t[2, :3].tolist() == [50256, batch[2][2], 50256]
+    assert book_t[2, :3].tolist() == [50256, batch[2][2], -100]  # the book's own end-of-text is masked
+    assert torch.equal(ours_t[[0, 1, 3]], book_t[[0, 1, 3]])
+
+
+def test_train_classifier_simple_gives_the_book_packages_results(capsys):
+    """The same classifier, data and optimizer: ours and the book's finetuning loop give the same
+    losses, accuracies and examples seen, step for step (the book's loop reads the last position)."""
+    book6 = pytest.importorskip("llms_from_scratch.ch06")
+    cfg = {**SMALL, "drop_rate": 0.1}
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg["vocab_size"], (40, cfg["context_length"]), generator=g)
+    labels = (ids[:, -1] % 2 == 0).long()  # learnable from the last token, the one both read
+    train = torch.utils.data.TensorDataset(ids[:32], labels[:32])
+    val = torch.utils.data.TensorDataset(ids[32:], labels[32:])
+    results = []
+    for train_classifier in (helpers.train_classifier_simple, book6.train_classifier_simple):
+        model = seeded(4, helpers.GPTModel, cfg)
+        torch.manual_seed(4)
+        model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
+        torch.manual_seed(9)  # the shuffle and the dropout masks
+        train_loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)
+        val_loader = torch.utils.data.DataLoader(val, batch_size=8)
+        results.append(train_classifier(model, train_loader, val_loader, optimizer, "cpu",
+                                        num_epochs=3, eval_freq=2, eval_iter=2))
+    ours, theirs = results
+    assert len(ours[0]) == len(theirs[0]) == 6 and ours[4] == theirs[4] == 96
+    for a, b in zip(ours[:4], theirs[:4], strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert ours[0][-1] < ours[0][0]  # it learned: the comparison is not of two untrained runs
+
+
+def test_the_judge_sends_the_book_packages_requests_and_reads_its_scores():
+    """query_model and generate_model_scores against the loopback Ollama server: query_model sends
+    the book package's request (model, messages, options) and returns its answer; the scorer asks
+    the same model with the same options, once per entry, and for replies that are plain integers
+    returns the same scores. Its prompt is in our own words (README: not copied), so only that differs."""
+    book7 = pytest.importorskip("llms_from_scratch.ch07")
+    from functools import partial
+    entries = [{"instruction": "Name the capital of France.", "input": "", "output": "Paris.", "resp": "Paris"},
+               {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5", "resp": "Six."}]
+    requests_seen = []
+    for ours in (True, False):
+        with helpers.LoopbackOllama(replies=["Llamas eat grass.", "85", "40"], models=["llama3"]) as server:
+            url = f"http://{server.host}/api/chat"
+            if ours:
+                answer = helpers.query_model("What do llamas eat?", "llama3", url)
+                scores = helpers.generate_model_scores(entries, "resp", "llama3", host=server.host, progress=False)
+            else:
+                answer = book7.query_model("What do llamas eat?", "llama3", url)
+                original = book7.query_model
+                book7.query_model = partial(original, url=url)  # its scorer calls query_model(prompt, model)
+                try:
+                    scores = book7.generate_model_scores(entries, "resp", "llama3")
+                finally:
+                    book7.query_model = original
+            requests_seen.append([{k: r[k] for k in ("model", "messages", "options")} for r in server.requests])
+        assert answer == "Llamas eat grass." and scores == [85, 40]
+    ours_req, book_req = requests_seen
+    assert len(ours_req) == len(book_req) == 3 and ours_req[0] == book_req[0]
+    for a, b, entry in zip(ours_req[1:], book_req[1:], entries, strict=True):
+        assert a["model"] == b["model"] == "llama3" and a["options"] == b["options"]
+        assert [m["role"] for m in a["messages"]] == [m["role"] for m in b["messages"]] == ["user"]
+        for text in (entry["output"], entry["resp"]):  # both prompts carry the reference and the answer
+            assert text in a["messages"][0]["content"] and text in b["messages"][0]["content"]

@@ -88,6 +88,27 @@ def test_main_sections_keep_code_cells_book_sized(notebook):
                 f"version here and move the exported one to an 'Under the hood' section")
 
 
+def test_try_it_solutions_are_folded_with_their_outputs(notebook):
+    """A "Try it" solution shows neither its code nor its printed answer until the reader
+    unfolds it (JupyterLab's jupyter.source_hidden / outputs_hidden): an answer printed right
+    under the question gives the exercise away. Bookkeeping cells (metrics.log) stay open."""
+    path, nb = notebook
+    section, solutions = "", 0
+    for i, cell in enumerate(nb.cells, 1):
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            section = cell.source.splitlines()[0]
+        if not section.startswith("## Try it") or cell.cell_type != "code":
+            continue
+        if cell.source.startswith("metrics.log("):
+            continue
+        folded = cell.metadata.get("jupyter", {})
+        assert folded.get("source_hidden") and folded.get("outputs_hidden"), (
+            f"{path.name} cell {i}: a Try it solution must be folded, code and outputs "
+            f"(metadata jupyter.source_hidden and jupyter.outputs_hidden)")
+        solutions += 1
+    assert solutions, f"{path.name}: no Try it solutions found"
+
+
 def test_export_directives_are_first_lines(notebook):
     path, nb = notebook
     for i, cell in enumerate(nb.cells, 1):
