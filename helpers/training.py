@@ -97,7 +97,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True
     plt.show()
 
 
-# ---- ch05_pretraining.ipynb, cell 100 ----
+# ---- ch05_pretraining.ipynb, cell 101 ----
 def find_highest_gradient(model):
     """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
     largest magnitude, as in the book), or None before the first backward pass: a quick look at
@@ -111,7 +111,7 @@ def find_highest_gradient(model):
     return highest
 
 
-# ---- ch05_pretraining.ipynb, cell 131 ----
+# ---- ch05_pretraining.ipynb, cell 132 ----
 import contextlib
 import pickle
 import signal
@@ -143,7 +143,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 132 ----
+# ---- ch05_pretraining.ipynb, cell 133 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -191,7 +191,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 134 ----
+# ---- ch05_pretraining.ipynb, cell 135 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -257,7 +257,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 136 ----
+# ---- ch05_pretraining.ipynb, cell 137 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -274,7 +274,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 138 ----
+# ---- ch05_pretraining.ipynb, cell 139 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -338,7 +338,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 145 ----
+# ---- ch05_pretraining.ipynb, cell 146 ----
 import math
 import numbers
 import warnings
@@ -379,7 +379,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 146 ----
+# ---- ch05_pretraining.ipynb, cell 147 ----
 from pathlib import Path
 
 
