@@ -151,7 +151,8 @@ def _encode_takes(tokenizer, option):
 
 
 def _encode_all(tokenizer, text):
-    if _encode_takes(tokenizer, "allowed_special"):
+    # a tiktoken-like wrapper whose encode(**kwargs) hides the option still has its special_tokens_set
+    if _encode_takes(tokenizer, "allowed_special") or hasattr(tokenizer, "special_tokens_set"):
         return tokenizer.encode(text, allowed_special={"<|endoftext|>"})
     return tokenizer.encode(text)
 

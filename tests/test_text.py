@@ -253,6 +253,17 @@ def test_dataset_allows_endoftext_through_a_tokenizer_wrapper(tokenizer):
     assert [x.tolist() for x, _ in ds] == [ids[i:i + 3] for i in range(len(ids) - 3)]
 
 
+def test_dataset_allows_endoftext_through_a_kwargs_wrapper_with_special_tokens_set(tokenizer):
+    class Passthrough:  # encode(**kwargs) hides the option from the signature; special_tokens_set shows it
+        special_tokens_set = tokenizer.special_tokens_set
+
+        def encode(self, text, **kwargs):
+            return tokenizer.encode(text, **kwargs)
+
+    ds = GPTDatasetV1("a b <|endoftext|> c d e", Passthrough(), max_length=3, stride=1)
+    assert 50256 in torch.cat([x for x, _ in ds]).tolist()
+
+
 def test_text_too_short_for_one_window(tokenizer):
     with pytest.raises(ValueError) as info:
         GPTDatasetV1("Hello world", tokenizer, max_length=4, stride=1)
