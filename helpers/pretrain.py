@@ -98,7 +98,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from helpers.fast import FastGPTModel, compile_model
 from helpers.generation import eval_mode
-from helpers.model import GPT_CONFIGS, GPTModel
+from helpers.model import GPT_CONFIGS, GPTModel, _check_gpt_config
 from helpers.support.files import write_atomically
 from helpers.support.runtime import autocast_dtype, get_device, supports_bf16
 from helpers.text import GPTDatasetV1
@@ -254,6 +254,13 @@ def check_options(args) -> None:
     if args.resume and Path(args.resume).is_dir():  # else taken for another run's folder, which misleads
         raise CheckpointError(f"--resume {args.resume} is a folder; give the checkpoint in it: "
                               f"--resume {Path(args.resume) / 'checkpoint.pt'}")
+    if args.val_fraction == 0 and (args.eval_every or args.eval_windows is not None):
+        flag = "--eval-every" if args.eval_every else "--eval-windows"
+        raise ValueError(f"{flag} needs validation windows, and --val-fraction 0 keeps none: drop {flag}, "
+                         f"or keep some text for validation (e.g. --val-fraction 0.1)")
+    if args.log and not Path(args.log).is_dir() and Path(args.log).suffix.lower() not in (".csv", ".jsonl"):
+        raise ValueError(f"--log {args.log}: name the log .csv or .jsonl (its format follows the name), "
+                         f"e.g. --log {Path(args.log).with_suffix('.jsonl')}")
     if args.log and Path(args.log).is_dir():  # else found at the first save (os.replace onto a folder)
         raise ValueError(f"--log {args.log} is a folder; give a file name in it, e.g. "
                          f"--log {Path(args.log) / 'log.jsonl'} (or .csv)")
@@ -399,6 +406,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{where}: not a checkpoint of python -m helpers.pretrain (it lacks "
                               f"{', '.join(missing)}); resume from the checkpoint.pt a run of this script wrote")
+    try:  # a config that cannot build the model would fail later, far from the file's name
+        _check_gpt_config(payload["cfg"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: its model config is not usable ({e}); resume from the checkpoint.pt "
+                              f"a run of this script wrote") from None
     bad = non_finite_tensors(payload["model"])
     if bad:
         raise CheckpointError(f"{where}: {len(bad)} of {len(payload['model'])} weight tensors hold NaN or "
@@ -672,6 +684,7 @@ class Run:
         self.log_path = Path(args.log) if args.log else self.out / "log.jsonl"
         self.own_folder = self._check_folder()
         state = self._resume_state()
+        self._check_log(state)
         self._datasets()
         self._model()
         self.step = self.epoch = self.step_in_epoch = self.tokens_seen = 0
@@ -696,6 +709,33 @@ class Run:
                              f"replace it and add to its log. Resume with --out {Path(a.resume).parent}, choose "
                              f"an empty --out, or pass --overwrite to replace that run")
         return own
+
+    def _check_log(self, state: dict | None) -> None:
+        """Refuse to replace, or cut back, a log outside OUT that holds another run's rows.
+
+        A log in OUT goes with OUT's checkpoint, which `_check_folder` guards. A --log elsewhere
+        is this run's only when resuming, in its own folder, the run that wrote it (the checkpoint
+        records that log's path)."""
+        a = self.args
+        path = self.log_path
+        self.foreign_log = False
+        if (a.log is None or path.resolve().parent == self.out.resolve()
+                or not path.is_file() or path.stat().st_size == 0):
+            return
+        recorded = state.get("log") if state is not None else None
+        # a checkpoint from before logs were recorded: its run's --log, as before
+        if self.own_folder and (recorded is None or Path(recorded) == path.resolve()):
+            return
+        self.foreign_log = True  # with --overwrite: replaced at the first save, never cut back
+        if a.overwrite:
+            return
+        if self.own_folder:
+            raise ValueError(f"--log {path} is not the log of the run in {a.resume}"
+                             + (f" (that one is {recorded})" if recorded else "")
+                             + ": resuming would cut it back. Resume with that run's --log, give a new --log, "
+                               "or pass --overwrite to replace it")
+        raise ValueError(f"--log {path} already holds another run's log ({path.stat().st_size:,} bytes), which this "
+                         f"run would replace: give a new --log, or pass --overwrite to replace it")
 
     def _resume_state(self) -> dict | None:
         """The checkpoint to resume (checked), and this run's config and seed."""
@@ -816,7 +856,7 @@ class Run:
         """Continuing in the checkpoint's own folder: the log cut back to the checkpoint's step.
         Otherwise an existing log (another run's) is replaced only at this run's first save."""
         path = self.log_path
-        if self.own_folder and path.exists():
+        if self.own_folder and path.exists() and not self.foreign_log:
             self._adopt_staged_log(path)
             removed = cut_log(path, self.step)
             if removed:
@@ -897,6 +937,7 @@ class Run:
                        "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                        "tokens": self.tokens_seen, "cfg": self.cfg, "model_class": self.args.model,
                        "world_size": self.world, "global_batch": self.global_batch, "seed": self.seed,
+                       "log": str(self.log_path.resolve()),
                        **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
             try:
                 write_atomically(self.ckpt_path, lambda f: torch.save(payload, f))
@@ -1070,8 +1111,8 @@ def main(argv=None) -> dict:
 def compare_runs(rows: dict, common: list, out_dir, in_process: bool = False, progress: bool = True) -> dict:
     """Train once per row of `rows` ({name: flags}, each added to the flags in `common`) and
     return each run's summary by name: the measurements behind a table of what each option buys
-    (ch05's 5.6). Each run writes to its own folder under `out_dir`, deleted once its summary is
-    read (a checkpoint can take gigabytes).
+    (ch05's 5.6). Each run writes to a new folder of its own under `out_dir`, deleted once its
+    summary is read (a checkpoint can take gigabytes); nothing already in `out_dir` is touched.
 
     in_process=False: each row is a fresh `python -m helpers.pretrain` process, and its
     "peak_memory_mib" is that process's peak resident memory. True: main() runs here, with its
@@ -1088,9 +1129,11 @@ def compare_runs(rows: dict, common: list, out_dir, in_process: bool = False, pr
     import tqdm.auto as tqdm_auto
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for name, flags in tqdm_auto.tqdm(rows.items(), desc="runs", unit="run", disable=not progress):
-        out = out_dir / f"run{len(summaries)}"
+        # a fresh folder of this call's own: the cleanup below must never reach a run already there
+        out = Path(tempfile.mkdtemp(dir=out_dir, prefix=f"run{len(summaries)}-"))
         argv = [*common, *flags, "--out", str(out)]
         try:
             if in_process:
@@ -1136,7 +1179,22 @@ def cli(argv=None) -> int:
     except OSError as e:  # a file that cannot be read or written (disk full, permissions)
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise  # a bug, not a user error: the traceback is what a report needs
+        print(f"error: out of memory ({(str(e).splitlines() or [''])[0][:160] or type(e).__name__}); lower --batch-size "
+              f"or --context-length, or use --grad-accum N (the same batch in N parts), --grad-checkpointing "
+              f"or --amp bf16; the last checkpoint, if any, is kept", file=sys.stderr)
+        return 2
     return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, or Python's MemoryError."""
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    message = str(e).lower()
+    return "out of memory" in message or "can't allocate memory" in message or "failed to allocate" in message
 
 
 if __name__ == "__main__":

@@ -196,6 +196,12 @@ def test_options_that_contradict_each_other_are_refused(tmp_path, capsys):
     assert "--cosine 1 is above --lr 0.001" in capsys.readouterr().err
     assert cli([*base, "--emb-dim", "30", "--n-heads", "4"]) == 2
     assert "--emb-dim 30 is not divisible by --n-heads 4" in capsys.readouterr().err
+    for flag, value in (("--eval-every", "5"), ("--eval-windows", "2")):  # nothing to evaluate on
+        assert cli([*base, "--val-fraction", "0", flag, value]) == 2
+        assert f"{flag} needs validation windows, and --val-fraction 0 keeps none" in capsys.readouterr().err
+    assert cli([*base, "--log", str(tmp_path / "run.log")]) == 2  # would have become JSON lines silently
+    assert f"--log {tmp_path / 'run.log'}: name the log .csv or .jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     if not torch.cuda.is_available():
         assert cli([*base, "--device", "cuda"]) == 2
         assert "--device cuda: device='cuda' was asked for" in capsys.readouterr().err
@@ -249,6 +255,67 @@ def test_resuming_keeps_an_older_versions_json_lines_log_named_dot_csv(two_steps
     rows = read_log(run / "LOG.CSV")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[:2] == old_rows
     assert "removed 1 row(s) after step 2" in capsys.readouterr().err
+
+
+def test_a_log_outside_out_that_holds_another_runs_rows_is_not_replaced(two_steps, text_file, tmp_path, capsys):
+    shared = tmp_path / "shared.jsonl"  # e.g. a --log path copied from another run's command line
+    main(["--data", str(text_file), "--out", str(tmp_path / "first"), *TINY, "--max-steps", "1", "--log", str(shared)])
+    first_rows = shared.read_text()
+    second = ["--data", str(text_file), "--out", str(tmp_path / "second"), *TINY, "--max-steps", "1",
+              "--log", str(shared)]
+    assert cli(second) == 2
+    assert f"--log {shared} already holds another run's log" in capsys.readouterr().err
+    assert shared.read_text() == first_rows and not (tmp_path / "second").exists()
+    # resuming the run that wrote it, in its own folder, continues that log
+    first = tmp_path / "first"
+    assert cli(["--data", str(text_file), "--out", str(first), *TINY, "--max-steps", "2", "--log", str(shared),
+                "--resume", str(first / "checkpoint.pt")]) == 0
+    assert [r["step"] for r in read_log(shared)] == [1, 2]
+    # another run resumed in its own folder may not cut that log back to its own step
+    run = _copy(two_steps, tmp_path / "run")
+    assert cli(_resume_args(text_file, run, "--max-steps", "3", "--log", str(shared))) == 2
+    assert f"--log {shared} is not the log of the run in {run / 'checkpoint.pt'}" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(shared)] == [1, 2]
+    # with --overwrite it is replaced by that run's rows (at its first save), not cut back and appended to
+    assert cli(_resume_args(text_file, run, "--max-steps", "3", "--log", str(shared), "--overwrite")) == 0
+    assert [r["step"] for r in read_log(shared)] == [3]
+    main([*second, "--overwrite"])  # asked for: replaced
+    assert [r["step"] for r in read_log(shared)] == [1]
+
+
+def test_a_checkpoint_whose_config_cannot_build_a_model_is_named(two_steps, tmp_path):
+    from helpers.pretrain import CheckpointError, read_checkpoint
+    payload = torch.load(two_steps / "checkpoint.pt", weights_only=True)
+    for cfg, words in (({k: v for k, v in payload["cfg"].items() if k != "n_heads"}, "lacks"), (7, "not iterable"),
+                       ({**payload["cfg"], "emb_dim": 0}, "positive integer")):
+        torch.save({**payload, "cfg": cfg}, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match=f"--resume {tmp_path / 'bad.pt'}: its model config is not usable"
+                                                  rf"[\s\S]*{words}"):
+            read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_out_of_memory_is_one_line_naming_the_options(text_file, tmp_path, capsys, monkeypatch):
+    from helpers import pretrain
+
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.7 GiB total)")
+    monkeypatch.setattr(pretrain, "main", no_memory)
+    assert cli(["--data", str(text_file), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "error: out of memory (CUDA out of memory." in err and "--batch-size" in err and "--grad-accum" in err
+    for raised in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                               "can't allocate memory: you tried to allocate 9663676416 bytes")):
+        monkeypatch.setattr(pretrain, "main", lambda *a, e=raised, **k: (_ for _ in ()).throw(e))
+        assert cli(["--data", str(text_file), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: out of memory (") and len(err.strip().splitlines()) == 1, err
+
+    def a_bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    monkeypatch.setattr(pretrain, "main", a_bug)
+    with pytest.raises(RuntimeError, match="shapes"):  # not a user error: the traceback stays
+        cli(["--data", str(text_file), "--out", str(tmp_path / "o")])
 
 
 def test_read_log_skips_a_half_written_last_row(tmp_path):
@@ -758,7 +825,21 @@ def test_compare_runs_names_the_row_that_failed(text_file, tmp_path):
         with pytest.raises(RuntimeError, match=r"helpers.pretrain --lr -1 failed:[\s\S]*--lr"):
             compare_runs({"bad": ["--lr", "-1"]}, common, tmp_path / str(in_process), in_process=in_process,
                          progress=False)
-        assert not (tmp_path / str(in_process) / "run0").exists()
+        assert not any((tmp_path / str(in_process)).iterdir())
+
+
+def test_compare_runs_never_deletes_a_run_it_did_not_create(text_file, tmp_path):
+    from helpers.pretrain import compare_runs
+    earlier = tmp_path / "runs" / "run0"  # e.g. a user's own run under the same folder
+    earlier.mkdir(parents=True)
+    (earlier / "checkpoint.pt").write_bytes(b"a long run")
+    common = ["--data", str(text_file), "--batch-size", "2", *TINY, "--max-steps", "1"]
+    for in_process in (True, False):
+        with pytest.raises(RuntimeError, match="--lr -1 failed"):
+            compare_runs({"bad": ["--lr", "-1"]}, common, tmp_path / "runs", in_process=in_process, progress=False)
+        compare_runs({"ok": ["--lr", "1e-3"]}, common, tmp_path / "runs", in_process=in_process, progress=False)
+        assert (earlier / "checkpoint.pt").read_bytes() == b"a long run"
+        assert [p.name for p in (tmp_path / "runs").iterdir()] == ["run0"]
 
 
 def test_the_start_line_counts_layers_in_words(text_file, tmp_path, capsys):

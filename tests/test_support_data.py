@@ -5,6 +5,7 @@ from the test cache, honours (or, when asked, ignores) HTTP Range requests, and 
 request, so resuming, retries and backup URLs can be checked without any network.
 """
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -33,19 +34,28 @@ README_IDS = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18
 class FileServer:
     """Serves `files` ({url path: bytes}) on 127.0.0.1; 404 for anything else."""
 
-    def __init__(self, files, honour_range=True):
+    def __init__(self, files, honour_range=True, etag=None, range_start=None):
         self.files, self.honour_range, self.requests = dict(files), honour_range, []
+        self.etag, self.range_start, self.headers_seen = etag, range_start, []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("Range")))
+                server.headers_seen.append(dict(self.headers))
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404)
                     return
                 rng = self.headers.get("Range")
-                if rng and server.honour_range:
+                if_range = self.headers.get("If-Range")
+                if rng and if_range is not None and if_range != server.etag:
+                    rng = None  # the file changed since the partial copy: send it whole (RFC 9110)
+                if rng and server.range_start is not None:  # a broken server: 206 from the wrong byte
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {server.range_start}-{len(body) - 1}/{len(body)}")
+                    body = body[server.range_start:]
+                elif rng and server.honour_range:
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(body):
                         self.send_response(416)
@@ -58,6 +68,8 @@ class FileServer:
                     body = body[start:]
                 else:
                     self.send_response(200)
+                if server.etag:
+                    self.send_header("ETag", server.etag)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -174,6 +186,62 @@ def test_complete_partial_file_is_restarted_after_416(tmp_path, server, verdict_
     assert server.requests == [("/the-verdict.txt", f"bytes={len(verdict_bytes)}-"), ("/the-verdict.txt", None)]
 
 
+def test_partial_file_is_resumed_only_from_the_url_that_wrote_it(tmp_path, server, verdict_bytes, no_sleep):
+    # the primary URL wrote half the file and then vanished: the backup must not continue it
+    dest = tmp_path / "v.txt"
+    part = tmp_path / "v.txt.part"
+    part.write_bytes(b"x" * 5000)
+    (tmp_path / "v.txt.part.json").write_text(json.dumps({"url": server.url + "/gone/the-verdict.txt"}))
+    download_file([server.url + "/gone/the-verdict.txt", server.url + "/backup/the-verdict.txt"], dest,
+                  progress=False)  # no SHA-256: only the origin check keeps the x's out
+    assert dest.read_bytes() == verdict_bytes
+    assert server.requests == [("/gone/the-verdict.txt", "bytes=5000-"), ("/backup/the-verdict.txt", None)]
+    assert not part.exists() and not (tmp_path / "v.txt.part.json").exists()
+
+
+def test_partial_file_of_a_file_that_changed_on_the_server_comes_whole(tmp_path, verdict_bytes):
+    srv = FileServer({"/f": verdict_bytes}, etag='"v2"')
+    try:
+        url = srv.url + "/f"
+        (tmp_path / "f.txt.part").write_bytes(b"old version " * 100)
+        (tmp_path / "f.txt.part.json").write_text(json.dumps({"url": url, "etag": '"v1"'}))
+        assert download_file(url, tmp_path / "f.txt", progress=False).read_bytes() == verdict_bytes
+        assert srv.requests == [("/f", "bytes=1200-")] and srv.headers_seen[0]["If-Range"] == '"v1"'
+    finally:
+        srv.close()
+
+
+def test_a_206_from_the_wrong_byte_is_not_appended(tmp_path, verdict_bytes, no_sleep):
+    srv = FileServer({"/f": verdict_bytes}, range_start=0)
+    try:
+        (tmp_path / "f.txt.part").write_bytes(verdict_bytes[:5000])
+        assert download_file(srv.url + "/f", tmp_path / "f.txt", progress=False).read_bytes() == verdict_bytes
+        assert srv.requests == [("/f", "bytes=5000-"), ("/f", None)]  # refused the splice, then started over
+    finally:
+        srv.close()
+
+
+def test_asks_for_the_bytes_unencoded(tmp_path, server):
+    # requests asks for gzip by default and unzips it, which would make Content-Length (the
+    # compressed size) disagree with the bytes written on every attempt
+    download_file(server.url + "/the-verdict.txt", tmp_path / "v.txt", progress=False)
+    assert server.headers_seen[0]["Accept-Encoding"] == "identity"
+
+
+def test_a_full_disk_is_reported_at_once_not_retried_as_offline(tmp_path, server, monkeypatch):
+    real_open = open
+
+    def full_disk(path, *args, **kwargs):
+        if str(path).endswith(".part"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", full_disk, raising=False)
+    with pytest.raises(download.LocalWriteError, match=r"v\.txt\.part: No space left on device; free some disk space"):
+        download_file(server.url + "/the-verdict.txt", tmp_path / "v.txt", progress=False)
+    assert len(server.requests) == 1 and not (tmp_path / "v.txt").exists()
+
+
 def test_missing_file_goes_to_the_backup_url_without_retrying(tmp_path, server, monkeypatch, verdict_bytes, no_sleep):
     point_at(monkeypatch, "the-verdict.txt", server.url + "/gone/the-verdict.txt",
              server.url + "/backup/the-verdict.txt")
@@ -228,6 +296,25 @@ def test_zip_member_is_extracted_and_verified(tmp_path, data_dir, monkeypatch):
     finally:
         os.umask(old_umask)
         srv.close()
+
+
+def test_zip_with_damaged_compressed_data_is_removed_with_a_clear_error(tmp_path, data_dir, monkeypatch, refused_port):
+    # the central directory is fine, the deflate stream is not: zipfile raises zlib.error
+    name = "sms_spam_collection/SMSSpamCollection"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("SMSSpamCollection", (data_dir / name).read_bytes())
+    damaged = bytearray(buf.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(damaged))).getinfo("SMSSpamCollection")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    damaged[start:start + 16] = b"\xff" * 16
+    archive = tmp_path / "sms_spam_collection" / "sms_spam_collection.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(bytes(damaged))
+    point_at(monkeypatch, name, f"http://127.0.0.1:{refused_port}/sms.zip")
+    with pytest.raises(DownloadError, match="removed, try again"):
+        fetch(name, tmp_path, progress=False)
+    assert not archive.exists() and not (tmp_path / name).exists()
 
 
 def test_damaged_zip_archive_is_removed_then_downloaded_again(tmp_path, data_dir, monkeypatch, refused_port):

@@ -98,11 +98,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    if args.check:
-        problems = check()
-        print("\n".join(problems) or "Colab cells and badges are in sync with pyproject.toml")
-        return 1 if problems else 0
-    write()
+    try:
+        if args.check:
+            problems = check()
+            print("\n".join(problems) or "Colab cells and badges are in sync with pyproject.toml")
+            return 1 if problems else 0
+        write()
+    except (OSError, ValueError) as e:  # unreadable or unwritable files, a notebook that is not JSON
+        where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+        print(f"error: {where}{getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -130,8 +130,11 @@ def build(root: Path = ROOT) -> dict[Path, str]:
 
 def generated_on_disk(root: Path = ROOT) -> list[Path]:
     """Modules on disk that claim to be generated (so stale ones can be found and removed)."""
+    # the exact first line `build` writes, not any mention of "DO NOT EDIT": a hand-written module
+    # that quotes those words must never be taken for a stale generated one and deleted
+    header = re.compile(r'"""\w+: generated from [^\n]*\.ipynb\. DO NOT EDIT\.\n')
     return [p for p in (root / PACKAGE).glob("*.py")
-            if p.name == "__init__.py" or "DO NOT EDIT" in p.read_text(encoding="utf-8")[:300]]
+            if p.name == "__init__.py" or header.match(p.read_text(encoding="utf-8", errors="replace")[:300])]
 
 
 def check(root: Path = ROOT) -> list[str]:
@@ -159,6 +162,13 @@ def main(argv=None, root: Path = ROOT) -> int:
         return _run(args.check, root)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only checkout, a full disk: nothing half-written (atomic writes)
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}; fix the permissions or free "
+              f"some space and export again (each module is either the old or the new one)", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,7 @@ import html
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -486,8 +487,9 @@ def main(argv=None) -> int:
     out_dir = (args.out or ROOT / "runs" / mode).resolve()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write-test").write_text("")  # now, not after hours of notebooks
-        (out_dir / ".write-test").unlink()
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-test-")  # now, not after hours of notebooks
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         parser.error(f"--out {out_dir} is not writable ({e.strerror}); choose another folder")
     print(f"Running {len(notebooks)} notebook(s) in {mode} mode on {device} -> {out_dir}")

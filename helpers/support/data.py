@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +150,12 @@ def _extract_member(archive: Path, member: str, out) -> str:
                                             f"archive; it was removed, try again")
                     digest.update(block)
                     out.write(block)
-    except (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile) as e:
+    except DownloadError:
+        raise
+    # zlib.error: damaged compressed data; NotImplementedError: an unknown compression method;
+    # RuntimeError: an encrypted member. All mean: not the archive the course downloads.
+    except (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as e:
         raise DownloadError(f"{archive.name} is not a zip archive holding {member} ({e}); "
                             f"it was removed, try again") from None
     return digest.hexdigest()
