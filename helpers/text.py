@@ -31,16 +31,15 @@ def build_vocab(tokens, special_tokens=()):
     """Return a ``{token: id}`` dictionary for the distinct `tokens`.
 
     Ordinary tokens are numbered in sorted order from 0; `special_tokens` (such as
-    ``"<|endoftext|>"`` and ``"<|unk|>"``) follow them, in the order given.
+    ``"<|endoftext|>"`` and ``"<|unk|>"``) follow them, in the order given. A special token
+    that also occurs in `tokens` (a corpus joined with " <|endoftext|> ") is numbered once,
+    at the end, so the vocabulary has no gaps and every ID decodes.
     """
     if isinstance(tokens, str):
         raise TypeError("build_vocab expects a list of tokens, not a str; call regex_tokenize(text) first")
-    vocab = {token: i for i, token in enumerate(sorted(set(tokens)))}
-    for token in special_tokens:
-        if token in vocab:
-            raise ValueError(f"special token {token!r} already occurs in the ordinary tokens")
-        vocab[token] = len(vocab)
-    return vocab
+    special = list(dict.fromkeys(special_tokens))
+    ordinary = sorted(set(tokens) - set(special))
+    return {token: i for i, token in enumerate(ordinary + special)}
 
 
 # ---- ch02_text_data.ipynb, cell 85 ----

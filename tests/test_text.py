@@ -83,8 +83,21 @@ def test_build_vocab_of_the_verdict(verdict_text):
 def test_build_vocab_errors():
     with pytest.raises(TypeError, match="regex_tokenize"):
         build_vocab("a plain string")
-    with pytest.raises(ValueError, match="already occurs"):
-        build_vocab(["a", "<|unk|>"], special_tokens=["<|unk|>"])
+
+
+def test_build_vocab_numbers_a_special_token_in_the_text_once_at_the_end(verdict_text):
+    # Section 2.4's use: documents joined with " <|endoftext|> ", which regex_tokenize keeps whole.
+    joined = " <|endoftext|> ".join([verdict_text[:500], verdict_text[500:1000]])
+    tokens = regex_tokenize(joined)
+    assert "<|endoftext|>" in tokens
+    specials = ["<|endoftext|>", "<|unk|>", "<|endoftext|>"]
+    vocab = build_vocab(tokens, special_tokens=specials)
+    plain = build_vocab([t for t in tokens if t != "<|endoftext|>"], special_tokens=specials[:2])
+    assert vocab == plain
+    assert sorted(vocab.values()) == list(range(len(vocab)))
+    assert list(vocab)[-2:] == ["<|endoftext|>", "<|unk|>"]
+    tokenizer = SimpleTokenizerV2(vocab)
+    assert tokenizer.decode(tokenizer.encode(joined)).count("<|endoftext|>") == 1
 
 
 # ---- SimpleTokenizerV1 / V2 ------------------------------------------------------------------
