@@ -258,12 +258,12 @@ def check_options(args) -> None:
         flag = "--eval-every" if args.eval_every else "--eval-windows"
         raise ValueError(f"{flag} needs validation windows, and --val-fraction 0 keeps none: drop {flag}, "
                          f"or keep some text for validation (e.g. --val-fraction 0.1)")
-    if args.log and not Path(args.log).is_dir() and Path(args.log).suffix.lower() not in (".csv", ".jsonl"):
-        raise ValueError(f"--log {args.log}: name the log .csv or .jsonl (its format follows the name), "
-                         f"e.g. --log {Path(args.log).with_suffix('.jsonl')}")
     if args.log and Path(args.log).is_dir():  # else found at the first save (os.replace onto a folder)
         raise ValueError(f"--log {args.log} is a folder; give a file name in it, e.g. "
                          f"--log {Path(args.log) / 'log.jsonl'} (or .csv)")
+    if args.log and Path(args.log).suffix.lower() not in (".csv", ".jsonl"):
+        raise ValueError(f"--log {args.log}: name the log .csv or .jsonl (its format follows the name), "
+                         f"e.g. --log {Path(args.log).with_suffix('.jsonl')}")
     emb, heads = args.emb_dim, args.n_heads
     if emb is not None or heads is not None:
         base = GPT_CONFIGS[args.model_size or "124M"]
