@@ -127,7 +127,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(flat.tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 157 ----
+# ---- ch05_pretraining.ipynb, cell 159 ----
 from helpers.model import _is_count
 
 
@@ -160,7 +160,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 159 ----
+# ---- ch05_pretraining.ipynb, cell 161 ----
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
              top_p=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
@@ -193,7 +193,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 163 ----
+# ---- ch05_pretraining.ipynb, cell 165 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -227,7 +227,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     return context_size
 
 
-# ---- ch05_pretraining.ipynb, cell 165 ----
+# ---- ch05_pretraining.ipynb, cell 167 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

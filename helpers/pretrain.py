@@ -102,7 +102,7 @@ from helpers.model import GPT_CONFIGS, GPTModel, _check_gpt_config
 from helpers.support.files import write_atomically
 from helpers.support.runtime import autocast_dtype, get_device, supports_bf16
 from helpers.text import GPTDatasetV1
-from helpers.training import calc_loss_batch
+from helpers.training import calc_loss_batch, non_finite_tensors
 
 LOG_COLUMNS = ["step", "epoch", "tokens", "lr", "train_loss", "val_loss", "tok_s", "elapsed_s"]
 DEFAULT_SEED = 123
@@ -364,12 +364,6 @@ def learning_rate(step: int, args, total_steps: int) -> float:
 
 
 # ---- files: checkpoints, the log, the lock ---------------------------------------------------
-
-def non_finite_tensors(state_dict: dict) -> list[str]:
-    """Names of the floating-point tensors in `state_dict` holding a NaN or an infinity."""
-    return [name for name, t in state_dict.items()
-            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-
 
 REQUIRED_KEYS = ("model", "optimizer", "cfg", "step", "epoch", "step_in_epoch", "tokens")
 

@@ -2,7 +2,7 @@
 
 Edit the notebook cells that start with `#| export training` and run `make export`.
 """
-__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'find_highest_gradient', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple', 'train_model']
+__all__ = ['calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'generate_and_print_sample', 'plot_losses', 'find_highest_gradient', 'non_finite_tensors', 'save_checkpoint', 'load_checkpoint', 'TrainingState', 'interrupt_after_step', 'train_model_simple', 'train_model']
 
 
 # ---- ch05_pretraining.ipynb, cell 24 ----
@@ -124,13 +124,37 @@ from tqdm.auto import tqdm
 from helpers.support.files import write_atomically
 
 
+def non_finite_tensors(state_dict):
+    """Names of the floating-point tensors in `state_dict` holding a NaN or an infinity."""
+    return [name for name, t in state_dict.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _non_finite_weights(model, state_dict):
+    """`non_finite_tensors` of `state_dict` without `model`'s buffers: a buffer may hold -inf
+    on purpose (a mask), a weight never does."""
+    buffers = {name for name, _ in model.named_buffers()}
+    return non_finite_tensors({k: v for k, v in state_dict.items() if k not in buffers})
+
+
+def _diverged(bad):
+    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return f"the model's weights hold NaN or infinite values ({names}): training diverged"
+
+
 def save_checkpoint(path, model, optimizer=None, **state):
     """Save model (and optimizer) state dicts plus extra values (numbers, lists, tensors).
 
     Written to a temporary file first, flushed to disk and renamed, so an interruption while
     saving never leaves a half-written checkpoint behind, and the old one stays until then.
+    Weights holding NaN or infinity are refused (ValueError) and the file stays as it was:
+    a checkpoint from before a run diverged is worth more than one from after.
     """
     payload = {"model": model.state_dict(), **state}
+    bad = _non_finite_weights(model, payload["model"])
+    if bad:
+        raise ValueError(f"not saved to {path}: {_diverged(bad)}. The file there, if any, is unchanged; "
+                         f"resume from it with a lower learning rate or gradient clipping")
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     write_atomically(path, lambda f: torch.save(payload, f))
@@ -154,7 +178,8 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     "optimizer_state_dict"} file, or a bare model state dict (`torch.save(model.state_dict(), ...)`)
     into `model` (and `optimizer`); returns the extra values. Only tensors and plain data are read
     (`weights_only=True`): a file that holds pickled Python objects is refused, since unpickling
-    can run arbitrary code; a truncated or corrupted file is refused with its name."""
+    can run arbitrary code; a truncated or corrupted file, or one whose weights hold NaN or
+    infinity, is refused with its name."""
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -182,6 +207,10 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
             payload["optimizer"] = payload.pop("optimizer_state_dict")
     if "model" not in payload:  # a bare state dict
         payload = {"model": payload}
+    bad = _non_finite_weights(model, payload["model"]) if isinstance(payload["model"], dict) else []
+    if bad:  # a run that diverged before it saved: its weights would only give NaN losses
+        raise ValueError(f"{path} is refused: {_diverged(bad)} before it was saved. The model is unchanged; "
+                         f"load an earlier checkpoint")
     model.load_state_dict(payload.pop("model"))
     optimizer_state = payload.pop("optimizer", None)
     if optimizer is not None:
@@ -338,7 +367,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 146 ----
+# ---- ch05_pretraining.ipynb, cell 148 ----
 import math
 import numbers
 import warnings
@@ -379,7 +408,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 147 ----
+# ---- ch05_pretraining.ipynb, cell 149 ----
 from pathlib import Path
 
 

@@ -20,7 +20,7 @@ def assign(left, right):
     return torch.nn.Parameter(right.detach().to(device=left.device, dtype=left.dtype).clone())
 
 
-# ---- ch05_pretraining.ipynb, cell 171 ----
+# ---- ch05_pretraining.ipynb, cell 173 ----
 import json
 import os
 import socket
@@ -73,7 +73,7 @@ def gpt_config_from_hf(config):
             "drop_rate": 0.0, "qkv_bias": True}
 
 
-# ---- ch05_pretraining.ipynb, cell 173 ----
+# ---- ch05_pretraining.ipynb, cell 175 ----
 # One row per GPT-2 tensor: its path in the book's `params` dict (OpenAI's layout: per block
 # "blocks/<i>/...", the final LayerNorm as "g" and "b"), the parameter(s) of our GPTModel it
 # fills, and whether GPT-2 stores it as (in, out), the transpose of nn.Linear's (out, in).
@@ -110,7 +110,7 @@ def gpt2_weight_map(n_layers):
     return rows
 
 
-# ---- ch05_pretraining.ipynb, cell 175 ----
+# ---- ch05_pretraining.ipynb, cell 177 ----
 def tf_name(path):
     """OpenAI's TensorFlow variable name: "blocks/3/attn/c_attn/w" -> "model/h3/attn/c_attn/w"."""
     if path in ("g", "b"):
@@ -147,7 +147,7 @@ def _store(params, path, value):
     params[last] = value
 
 
-# ---- ch05_pretraining.ipynb, cell 179 ----
+# ---- ch05_pretraining.ipynb, cell 181 ----
 def _copy_checked(target, value, name):
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
@@ -217,7 +217,7 @@ def load_weights_into_gpt(gpt, params):
     _copy_checked(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
 
 
-# ---- ch05_pretraining.ipynb, cell 183 ----
+# ---- ch05_pretraining.ipynb, cell 185 ----
 def load_hf_gpt2_safetensors(path):
     """Read GPT-2 weights in Hugging Face's layout (`model.safetensors` of openai-community/gpt2,
     gpt2-medium, gpt2-large, gpt2-xl, or of `save_pretrained`) into the same dict as
@@ -255,7 +255,7 @@ def gpt_from_hf_folder(folder, drop_rate=0.0):
     return gpt
 
 
-# ---- ch05_pretraining.ipynb, cell 184 ----
+# ---- ch05_pretraining.ipynb, cell 186 ----
 def gpt_to_params(gpt):
     """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
     float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
@@ -277,28 +277,30 @@ def save_gpt_as_hf(gpt, out_dir):
     output head that differs from the token embedding is saved as lm_head, untied."""
     from safetensors.torch import save
 
-    from helpers.support.files import write_atomically
+    from helpers.support.files import write_atomically_together
 
     params = gpt_to_params(gpt)
     tensors = {hf_name(path): _lookup(params, path).contiguous() for path, _, _ in gpt2_weight_map(len(gpt.trf_blocks))}
     tied = "out_head" not in params
     if not tied:
         tensors["lm_head.weight"] = params["out_head"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # each file replaced whole (the weights pass through memory once more as bytes)
-    write_atomically(out_dir / "model.safetensors", lambda f: f.write(save(tensors, metadata={"format": "pt"})))
     cfg = gpt.cfg
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg["vocab_size"],
               "n_positions": cfg["context_length"], "n_embd": cfg["emb_dim"], "n_layer": cfg["n_layers"],
               "n_head": cfg["n_heads"], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
               "resid_pdrop": cfg["drop_rate"], "embd_pdrop": cfg["drop_rate"], "attn_pdrop": cfg["drop_rate"],
               "tie_word_embeddings": tied, "bos_token_id": 50256, "eos_token_id": 50256}
-    write_atomically(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2)), mode="w")
+    # Both files are written in full before either replaces its old version, so an interrupted
+    # save never pairs new weights with an old config (the weights pass through memory once
+    # more as bytes).
+    out_dir = Path(out_dir)
+    write_atomically_together([
+        (out_dir / "model.safetensors", lambda f: f.write(save(tensors, metadata={"format": "pt"})), "wb"),
+        (out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2)), "w")])
     return out_dir
 
 
-# ---- ch05_pretraining.ipynb, cell 186 ----
+# ---- ch05_pretraining.ipynb, cell 188 ----
 GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 # OpenAI's storage first, then a mirror of the same files kept for the book's readers.
@@ -340,7 +342,7 @@ def _import_tensorflow():
     return tf
 
 
-# ---- ch05_pretraining.ipynb, cell 187 ----
+# ---- ch05_pretraining.ipynb, cell 189 ----
 def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
     """Read a GPT-2 TensorFlow checkpoint (a folder with a `checkpoint` file, or a checkpoint
     prefix such as .../model.ckpt) into nested dicts of NumPy arrays, one per row of

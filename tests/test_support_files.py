@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers.instruction import save_responses
-from helpers.support.files import copy_atomically, write_atomically
+from helpers.support.files import copy_atomically, write_atomically, write_atomically_together
 from helpers.training import save_checkpoint
 
 
@@ -178,3 +178,25 @@ def test_failing_to_set_permissions_closes_and_removes_the_temporary(tmp_path, m
     else:
         assert (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino), "the temporary is still open"
     assert target.read_text() == "old" and leftovers(tmp_path) == []
+
+
+def test_files_written_together_are_all_replaced_or_none(tmp_path):
+    a, b = tmp_path / "weights.bin", tmp_path / "config.json"
+    assert write_atomically_together([(a, lambda f: f.write(b"w1"), "wb"),
+                                      (b, lambda f: f.write("c1"), "w")]) == [a, b]
+
+    def fails(f):
+        f.write("half a con")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically_together([(a, lambda f: f.write(b"w2, all of it"), "wb"), (b, fails, "w")])
+    assert (a.read_bytes(), b.read_text()) == (b"w1", "c1")  # the first file was written, not renamed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.bin"]
+    write_atomically_together([(a, lambda f: f.write(b"w3"), "wb"), (b, lambda f: f.write("c3"), "w")])
+    assert (a.read_bytes(), b.read_text()) == (b"w3", "c3")
+
+
+def test_files_written_together_accept_a_generator_of_writes(tmp_path):
+    paths = [tmp_path / f"{i}.txt" for i in range(3)]
+    write_atomically_together((p, (lambda f, i=i: f.write(str(i))), "w") for i, p in enumerate(paths))
+    assert [p.read_text() for p in paths] == ["0", "1", "2"]

@@ -687,3 +687,53 @@ def test_plot_losses_shows_the_figure_as_the_book_does_or_returns_it(monkeypatch
     assert (bottom.get_xlabel(), top.get_xlabel()) == ("epochs", "tokens seen")
     assert [list(line.get_ydata()) for line in shown[0].axes[0].lines] == [args[2], args[3]]
     plt.close("all")
+
+
+def test_a_diverged_run_keeps_its_last_good_checkpoint(loaders, tokenizer, tmp_path):
+    # train_model_simple, like the book's loop, trains on through NaN; its saves must not
+    ckpt = tmp_path / "run.pt"
+    run(loaders, tokenizer, checkpoint_path=ckpt, max_steps=2)
+    good = ckpt.read_bytes()
+    train, val = loaders
+    model = new_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=float("inf"))  # the first step makes the weights inf/NaN
+    with pytest.raises(ValueError, match=r"not saved to .*run\.pt: the model's weights hold NaN or infinite "
+                                         r"values \(.+\): training diverged\. The file there, if any, is unchanged"):
+        train_model_simple(model, train, val, optimizer, "cpu", num_epochs=1, eval_freq=3, eval_iter=1,
+                           start_context="Every", tokenizer=tokenizer, checkpoint_path=ckpt, max_steps=1,
+                           progress=False)
+    assert ckpt.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left either
+
+
+def test_loading_weights_that_hold_nan_is_refused_and_leaves_the_model_alone(tmp_path):
+    state = new_model(1).state_dict()
+    state["trf_blocks.1.att.W_query.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    model = new_model(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"nan\.pth is refused: .*\(trf_blocks\.1\.att\.W_query\.weight\)"):
+        load_checkpoint(tmp_path / "nan.pth", model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    ckpt = tmp_path / "state.pt"  # the same for a resumable checkpoint whose weights went bad
+    torch.save({"model": state, "global_step": 3}, ckpt)
+    with pytest.raises(ValueError, match="training diverged before it was saved"):
+        TrainingState.load(ckpt, model, None)
+
+
+def test_a_buffer_that_holds_minus_infinity_on_purpose_is_no_divergence(tmp_path):
+    # a reader's own model may keep an additive causal mask of -inf: only weights are checked
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.register_buffer("mask", torch.full((4, 4), float("-inf")).triu(1))
+    model = Masked()
+    save_checkpoint(tmp_path / "m.pt", model)
+    other = Masked()
+    load_checkpoint(tmp_path / "m.pt", other)
+    assert torch.equal(other.proj.weight, model.proj.weight)
+    with torch.no_grad():
+        model.proj.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\(proj\.weight\): training diverged"):
+        save_checkpoint(tmp_path / "m.pt", model)

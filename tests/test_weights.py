@@ -234,6 +234,26 @@ def test_a_re_export_that_is_stopped_keeps_the_previous_model(tokens, tmp_path, 
     assert torch.equal(logits_of(back, tokens), logits_of(first, tokens))
 
 
+def test_a_re_export_stopped_while_writing_the_config_keeps_the_previous_pair(tokens, tmp_path, monkeypatch):
+    """The weights are written before the config: stopped between the two, the folder must not
+    pair a new (here deeper) model's weights with the old config."""
+    import json
+    torch.manual_seed(4)
+    first = GPTModel(CFG).eval()
+    save_gpt_as_hf(first, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_dumps = json.dumps
+
+    def stopped(obj, **kwargs):
+        if isinstance(obj, dict) and obj.get("model_type") == "gpt2":
+            raise KeyboardInterrupt
+        return real_dumps(obj, **kwargs)
+    monkeypatch.setattr(json, "dumps", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        save_gpt_as_hf(GPTModel({**CFG, "n_layers": CFG["n_layers"] + 1}), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left either
+
+
 def test_untied_head_round_trips_through_params(tokens):
     torch.manual_seed(5)
     gpt = GPTModel(CFG).eval()  # trained from scratch: head and embedding differ

@@ -2,13 +2,15 @@
 
 Hand-written support code (not exported from a notebook); the chapters' savers call it.
 
-    from helpers.support.files import write_atomically, copy_atomically
+    from helpers.support.files import copy_atomically, write_atomically, write_atomically_together
     write_atomically("runs/model.pth", lambda f: torch.save(state, f))
     write_atomically("answers.json", lambda f: json.dump(records, f), mode="w")
     copy_atomically("../shared/data/the-verdict.txt", "data/the-verdict.txt")
+    write_atomically_together([(folder / "model.safetensors", write_weights, "wb"),
+                               (folder / "config.json", write_config, "w")])
 
-Both write a temporary file of their own beside the target, flush and fsync it, then rename it
-over the target: a reader sees the old file or the new one, never a mix; an error (a full disk,
+Each writes a temporary file of its own beside the target, flushes and fsyncs it, then renames
+it over the target: a reader sees the old file or the new one, never a mix; an error (a full disk,
 Ctrl-C) removes the temporary file and leaves the old file as it was; two writers never share a
 temporary name.
 """
@@ -21,7 +23,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["write_atomically", "copy_atomically"]
+__all__ = ["write_atomically", "write_atomically_together", "copy_atomically"]
 
 
 def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
@@ -29,9 +31,40 @@ def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
 
     `mode` is "wb" (binary, the default) or "w" (UTF-8 text). The parent folder is created when
     missing. Returns `path` as a Path."""
+    path = Path(path)
+    _commit(_write_temporary(path, write, mode), path)
+    return path
+
+
+def write_atomically_together(writes) -> list[Path]:
+    """`write_atomically` for files that only make sense together (a model's weights and its
+    config): `writes` is a list of (path, write, mode). Every temporary file is written and
+    fsynced before the first rename, so an error or Ctrl-C while writing leaves all the old
+    files as they were; only the renames, done one right after the other, are not one step.
+    Returns the paths."""
+    writes = list(writes)
+    paths, temporaries = [Path(path) for path, _, _ in writes], []
+    try:
+        for path, (_, write, mode) in zip(paths, writes):
+            temporaries.append(_write_temporary(path, write, mode))
+        for i, (tmp, path) in enumerate(zip(temporaries, paths)):
+            os.replace(tmp, path)
+            temporaries[i] = None
+    except BaseException:
+        for tmp in temporaries:
+            if tmp is not None:
+                with suppress(OSError):
+                    os.unlink(tmp)
+        raise
+    for folder in dict.fromkeys(path.parent for path in paths):
+        _sync_folder(folder)
+    return paths
+
+
+def _write_temporary(path: Path, write, mode: str) -> str:
+    """A temporary file beside `path` holding what `write(file)` wrote, fsynced; its name."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode={mode!r}: use 'wb' (binary) or 'w' (UTF-8 text)")
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode_bits = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,20 +80,33 @@ def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _commit(tmp: str, path: Path) -> None:
+    """Rename the temporary file `tmp` over `path`, then make the rename itself durable."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
-    # The rename itself survives a power cut only once the folder's entry is on disk too;
-    # some file systems (and Windows) cannot open a folder, and there the rename is all we get.
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    # A rename survives a power cut only once the folder's entry is on disk too; some file
+    # systems (and Windows) cannot open a folder, and there the rename is all we get.
     with suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return path
 
 
 def _mode_for(path: Path) -> int:
