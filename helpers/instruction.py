@@ -168,6 +168,7 @@ class InstructionDataset(Dataset):
 
 # ---- ch07_instruction.ipynb, cell 112 ----
 import os
+import warnings
 
 from tqdm.auto import tqdm
 
@@ -185,28 +186,105 @@ def extract_response(generated_text):
     return text.strip()
 
 
-def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
-                      eos_id=50256):
-    """The model's answer to one entry (greedy, KV cache, stops at `eos_id`)."""
+def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
+    """(the answer, how many prompt tokens did not fit in the context and were dropped)."""
     if context_size is None:
         context_size = model.pos_emb.weight.shape[0]
     elif not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
         raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
-    prompt = tokenizer.encode(format_input(entry))[-context_size:]
+    try:
+        prompt = tokenizer.encode(format_input(entry))
+    except ValueError as e:  # tiktoken's message suggests an argument this function does not take
+        if "disallowed special token" not in str(e):
+            raise
+        raise ValueError(f"{name} holds the text of a special token such as '<|endoftext|>', which "
+                         f"tiktoken refuses inside ordinary text; remove it from that entry") from e
+    dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
         out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
-    return extract_response(tokenizer.decode(out[0, len(prompt):].tolist()))
+    return extract_response(tokenizer.decode(out[0, len(prompt):].tolist())), dropped
+
+
+def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256, context_size=None,
+                      eos_id=50256):
+    """The model's answer to one entry (greedy, KV cache, stops at `eos_id`). A prompt longer
+    than `context_size` tokens keeps its last ones, with a warning."""
+    answer, dropped = _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id)
+    if dropped:
+        warnings.warn(f"the prompt did not fit in context_size: its first {dropped} tokens were dropped",
+                      stacklevel=2)
+    return answer
 
 
 # ---- ch07_instruction.ipynb, cell 114 ----
+import time
+
 from helpers.support.files import write_atomically
 
 
 def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
-                       progress=True):
-    """`generate_response` for every entry, with a progress bar; returns the list of answers."""
-    return [generate_response(model, tokenizer, entry, device, max_new_tokens, context_size)
-            for entry in tqdm(entries, desc="responses", unit="entry", disable=not progress)]
+                       progress=True, path=None, key="model_response", save_every_s=10.0):
+    """`generate_response` for every entry, with a progress bar; returns the list of answers.
+
+    With `path`, the answers so far are saved there (as `save_responses` writes them) every
+    `save_every_s` seconds and whenever generation stops, by an error or Ctrl-C alike, so no
+    finished answer is lost; called again with the same entries and path, it reuses the saved
+    answers and generates only the rest. The file does not say which model answered: delete it
+    to answer again with another model. An entry holding the text of a special token raises
+    ValueError naming the entry; prompts too long for the context lose their first tokens,
+    listed in one warning at the end.
+    """
+    entries = list(entries)
+    if not (isinstance(save_every_s, (int, float)) and save_every_s >= 0):  # also refuses NaN
+        raise ValueError(f"save_every_s={save_every_s!r} must be a number of seconds >= 0")
+    answers = _saved_answers(path, entries, key) if path is not None else []
+    if answers:
+        print(f"reusing the {len(answers)} answers saved in {path}; generating the other {len(entries) - len(answers)}")
+    cut, saved_at, done = [], time.monotonic(), len(answers)
+    try:
+        for i in tqdm(range(len(answers), len(entries)), initial=len(answers), total=len(entries),
+                      desc="responses", unit="entry", disable=not progress):
+            answer, dropped = _answer(model, tokenizer, entries[i], device, max_new_tokens, context_size,
+                                      name=f"entry {i}")
+            answers.append(answer)
+            cut += [i] if dropped else []
+            if path is not None and time.monotonic() - saved_at >= save_every_s:
+                save_responses(entries[:len(answers)], answers, path, key)
+                saved_at, done = time.monotonic(), len(answers)
+    except BaseException:
+        if path is not None and len(answers) > done:
+            save_responses(entries[:len(answers)], answers, path, key)
+        if path is not None and answers:
+            print(f"stopped after {len(answers)} of {len(entries)} answers, all saved in {path}; "
+                  f"call again with the same entries and path to go on")
+        raise
+    if path is not None and len(answers) > done:
+        save_responses(entries, answers, path, key)
+    if cut:
+        warnings.warn(f"{len(cut)} of {len(entries)} prompts did not fit in the context and lost their first "
+                      f"tokens: entr{'ies' if len(cut) > 1 else 'y'} {', '.join(map(str, cut[:10]))}{' ...' if len(cut) > 10 else ''}", stacklevel=2)
+    return answers
+
+
+def _saved_answers(path, entries, key):
+    """The answers in `path` if it holds answers to the first entries of `entries`, else an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    fix = "give another path, or delete the file to answer these entries from scratch"
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON file of saved answers ({e}); {fix}") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get(key), str)
+                                                for r in records):
+        raise ValueError(f"{path} is not a JSON list of records with a {key!r} answer; {fix}")
+    without_key = lambda record: {k: v for k, v in record.items() if k != key}  # noqa: E731
+    as_saved = lambda entry: json.loads(json.dumps(without_key(entry)))  # tuples become lists, ...  # noqa: E731
+    if len(records) > len(entries) or any(without_key(r) != as_saved(e) for r, e in zip(records, entries)):
+        raise ValueError(f"{path} holds answers to other entries than these (its {len(records)} records are "
+                         f"not the first of the {len(entries)} given); {fix}")
+    return [r[key] for r in records]
 
 
 def save_responses(entries, responses, path, key="model_response"):
@@ -218,7 +296,7 @@ def save_responses(entries, responses, path, key="model_response"):
     return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
 
 
-# ---- ch07_instruction.ipynb, cell 119 ----
+# ---- ch07_instruction.ipynb, cell 121 ----
 import time
 import urllib.parse
 
@@ -269,7 +347,7 @@ def ollama_base_url(host=None):
     return f"{scheme}://{hostname}:{explicit_port or port}{path}"
 
 
-# ---- ch07_instruction.ipynb, cell 121 ----
+# ---- ch07_instruction.ipynb, cell 123 ----
 def _clip(text, limit=200):
     """`text` on one line, cut at a word boundary to at most `limit` characters (marked "...")."""
     text = " ".join(str(text).split())
@@ -331,7 +409,7 @@ def ollama_status(host, model, timeout=5.0):
     return True, f"Ollama at {base} is up and has {model}."
 
 
-# ---- ch07_instruction.ipynb, cell 123 ----
+# ---- ch07_instruction.ipynb, cell 125 ----
 def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0.0, num_ctx=2048,
                  timeout=120.0, stream=False):
     """Send one user message to Ollama's /api/chat and return the reply's text.
@@ -386,7 +464,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
         raise JudgeUnavailable(f"The request to {base} failed: {type(e).__name__}: {_clip(e)}") from None
 
 
-# ---- ch07_instruction.ipynb, cell 125 ----
+# ---- ch07_instruction.ipynb, cell 127 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 # "(0-100)", "from 0 to 100", "1-10": the scale a judge repeats from the prompt, not its score
 _SCALE = re.compile(r"\(?\b(?:from\s+)?[01]\s*(?:-|–|to)\s*(?:5|10|100)\b\)?", re.IGNORECASE)
@@ -426,7 +504,7 @@ def parse_score(text):
     return _on_scale(numbers[0]) if len(numbers) == 1 else None
 
 
-# ---- ch07_instruction.ipynb, cell 127 ----
+# ---- ch07_instruction.ipynb, cell 129 ----
 def judge_prompt(entry, response):
     """What the judge is asked about one answer."""
     return (f"You are grading how well a model followed an instruction.\n\n{format_input(entry)}"
@@ -476,7 +554,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
     return scores
 
 
-# ---- ch07_instruction.ipynb, cell 129 ----
+# ---- ch07_instruction.ipynb, cell 131 ----
 def query_model(prompt, model="llama3", url="http://localhost:11434/api/chat", seed=123, timeout=120.0):
     """The book's signature: one chat request to Ollama at `url` (its /api/chat endpoint, or
     just the server's address); returns the reply's text. Errors as in `query_ollama`."""
@@ -506,7 +584,7 @@ def check_if_running(process_name):
     return False
 
 
-# ---- ch07_instruction.ipynb, cell 131 ----
+# ---- ch07_instruction.ipynb, cell 133 ----
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -568,7 +646,7 @@ class _LoopbackServer(ThreadingHTTPServer):
         pass
 
 
-# ---- ch07_instruction.ipynb, cell 133 ----
+# ---- ch07_instruction.ipynb, cell 135 ----
 class LoopbackOllama:
     """A stand-in for an Ollama server, for demonstrations and tests: a real HTTP server on
     127.0.0.1 (a free port) that answers GET /api/tags (listing `models`) and POST /api/chat

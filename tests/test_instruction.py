@@ -360,9 +360,10 @@ def test_generate_response_with_a_real_model_never_returns_the_prompt(tokenizer)
     torch.manual_seed(0)
     model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})
     model.train()
-    # the prompt (about 40 tokens) is longer than the context: it is cropped, not an error
-    responses = ins.generate_responses(model, tokenizer, [WITH_INPUT, WITHOUT_INPUT], max_new_tokens=5,
-                                       progress=False)
+    # the first prompt (about 40 tokens) is longer than the context: it is cropped, with a warning
+    with pytest.warns(UserWarning, match=r"1 of 2 prompts did not fit .* entry 0$"):
+        responses = ins.generate_responses(model, tokenizer, [WITH_INPUT, WITHOUT_INPUT], max_new_tokens=5,
+                                           progress=False)
     assert len(responses) == 2
     for response in responses:
         assert "Below is an instruction" not in response and "### Instruction:" not in response
@@ -377,6 +378,119 @@ def test_save_responses_writes_one_record_per_entry(tmp_path):
     assert records == [{**WITH_INPUT, "model_response": "a"}, {**WITHOUT_INPUT, "model_response": "b"}]
     with pytest.raises(ValueError, match="1 entries but 0 responses"):
         ins.save_responses([WITH_INPUT], [], tmp_path / "x.json")
+
+
+# ---- answers for many entries: nothing finished is lost --------------------------------------
+
+def _counting_generate(tokenizer, calls, fail_at=None):
+    """A stand-in for `generate` that answers with the prompt's token count (an answer that
+    depends on the entry), counts its calls and raises KeyboardInterrupt on call `fail_at`."""
+    def fake_generate(model, idx, max_new_tokens, context_size, eos_id=None, **_):
+        calls.append(idx.shape[1])
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        new = torch.tensor([tokenizer.encode(f"\n\n### Response:\n{idx.shape[1]} tokens")])
+        return torch.cat([idx, new], dim=1)
+    return fake_generate
+
+
+ENTRIES = [{"instruction": "Say something" + " more" * i, "input": "", "output": "x"} for i in range(6)]
+
+
+def _small_model():
+    return GPTModel({**GPT_CONFIG_124M, "context_length": 256, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
+
+
+def test_generate_responses_resumes_after_an_error_that_names_the_entry(tokenizer, tmp_path, monkeypatch):
+    import json
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    model, path = _small_model(), tmp_path / "answers.json"
+    expected = [f"{len(tokenizer.encode(format_input(e)))} tokens" for e in ENTRIES]
+    broken = [*ENTRIES[:3], {**ENTRIES[3], "input": "stop <|endoftext|> here"}, *ENTRIES[4:]]
+    with pytest.raises(ValueError, match=r"entry 3 holds the text of a special token"):
+        ins.generate_responses(model, tokenizer, broken, path=path, progress=False)
+    saved = json.loads(path.read_text())
+    assert saved == [{**e, "model_response": a} for e, a in zip(ENTRIES[:3], expected[:3])]
+    calls.clear()
+    assert ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False) == expected
+    assert len(calls) == 3, "the three saved answers must be reused, not generated again"
+    assert json.loads(path.read_text()) == [{**e, "model_response": a} for e, a in zip(ENTRIES, expected)]
+    calls.clear()  # a finished file: nothing left to generate, and nothing written again
+    written = path.stat().st_mtime_ns
+    assert ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False) == expected
+    assert calls == [] and path.stat().st_mtime_ns == written
+
+
+def test_entries_that_change_in_a_json_round_trip_still_resume(tokenizer, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    entries = [{**e, "tags": ("a", "b")} for e in ENTRIES[:3]]  # saved as a list, read back as a list
+    path = tmp_path / "answers.json"
+    first = ins.generate_responses(_small_model(), tokenizer, entries[:2], path=path, progress=False)
+    assert ins.generate_responses(_small_model(), tokenizer, entries, path=path, progress=False)[:2] == first
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), None])
+def test_generate_responses_refuses_a_save_interval_that_makes_no_sense(tokenizer, tmp_path, bad):
+    with pytest.raises(ValueError, match="save_every_s"):
+        ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=tmp_path / "a.json", save_every_s=bad)
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_generate_responses_keeps_the_answers_done_when_interrupted(tokenizer, tmp_path, monkeypatch):
+    import json
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls, fail_at=5))
+    path = tmp_path / "answers.json"
+    # save_every_s large: only the save on the way out can have written the four answers
+    with pytest.raises(KeyboardInterrupt):
+        ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=path, progress=False, save_every_s=1e9)
+    assert [r["instruction"] for r in json.loads(path.read_text())] == [e["instruction"] for e in ENTRIES[:4]]
+
+
+def test_generate_responses_refuses_a_file_of_other_answers_and_leaves_it_alone(tokenizer, tmp_path, monkeypatch):
+    import json
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, []))
+    model = _small_model()
+    cases = {"other.json": json.dumps([{**WITH_INPUT, "model_response": "a"}]),
+             "longer.json": json.dumps([{**e, "model_response": "a"} for e in ENTRIES]),
+             "notes.json": "my notes, not JSON", "dict.json": json.dumps({"model_response": "a"})}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        entries = ENTRIES[:2] if name == "longer.json" else ENTRIES
+        with pytest.raises(ValueError, match=f"{name}.*delete the file"):
+            ins.generate_responses(model, tokenizer, entries, path=tmp_path / name, progress=False)
+        assert (tmp_path / name).read_text() == text
+
+
+def test_entries_that_already_hold_answers_resume_too(tokenizer, tmp_path, monkeypatch):
+    # records read back from a responses file hold a model_response field of their own
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    records = [{**e, "model_response": "an older answer"} for e in ENTRIES]
+    path = tmp_path / "again.json"
+    first = ins.generate_responses(_small_model(), tokenizer, records[:2], path=path, progress=False)
+    assert ins.generate_responses(_small_model(), tokenizer, records, path=path, progress=False)[:2] == first
+    assert len(calls) == len(ENTRIES)
+
+
+def test_a_prompt_longer_than_the_context_is_cut_with_a_warning(tokenizer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    short = len(tokenizer.encode(format_input(ENTRIES[0])))
+    with pytest.warns(UserWarning, match=r"its first 1 tokens were dropped"):
+        generate_response(_small_model(), tokenizer, ENTRIES[1], context_size=short)
+    assert calls == [short]
+    with pytest.warns(UserWarning, match=r"4 of 6 prompts did not fit .* entries 2, 3, 4, 5$"):
+        ins.generate_responses(_small_model(), tokenizer, ENTRIES, context_size=short + 1, progress=False)
+
+
+def test_generate_response_names_a_special_token(tokenizer):
+    entry = {**WITH_INPUT, "input": "<|endoftext|>"}
+    with pytest.raises(ValueError, match="the entry holds the text of a special token"):
+        generate_response(_small_model(), tokenizer, entry, max_new_tokens=1)
 
 
 # ---- a tiny finetune -------------------------------------------------------------------------
