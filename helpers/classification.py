@@ -80,6 +80,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+from helpers.support.data import MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS
 from helpers.support.files import write_atomically
 
 
@@ -97,16 +98,30 @@ def _refusal(info, target):
     return None
 
 
-def safe_extract_zip(archive, target_dir, members=None):
+def safe_extract_zip(archive, target_dir, members=None, *, max_files=MAX_ZIP_MEMBERS, max_bytes=MAX_UNZIPPED_BYTES):
     """Extract `members` (default: all) of zip `archive` into `target_dir`; returns the paths.
 
     Every member is checked before anything is written: an absolute path, a drive letter, a
     path that leaves `target_dir` (`../`) or a symbolic link raises ValueError naming the member,
-    and then nothing at all is extracted (not even the target folder is created).
+    and then nothing at all is extracted (not even the target folder is created). So does an
+    archive of more than `max_files` members or one that would unpack to more than `max_bytes`
+    bytes (a "zip bomb": kilobytes that unpack to gigabytes and fill the disk).
     """
+    for name, value in (("max_files", max_files), ("max_bytes", max_bytes)):
+        if not _is_count(value, 1):
+            raise ValueError(f"{name}={value!r} must be a whole number >= 1")
     target = os.path.realpath(target_dir)
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist() if members is None else [zf.getinfo(m) for m in members]
+        # zipfile stops reading a member at the size its header declares (and then fails its
+        # CRC check), so the declared sizes bound what extraction can write.
+        total = sum(info.file_size for info in infos)
+        for what, count, name, bound in (("members", len(infos), "max_files", max_files),
+                                         ("bytes unpacked", total, "max_bytes", max_bytes)):
+            if count > bound:
+                raise ValueError(f"refusing to extract {Path(archive).name}: {count:,} {what}, more than "
+                                 f"{name}={bound:,}; nothing was extracted (pass a larger {name} if you "
+                                 f"trust this archive)")
         for info in infos:
             reason = _refusal(info, target)
             if reason is not None:

@@ -390,7 +390,7 @@ import uuid
 
 from helpers.model import GPT_CONFIGS, GPTModel, _is_count
 from helpers.support.data import fetch
-from helpers.support.download import DownloadError
+from helpers.support.download import DownloadError, LocalWriteError
 
 
 def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
@@ -505,24 +505,36 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     if not _is_count(standin_epochs, 1):
         raise ValueError(f"standin_epochs={standin_epochs!r} must be a whole number >= 1 (10: chapter 5's run)")
     if download:
+        gpt = None
         try:
             gpt = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate)
             print(f"Weights: openai (OpenAI's GPT-2 {model_size} from Hugging Face's {GPT2_HF_REPOS[model_size]}); "
                   f"context {gpt.cfg['context_length']} tokens.")
-            return gpt.to(device).eval(), "openai"
+        except (LocalWriteError, MemoryError):  # a full disk or too little memory: no other route fixes that
+            raise
         except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
             print(f"Hugging Face download of GPT-2 {model_size} failed: {_short(e)}")
-        if importlib.util.find_spec("tensorflow") is not None:
+        if gpt is None and importlib.util.find_spec("tensorflow") is not None:
             try:
                 settings, params = download_and_load_gpt2(model_size, models_dir, retries=1)
                 gpt = GPTModel(gpt_config_from_hparams(settings, drop_rate=drop_rate))
                 load_weights_into_gpt(gpt, params)
                 print(f"Weights: openai (OpenAI's GPT-2 {model_size}, its TensorFlow checkpoint); "
                       f"context {gpt.cfg['context_length']} tokens.")
-                return gpt.to(device).eval(), "openai"
+            except (LocalWriteError, MemoryError):
+                raise
             except DownloadError as e:
-                reason = str(e).splitlines()[1].strip().split(": ", 1)[-1]  # "URL: why" -> "why"
+                lines = str(e).splitlines() or [""]
+                reason = lines[min(1, len(lines) - 1)].strip().split(": ", 1)[-1]  # "URL: why" -> "why"
                 print(f"OpenAI download of GPT-2 {model_size} failed: {_short(reason)}")
+                gpt = None
+            except Exception as e:  # the files are there but unreadable: a damaged copy, an old TensorFlow, ...
+                print(f"OpenAI's GPT-2 {model_size} checkpoint in {Path(models_dir) / model_size} could not be "
+                      f"read with TensorFlow ({_short(e)}); if its files are damaged, delete that folder to "
+                      f"download them again")
+                gpt = None
+        if gpt is not None:  # moved to the device outside the tries: a GPU out of memory is no failed download
+            return gpt.to(device).eval(), "openai"
     cfg = {**GPT_CONFIGS[model_size], "context_length": 256} if standin_cfg is None else dict(standin_cfg)
     gpt, shape = _load_standin(cfg, standin_epochs, models_dir, data_dir, device, drop_rate)
     print(f"Weights: standin, NOT OpenAI's GPT-2: a {shape} model pretrained on The Verdict only; "

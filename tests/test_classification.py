@@ -942,6 +942,48 @@ def test_a_standin_of_another_config_gets_its_own_cache(data_dir, tmp_path, caps
     assert "standin-1x16x2-ctx16-ep1-drop0" in {p.name for p in models.iterdir()}
 
 
+def test_an_unreadable_openai_checkpoint_falls_back_to_the_standin_naming_its_folder(data_dir, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """With TensorFlow installed, a damaged copy of OpenAI's files in models_dir (or a TensorFlow
+    that cannot read them) must not stop the chapter: the stand-in is used, the message names
+    the folder to delete. A failed download says why, even in one line; a full disk or too little
+    memory stops the call (no other route fixes those, and deleting the folder would lose the
+    resumable partial file)."""
+    import importlib.machinery
+    import importlib.util
+
+    import helpers.weights as weights
+    from helpers.support.download import DownloadError, LocalWriteError
+
+    def offline(model_size):
+        raise OSError("Name or service not known")
+
+    failure = ValueError("Checksum does not match: stored 1595240702 vs. calculated on the restored bytes 3923")
+
+    def tensorflow_route(model_size, models_dir, **options):
+        raise failure
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(weights, "download_gpt2_safetensors", offline)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: (importlib.machinery.ModuleSpec(name, None) if name == "tensorflow"
+                                               else real_find_spec(name, *a, **k)))
+    monkeypatch.setattr(weights, "download_and_load_gpt2", tensorflow_route)
+    models = tmp_path / "models"
+    load = lambda: weights.load_pretrained_gpt2(models_dir=models, download=True, standin_cfg=STANDIN,  # noqa: E731
+                                                standin_epochs=1, data_dir=data_dir)
+    model, source = load()
+    assert source == "standin" and model.cfg["emb_dim"] == STANDIN["emb_dim"]
+    out = capsys.readouterr().out
+    assert (f"OpenAI's GPT-2 124M checkpoint in {models / '124M'} could not be read with TensorFlow (ValueError: "
+            f"Checksum does not match") in out and "delete that folder to download them again" in out
+    failure = DownloadError("no route to host")  # one line, where the real error has the URL on a second
+    assert load()[1] == "standin"
+    assert "OpenAI download of GPT-2 124M failed: no route to host" in capsys.readouterr().out
+    for failure in (LocalWriteError(28, "No space left on device"), MemoryError()):
+        with pytest.raises(type(failure)):
+            load()
+
+
 def test_a_dataset_asks_for_the_tokenizers_signature_once(tokenizer, tmp_path, monkeypatch):
     calls = []
     real = inspect.signature
@@ -963,3 +1005,28 @@ def test_error_lines_are_cut_between_words():
     assert str(err).startswith(kept.split(": ", 1)[1]) and f"{type(err).__name__}: {err}"[len(kept)] == " "
     assert _short(ValueError("short"), 100) == "ValueError: short"
     assert _short("HTTP 404\nmore lines", 100) == "HTTP 404"  # a reason already taken from an error's text
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
+    from helpers.support.data import MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", bytes(2_000_000))  # about 2 kB compressed
+    assert archive.stat().st_size < 20_000
+    with pytest.raises(ValueError, match=r"2,000,000 bytes unpacked, more than max_bytes=1,000,000; nothing was extracted"):
+        clf.safe_extract_zip(archive, tmp_path / "out", max_bytes=1_000_000)
+    assert not (tmp_path / "out").exists()
+    assert len(clf.safe_extract_zip(archive, tmp_path / "ok", max_bytes=2_000_000)) == 1  # the bound is inclusive
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(5):
+            zf.writestr(f"f{i}.txt", b"x")
+    with pytest.raises(ValueError, match="5 members, more than max_files=4"):
+        clf.safe_extract_zip(many, tmp_path / "many", max_files=4)
+    assert not (tmp_path / "many").exists()
+    defaults = inspect.signature(clf.safe_extract_zip).parameters
+    assert (defaults["max_files"].default, defaults["max_bytes"].default) == (MAX_ZIP_MEMBERS, MAX_UNZIPPED_BYTES)
+    for bad in ({"max_bytes": 0}, {"max_files": -1}, {"max_bytes": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            clf.safe_extract_zip(many, tmp_path / "bad", **bad)
