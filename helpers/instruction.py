@@ -145,14 +145,8 @@ class InstructionDataset(Dataset):
         self.mask_prompt = mask_prompt
         self.encoded_texts, self.prompt_lengths = [], []
         for i, entry in enumerate(self.data):
-            try:
-                ids = tokenizer.encode(format_example(entry))
-                prompt = tokenizer.encode(format_input(entry))
-            except ValueError as e:  # tiktoken's message suggests an argument this class does not take
-                if "disallowed special token" not in str(e):
-                    raise
-                raise ValueError(f"example {i} holds the text of a special token such as '<|endoftext|>', which "
-                                 f"tiktoken refuses inside ordinary text; remove it from that example") from e
+            ids = _encode_text(tokenizer, format_example(entry), f"example {i}")
+            prompt = _encode_text(tokenizer, format_input(entry), f"example {i}")
             shared = next((k for k, (a, b) in enumerate(zip(ids, prompt)) if a != b), min(len(ids), len(prompt)))
             self.encoded_texts.append(ids)
             self.prompt_lengths.append(shared)
@@ -164,6 +158,17 @@ class InstructionDataset(Dataset):
 
     def __len__(self):
         return len(self.data)
+
+
+def _encode_text(tokenizer, text, name):
+    """`tokenizer.encode(text)`; text holding a special token's text raises ValueError naming `name`."""
+    try:
+        return tokenizer.encode(text)
+    except ValueError as e:  # tiktoken's message suggests an argument the caller does not take
+        if "disallowed special token" not in str(e):
+            raise
+        raise ValueError(f"{name} holds the text of a special token such as '<|endoftext|>', which "
+                         f"tiktoken refuses inside ordinary text; remove it from {name}") from e
 
 
 # ---- ch07_instruction.ipynb, cell 112 ----
@@ -192,13 +197,7 @@ def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_i
         context_size = model.pos_emb.weight.shape[0]
     elif not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
         raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
-    try:
-        prompt = tokenizer.encode(format_input(entry))
-    except ValueError as e:  # tiktoken's message suggests an argument this function does not take
-        if "disallowed special token" not in str(e):
-            raise
-        raise ValueError(f"{name} holds the text of a special token such as '<|endoftext|>', which "
-                         f"tiktoken refuses inside ordinary text; remove it from that entry") from e
+    prompt = _encode_text(tokenizer, format_input(entry), name)
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
         out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
@@ -217,9 +216,10 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
 
 
 # ---- ch07_instruction.ipynb, cell 114 ----
+import hashlib
 import time
 
-from helpers.support.files import write_atomically
+from helpers.support.files import write_atomically, write_atomically_together
 
 
 def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
@@ -229,18 +229,33 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     With `path`, the answers so far are saved there (as `save_responses` writes them) every
     `save_every_s` seconds and whenever generation stops, by an error or Ctrl-C alike, so no
     finished answer is lost; called again with the same entries and path, it reuses the saved
-    answers and generates only the rest. The file does not say which model answered: delete it
-    to answer again with another model. An entry holding the text of a special token raises
-    ValueError naming the entry; prompts too long for the context lose their first tokens,
-    listed in one warning at the end.
+    answers and generates only the rest. Beside the file, `<path>.model` holds a fingerprint of
+    the model's weights and of `max_new_tokens` and `context_size`, so answers from another
+    model or other settings are refused (ValueError), never mixed in; a file without one (as
+    `save_responses` writes it) is trusted and resumed. An entry holding the text
+    of a special token raises ValueError naming the entry; prompts too long for the context
+    lose their first tokens, listed in one warning at the end.
     """
     entries = list(entries)
     if not (isinstance(save_every_s, (int, float)) and save_every_s >= 0):  # also refuses NaN
         raise ValueError(f"save_every_s={save_every_s!r} must be a number of seconds >= 0")
-    answers = _saved_answers(path, entries, key) if path is not None else []
+    answers, fingerprint = [], None
+    if path is not None:  # None and the model's own context length answer alike, so they hash alike
+        context = context_size if context_size is not None else model.pos_emb.weight.shape[0]
+        fingerprint = _model_fingerprint(model, max_new_tokens, context)
+        answers = _saved_answers(path, entries, key, fingerprint)
     if answers:
         print(f"reusing the {len(answers)} answers saved in {path}; generating the other {len(entries) - len(answers)}")
     cut, saved_at, done = [], time.monotonic(), len(answers)
+
+    def save():  # the answers so far, when some are new since the last save
+        nonlocal saved_at, done
+        if path is not None and len(answers) > done:
+            records = _records(entries[:len(answers)], answers, key)
+            write_atomically_together([(path, lambda f: json.dump(records, f, indent=4), "w"),
+                                       (_fingerprint_path(path), lambda f: f.write(fingerprint + "\n"), "w")])
+            saved_at, done = time.monotonic(), len(answers)
+
     try:
         for i in tqdm(range(len(answers), len(entries)), initial=len(answers), total=len(entries),
                       desc="responses", unit="entry", disable=not progress):
@@ -248,26 +263,47 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
                                       name=f"entry {i}")
             answers.append(answer)
             cut += [i] if dropped else []
-            if path is not None and time.monotonic() - saved_at >= save_every_s:
-                save_responses(entries[:len(answers)], answers, path, key)
-                saved_at, done = time.monotonic(), len(answers)
+            if time.monotonic() - saved_at >= save_every_s:
+                save()
     except BaseException:
-        if path is not None and len(answers) > done:
-            save_responses(entries[:len(answers)], answers, path, key)
+        save()
         if path is not None and answers:
             print(f"stopped after {len(answers)} of {len(entries)} answers, all saved in {path}; "
                   f"call again with the same entries and path to go on")
         raise
-    if path is not None and len(answers) > done:
-        save_responses(entries, answers, path, key)
+    save()
     if cut:
         warnings.warn(f"{len(cut)} of {len(entries)} prompts did not fit in the context and lost their first "
                       f"tokens: entr{'ies' if len(cut) > 1 else 'y'} {', '.join(map(str, cut[:10]))}{' ...' if len(cut) > 10 else ''}", stacklevel=2)
     return answers
 
 
-def _saved_answers(path, entries, key):
-    """The answers in `path` if it holds answers to the first entries of `entries`, else an error."""
+def _model_fingerprint(model, max_new_tokens, context_size):
+    """A hash of the generation settings and of every state_dict entry's name, shape, dtype and
+    an evenly spaced sample of about 1,024 of its values. A training step that moves whole
+    tensors (full finetuning, LoRA's matrices) changes it; it costs milliseconds where hashing
+    every weight would take seconds, at the price of missing a change confined to the values
+    between the samples."""
+    digest = hashlib.sha256(f"max_new_tokens={max_new_tokens} context_size={context_size}".encode())
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):  # extra state some modules keep
+            digest.update(f"{name} {value!r}".encode())
+            continue
+        tensor = value.detach().dequantize() if value.is_quantized else value.detach()
+        flat = tensor.flatten()
+        sample = flat[::max(1, flat.numel() // 1024)].cpu().double()  # on the CPU: MPS has no float64
+        digest.update(f"{name} {tuple(value.shape)} {value.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _fingerprint_path(path):
+    return Path(path).with_name(Path(path).name + ".model")
+
+
+def _saved_answers(path, entries, key, fingerprint=None):
+    """The answers in `path` if it holds answers to the first entries of `entries` (from the
+    model and settings of `fingerprint`, when the file has one beside it), else an error."""
     path = Path(path)
     if not path.exists():
         return []
@@ -284,16 +320,29 @@ def _saved_answers(path, entries, key):
     if len(records) > len(entries) or any(without_key(r) != as_saved(e) for r, e in zip(records, entries)):
         raise ValueError(f"{path} holds answers to other entries than these (its {len(records)} records are "
                          f"not the first of the {len(entries)} given); {fix}")
+    saved = _fingerprint_path(path)
+    if records and fingerprint is not None and saved.exists() and \
+            saved.read_text(encoding="utf-8", errors="replace").strip() != fingerprint:
+        raise ValueError(f"{path} holds answers from another model, or from other max_new_tokens or context_size "
+                         f"(its fingerprint {saved.name} differs from this call's); {fix}")
     return [r[key] for r in records]
 
 
 def save_responses(entries, responses, path, key="model_response"):
     """Write one record per entry (its fields plus `key`: the response) as a JSON list; the file
-    is replaced atomically (temporary file, fsync, rename). Returns the path."""
+    is replaced atomically (temporary file, fsync, rename). Returns the path. A fingerprint that
+    `generate_responses` left beside an earlier file of that name is removed: it described
+    other answers."""
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
-    records = [{**entry, key: response} for entry, response in zip(entries, responses)]
-    return write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
+    records = _records(entries, responses, key)
+    path = write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
+    _fingerprint_path(path).unlink(missing_ok=True)
+    return path
+
+
+def _records(entries, responses, key):
+    return [{**entry, key: response} for entry, response in zip(entries, responses)]
 
 
 # ---- ch07_instruction.ipynb, cell 121 ----

@@ -4,6 +4,8 @@ Expected values come from the issue's specification (written out by hand) or fro
 computations (the tokenizer on the formatted text, hand-built target rows), never from
 running the code under test and pasting its output.
 """
+import copy
+
 import pytest
 import torch
 
@@ -426,9 +428,9 @@ def test_entries_that_change_in_a_json_round_trip_still_resume(tokenizer, tmp_pa
     calls = []
     monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
     entries = [{**e, "tags": ("a", "b")} for e in ENTRIES[:3]]  # saved as a list, read back as a list
-    path = tmp_path / "answers.json"
-    first = ins.generate_responses(_small_model(), tokenizer, entries[:2], path=path, progress=False)
-    assert ins.generate_responses(_small_model(), tokenizer, entries, path=path, progress=False)[:2] == first
+    path, model = tmp_path / "answers.json", _small_model()
+    first = ins.generate_responses(model, tokenizer, entries[:2], path=path, progress=False)
+    assert ins.generate_responses(model, tokenizer, entries, path=path, progress=False)[:2] == first
     assert len(calls) == 3
 
 
@@ -470,10 +472,52 @@ def test_entries_that_already_hold_answers_resume_too(tokenizer, tmp_path, monke
     calls = []
     monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
     records = [{**e, "model_response": "an older answer"} for e in ENTRIES]
-    path = tmp_path / "again.json"
-    first = ins.generate_responses(_small_model(), tokenizer, records[:2], path=path, progress=False)
-    assert ins.generate_responses(_small_model(), tokenizer, records, path=path, progress=False)[:2] == first
+    path, model = tmp_path / "again.json", _small_model()
+    first = ins.generate_responses(model, tokenizer, records[:2], path=path, progress=False)
+    assert ins.generate_responses(model, tokenizer, records, path=path, progress=False)[:2] == first
     assert len(calls) == len(ENTRIES)
+
+
+def test_saved_answers_from_another_model_or_other_settings_are_refused_and_kept(tokenizer, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    torch.manual_seed(0)
+    model, path = _small_model(), tmp_path / "answers.json"
+    ins.generate_responses(model, tokenizer, ENTRIES[:2], path=path, progress=False, max_new_tokens=5)
+    text, sidecar = path.read_text(), path.with_name("answers.json.model")
+    assert sidecar.exists()
+    others = {"another model": _small_model(), "other max_new_tokens": model, "other context_size": model}
+    settings = {"another model": {"max_new_tokens": 5}, "other max_new_tokens": {"max_new_tokens": 6},
+                "other context_size": {"max_new_tokens": 5, "context_size": 128}}
+    for what, other in others.items():
+        with pytest.raises(ValueError, match=r"answers\.json holds answers from another model.*delete the file"):
+            ins.generate_responses(other, tokenizer, ENTRIES, path=path, progress=False, **settings[what])
+        assert path.read_text() == text, what
+    calls.clear()
+    ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False, max_new_tokens=5)
+    assert len(calls) == len(ENTRIES) - 2, "the same model and settings must reuse the saved answers"
+
+
+def test_a_responses_file_without_a_fingerprint_is_still_resumed(tokenizer, tmp_path, monkeypatch):
+    # save_responses writes the book's plain JSON list, with nothing beside it
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    path = ins.save_responses(ENTRIES[:3], ["a", "b", "c"], tmp_path / "book.json")
+    answers = ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=path, progress=False)
+    assert answers[:3] == ["a", "b", "c"] and len(calls) == len(ENTRIES) - 3
+    assert path.with_name("book.json.model").exists(), "the file it completed now says which model finished it"
+
+
+def test_the_fingerprint_sees_one_training_step():
+    torch.manual_seed(0)
+    model = _small_model()
+    before = ins._model_fingerprint(model, 5, None)
+    assert ins._model_fingerprint(copy.deepcopy(model), 5, None) == before
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    logits = model(torch.tensor([[1, 2, 3, 4]]))
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.tensor([2, 3, 4, 5])).backward()
+    optimizer.step()
+    assert ins._model_fingerprint(model, 5, None) != before
 
 
 def test_a_prompt_longer_than_the_context_is_cut_with_a_warning(tokenizer, monkeypatch):
@@ -519,3 +563,23 @@ def test_a_tiny_finetune_lowers_the_loss(data, tokenizer):
         model.eval()
         after = calc_loss_loader(train_loader, model, "cpu")
     assert after < before - 0.5, (before, after)
+
+
+def test_the_model_context_length_and_none_resume_each_other(tokenizer, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    model, path = _small_model(), tmp_path / "answers.json"
+    ins.generate_responses(model, tokenizer, ENTRIES[:2], path=path, progress=False)  # context_size=None
+    calls.clear()
+    ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False, context_size=256)
+    assert len(calls) == len(ENTRIES) - 2
+
+
+def test_save_responses_removes_a_fingerprint_that_described_other_answers(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, []))
+    model, path = _small_model(), tmp_path / "answers.json"
+    ins.generate_responses(model, tokenizer, ENTRIES[:2], path=path, progress=False)
+    assert path.with_name("answers.json.model").exists()
+    ins.save_responses(ENTRIES[:2], ["from", "elsewhere"], path)
+    assert not path.with_name("answers.json.model").exists()
+    assert ins.generate_responses(_small_model(), tokenizer, ENTRIES[:2], path=path, progress=False) == ["from", "elsewhere"]

@@ -61,6 +61,10 @@ def test_ch07_smoke_run(smoke_run, data_dir, tokenizer, refused_port):
         assert isinstance(record["model_response"], str)
         assert _prompt(record) not in record["model_response"]  # 7.7 cut the prompt off
 
+    # the resume demo: stopped at its broken entry 4 with four answers saved, resumed to the same
+    # answers as the uninterrupted call, and refused to reuse them for other settings
+    assert m["resumed_responses"] == {"saved_before": 4, "identical": True, "other_settings_refused": True}
+
     # Under the hood: the exported generate_response on the first entries, against 7.7's book-sized
     # answers (same greedy tokens: each exported answer begins its book-sized one), and save_responses
     e = m["exported_responses"]
