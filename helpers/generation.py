@@ -232,9 +232,11 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 
     Keeps the `num_beams` best partial continuations (score: sum of log-probabilities). A beam
-    that produces `eos_id` is finished (without the end token); finished and surviving beams are
-    compared by score / length**length_penalty, so that longer continuations are not penalised
-    just for having more (negative) log-probabilities. The model runs in eval mode; its mode is
+    that produces `eos_id` is finished (without the end token). The search stops once `num_beams`
+    beams have finished (Hugging Face's `early_stopping=True`), or else after `max_new_tokens`,
+    when the surviving beams join the finished ones; the best by score / length**length_penalty
+    wins, so that longer continuations are not penalised just for having more (negative)
+    log-probabilities. The model runs in eval mode; its mode is
     restored afterwards."""
     context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     if not -float("inf") < length_penalty < float("inf"):  # also refuses NaN

@@ -100,7 +100,7 @@ from helpers.fast import FastGPTModel, compile_model
 from helpers.generation import eval_mode
 from helpers.model import GPT_CONFIGS, GPTModel, _check_gpt_config
 from helpers.support.files import write_atomically
-from helpers.support.runtime import autocast_dtype, get_device, supports_bf16
+from helpers.support.runtime import autocast_dtype, get_device, is_out_of_memory, supports_bf16
 from helpers.text import GPTDatasetV1
 from helpers.training import calc_loss_batch, non_finite_tensors
 
@@ -386,6 +386,9 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for damaged files; the message decides
+        if is_out_of_memory(e):  # a sound file too big for free memory is no damaged one
+            raise CheckpointError(f"{where}: ran out of memory while loading it ({path.stat().st_size:,} bytes; "
+                                  f"the file itself may be fine); free some memory and try again") from None
         if not zipfile.is_zipfile(path):
             raise CheckpointError(f"{where}: not a PyTorch checkpoint (a checkpoint is a zip archive; this "
                                   f"{path.stat().st_size:,}-byte file is not one: truncated, or another "
@@ -1174,21 +1177,13 @@ def cli(argv=None) -> int:
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+        if not is_out_of_memory(e):
             raise  # a bug, not a user error: the traceback is what a report needs
         print(f"error: out of memory ({(str(e).splitlines() or [''])[0][:160] or type(e).__name__}); lower --batch-size "
               f"or --context-length, or use --grad-accum N (the same batch in N parts), --grad-checkpointing "
               f"or --amp bf16; the last checkpoint, if any, is kept", file=sys.stderr)
         return 2
     return 0
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, or Python's MemoryError."""
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    message = str(e).lower()
-    return "out of memory" in message or "can't allocate memory" in message or "failed to allocate" in message
 
 
 if __name__ == "__main__":

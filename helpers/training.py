@@ -195,7 +195,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
         if "PytorchStreamReader" not in str(e):
             raise
         raise _unreadable(path, e) from None
-    except OSError:  # missing or unreadable: the error already names the file
+    except (OSError, MemoryError):  # missing, unreadable, or too big for free memory: not a damaged file
         raise
     except Exception as e:  # arbitrary bytes can trip the unpickler in many ways (IndexError, ...)
         raise _unreadable(path, e) from None

@@ -366,6 +366,21 @@ def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_damaged(tmp_pat
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize("oom", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
+                                                              "to allocate 8589934592 bytes")])
+def test_a_checkpoint_too_big_for_memory_is_not_called_damaged(two_steps, monkeypatch, oom):
+    from helpers.pretrain import CheckpointError, read_checkpoint
+    path = two_steps / "checkpoint.pt"
+    before = path.read_bytes()
+
+    def no_memory(*args, **kwargs):
+        raise oom
+    monkeypatch.setattr(torch, "load", no_memory)
+    with pytest.raises(CheckpointError, match=r"ran out of memory while loading it .*the file itself may be fine"):
+        read_checkpoint(path)
+    assert path.read_bytes() == before
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names the descriptor's file through /proc")
 def test_a_staged_log_is_on_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
     from helpers.pretrain import RunLog

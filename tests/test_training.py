@@ -229,6 +229,17 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     assert path.read_bytes() == before  # refused, not deleted or rewritten: nothing is lost
 
 
+def test_a_checkpoint_too_big_for_memory_is_not_called_corrupted(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, new_model())
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(torch, "load", no_memory)
+    with pytest.raises(MemoryError):  # not "truncated or corrupted ... delete it"
+        load_checkpoint(path, new_model())
+
+
 # ---- the book's package as a drop-in (issue 18), damaged checkpoints (issue 19) ----
 
 # Parameter names of llms_from_scratch.ch05 (version 1.0.19), the book's package: code written

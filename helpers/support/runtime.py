@@ -100,6 +100,17 @@ def autocast_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` means "too little memory": Python's MemoryError, torch's OutOfMemoryError
+    (CUDA), or the RuntimeError torch's CPU allocator raises ("can't allocate memory"). Such an
+    error says nothing about the file or download being handled, so it must not be reported as
+    a damaged one."""
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    message = str(e).lower()
+    return "out of memory" in message or "can't allocate memory" in message or "failed to allocate" in message
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's and PyTorch's generators (all devices) so a run can be repeated."""
     random.seed(seed)
