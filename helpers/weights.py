@@ -431,6 +431,9 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
 
 
 # ---- ch06_classification.ipynb, cell 155 ----
+from helpers.support.runtime import is_out_of_memory
+
+
 def _short(err, limit=110):
     """An error (or its text) as one line of at most about `limit` characters, cut between words."""
     text = str(err).strip()
@@ -456,7 +459,9 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     if folder.exists():
         try:
             return gpt_from_hf_folder(folder, drop_rate), shape
-        except Exception as e:  # any failure to load means: this copy is unusable
+        except Exception as e:  # any failure to load but a lack of memory means: this copy is unusable
+            if is_out_of_memory(e):  # the copy may be fine, and a rebuild would need the memory too
+                raise
             # kept until the new one is built: a failed or interrupted build loses nothing
             print(f"The stand-in in {folder} cannot be loaded ({_short(e, 80)}); building it again.")
     print(f"Pretraining a stand-in ({shape}) on The Verdict with chapter 5's recipe; kept in {folder}")
@@ -513,6 +518,8 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
         except (LocalWriteError, MemoryError):  # a full disk or too little memory: no other route fixes that
             raise
         except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
+            if is_out_of_memory(e):  # torch's CPU allocator raises a RuntimeError, not MemoryError
+                raise
             print(f"Hugging Face download of GPT-2 {model_size} failed: {_short(e)}")
         if gpt is None and importlib.util.find_spec("tensorflow") is not None:
             try:
@@ -527,8 +534,9 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
                 lines = str(e).splitlines() or [""]
                 reason = lines[min(1, len(lines) - 1)].strip().split(": ", 1)[-1]  # "URL: why" -> "why"
                 print(f"OpenAI download of GPT-2 {model_size} failed: {_short(reason)}")
-                gpt = None
             except Exception as e:  # the files are there but unreadable: a damaged copy, an old TensorFlow, ...
+                if is_out_of_memory(e):
+                    raise
                 print(f"OpenAI's GPT-2 {model_size} checkpoint in {Path(models_dir) / model_size} could not be "
                       f"read with TensorFlow ({_short(e)}); if its files are damaged, delete that folder to "
                       f"download them again")

@@ -894,6 +894,19 @@ def test_a_standin_that_cannot_be_loaded_is_kept_until_its_rebuild_is_in_place(d
     assert [p.name for p in models.iterdir()] == [folder.name]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
+    # too little memory: the copy may be sound, and a rebuild would need the memory too
+    for oom in (MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")):
+        def out_of_memory(folder, drop_rate):
+            raise oom
+        monkeypatch.setattr(weights, "gpt_from_hf_folder", out_of_memory)
+        with pytest.raises(type(oom)):
+            weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                         data_dir=data_dir)
+        out = capsys.readouterr().out
+        assert "building it again" not in out and "Pretraining" not in out
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.setattr(weights, "gpt_from_hf_folder", unloadable)
+
     def unsaved(gpt, out_dir):  # stopped after the new copy was half written
         (Path(out_dir) / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
@@ -979,9 +992,17 @@ def test_an_unreadable_openai_checkpoint_falls_back_to_the_standin_naming_its_fo
     failure = DownloadError("no route to host")  # one line, where the real error has the URL on a second
     assert load()[1] == "standin"
     assert "OpenAI download of GPT-2 124M failed: no route to host" in capsys.readouterr().out
-    for failure in (LocalWriteError(28, "No space left on device"), MemoryError()):
+    oom = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you "
+                       "tried to allocate 1073741824 bytes")  # what torch raises on a CPU, not MemoryError
+    for failure in (LocalWriteError(28, "No space left on device"), MemoryError(), oom):
         with pytest.raises(type(failure)):
             load()
+
+    def hf_out_of_memory(model_size):
+        raise oom
+    monkeypatch.setattr(weights, "download_gpt2_safetensors", hf_out_of_memory)  # the Hugging Face route too
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        load()
 
 
 def test_a_dataset_asks_for_the_tokenizers_signature_once(tokenizer, tmp_path, monkeypatch):
