@@ -234,16 +234,20 @@ class TrainingState:
 
     def batches(self, loader):
         """This epoch's batches, skipping those a stopped run had already trained on."""
+        if self.batches_done == 0 and "rng_state" in self._restore:
+            # stopped at an epoch's end, where the stop's state is the next epoch's start: it goes
+            # back before iter(loader), which draws from it (the workers' seed) before the shuffle
+            self._restore["epoch_rng_state"] = self._restore.pop("rng_state")
         if "epoch_rng_state" in self._restore:  # the shuffle order comes from this state
             torch.set_rng_state(self._restore.pop("epoch_rng_state"))
         self.epoch_rng_state = torch.get_rng_state()
         batches = iter(loader)
         for _ in range(self.batches_done):
             next(batches)
-        if "rng_state" in self._restore:  # the dropout masks from the stop onwards
+        if "rng_state" in self._restore:  # the dropout masks from a stop inside the epoch onwards
             torch.set_rng_state(self._restore.pop("rng_state"))
-            if "cuda_rng_state" in self._restore and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._restore.pop("cuda_rng_state"))
+        if "cuda_rng_state" in self._restore and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._restore.pop("cuda_rng_state"))
         return batches
 
     def step_done(self, input_batch):

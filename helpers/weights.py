@@ -137,7 +137,7 @@ def _lookup(params, path):
         except (KeyError, IndexError):
             raise ValueError(f"the checkpoint has no tensor {path!r}: is it a GPT-2 checkpoint, "
                              f"and does the model have the same number of layers?") from None
-    return torch.as_tensor(np.asarray(value))
+    return value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))  # NumPy has no bfloat16
 
 
 def _store(params, path, value):

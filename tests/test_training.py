@@ -57,12 +57,12 @@ def test_calc_loss_loader_rejects_an_empty_loader():
         calc_loss_loader([], new_model(), "cpu")
 
 
-def run(loaders, tokenizer, **kwargs):
+def run(loaders, tokenizer, num_epochs=2, **kwargs):
     train, val = loaders
     model = new_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     torch.manual_seed(42)  # the data order and dropout come from here
-    out = train_model_simple(model, train, val, optimizer, "cpu", num_epochs=2, eval_freq=3, eval_iter=2,
+    out = train_model_simple(model, train, val, optimizer, "cpu", num_epochs=num_epochs, eval_freq=3, eval_iter=2,
                              start_context="Every effort moves you", tokenizer=tokenizer, **kwargs)
     return model, optimizer, out
 
@@ -85,6 +85,18 @@ def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tokenizer, tmp
     assert len(partial[0]) < len(reference[0])
     torch.manual_seed(999)  # whatever the global RNG does in between must not matter
     torch.rand(10)
+    resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert resumed == reference
+    for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_from_the_checkpoint_saved_after_an_epoch_equals_uninterrupted_run(loaders, tokenizer, tmp_path):
+    # the file a crash in the next epoch leaves behind: written after epoch 1, not by max_steps
+    reference_model, _, reference = run(loaders, tokenizer)
+    ckpt = tmp_path / "run.pt"
+    _, _, first = run(loaders, tokenizer, num_epochs=1, checkpoint_path=ckpt)
+    assert 0 < len(first[0]) < len(reference[0])
     resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
     assert resumed == reference
     for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):

@@ -201,6 +201,19 @@ def test_safetensors_from_transformers(hf_model, tokens, tmp_path):
     assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
 
 
+def test_a_bfloat16_save_pretrained_file_loads(hf_model, tokens, tmp_path):
+    """NumPy has no bfloat16: such a file must load as the torch tensors it holds."""
+    import copy
+    half = copy.deepcopy(hf_model).to(torch.bfloat16)
+    half.save_pretrained(tmp_path)
+    gpt = GPTModel(CFG).eval()
+    load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(tmp_path / "model.safetensors"))
+    reference = GPTModel(CFG).eval()
+    load_weights_into_gpt(reference, _params_of_hf(half.float(), tmp_path / "float"))  # the same bf16 values
+    assert gpt.tok_emb.weight.dtype == torch.float32
+    assert torch.equal(logits_of(gpt, tokens), logits_of(reference, tokens))
+
+
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_our_export_loads_in_transformers(qkv_bias, tokens, tmp_path):
     from transformers import GPT2LMHeadModel
