@@ -67,7 +67,7 @@ def download_and_load_file(file_path, url):
         download_file(url, path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a binary or otherwise damaged file too
         raise ValueError(f"{path} is not valid JSON ({e}); delete it and run again to download it "
                          f"anew from {url}") from None
 
@@ -95,6 +95,9 @@ def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
 
 
 # ---- ch07_instruction.ipynb, cell 105 ----
+import numbers
+import operator
+
 from helpers.model import _is_count
 
 
@@ -112,7 +115,7 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     if allowed_max_length is not None and not _is_count(allowed_max_length, 1):
         raise ValueError(f"allowed_max_length must be a positive number of tokens (the model's context "
                          f"length, e.g. 1024) or None; got {allowed_max_length!r}")
-    items = [(list(item[0]), int(item[1])) if isinstance(item, tuple) else (list(item), 0) for item in batch]
+    items = [_collate_item(item, i) for i, item in enumerate(batch)]
     longest = max(len(ids) for ids, _ in items) + 1
     inputs, targets = [], []
     for ids, prompt_length in items:
@@ -127,6 +130,21 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     if allowed_max_length is not None:
         inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
     return inputs.to(device), targets.to(device)
+
+
+def _collate_item(item, i):
+    """(token IDs, prompt length) of batch item `i`: a list of IDs, or a (token_ids, prompt_length) pair."""
+    if not isinstance(item, tuple):
+        return list(item), 0
+    try:  # operator.index: any integer type (NumPy's, a 0-d tensor's), never a float
+        prompt_length = -1 if len(item) != 2 or isinstance(item[0], numbers.Integral) else operator.index(item[1])
+    except TypeError:
+        prompt_length = -1
+    if prompt_length < 0:
+        kinds = ", ".join(type(x).__name__ for x in item[:3]) + (", ..." if len(item) > 3 else "")
+        raise ValueError(f"batch item {i} is a tuple of {len(item)} ({kinds}); it must be (token_ids, prompt_length), "
+                         f"the IDs first, as InstructionDataset(mask_prompt=True) yields them")
+    return list(item[0]), prompt_length
 
 
 # ---- ch07_instruction.ipynb, cell 108 ----
@@ -226,13 +244,15 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
                        progress=True, path=None, key="model_response", save_every_s=10.0):
     """`generate_response` for every entry, with a progress bar; returns the list of answers.
 
-    With `path`, the answers so far are saved there (as `save_responses` writes them) every
+    With `path`, the answers so far are saved there (the JSON list `save_responses` writes) every
     `save_every_s` seconds and whenever generation stops, by an error or Ctrl-C alike, so no
     finished answer is lost; called again with the same entries and path, it reuses the saved
     answers and generates only the rest. Beside the file, `<path>.model` holds a fingerprint of
-    the model's weights and of `max_new_tokens` and `context_size`, so answers from another
-    model or other settings are refused (ValueError), never mixed in; a file without one (as
-    `save_responses` writes it) is trusted and resumed. An entry holding the text
+    the model's weights and of `max_new_tokens` and `context_size`, so a file answered by another
+    model or with other settings is refused (ValueError) instead of mixed in. The fingerprint
+    samples the weights, so a change confined to unsampled values goes unnoticed; a file without
+    one (from `save_responses` or an older version) is trusted and resumed, and gets this
+    model's fingerprint when new answers are saved. An entry holding the text
     of a special token raises ValueError naming the entry; prompts too long for the context
     lose their first tokens, listed in one warning at the end.
     """
@@ -280,7 +300,7 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
 
 def _model_fingerprint(model, max_new_tokens, context_size):
     """A hash of the generation settings and of every state_dict entry's name, shape, dtype and
-    an evenly spaced sample of about 1,024 of its values. A training step that moves whole
+    values: all of a tensor's under 2,048 values, else 1,024 to 1,536 evenly spaced ones. A training step that moves whole
     tensors (full finetuning, LoRA's matrices) changes it; it costs milliseconds where hashing
     every weight would take seconds, at the price of missing a change confined to the values
     between the samples."""
@@ -397,6 +417,9 @@ def ollama_base_url(host=None):
 
 
 # ---- ch07_instruction.ipynb, cell 123 ----
+import numbers
+
+
 def _clip(text, limit=200):
     """`text` on one line, cut at a word boundary to at most `limit` characters (marked "...")."""
     text = " ".join(str(text).split())
@@ -427,9 +450,11 @@ def _server_error(reply, model, base):
 
 
 def _check_timeout(timeout, example):
-    # checked before any request: the socket refuses NaN and overflows on an infinite timeout
-    if not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a finite number of seconds > 0, e.g. {example}; got {timeout!r}")
+    # checked before any request: the socket refuses NaN and overflows on an infinite timeout, and
+    # None (no limit, to requests) would let a stuck judge stall the evaluation for good
+    if not (isinstance(timeout, numbers.Real) and not isinstance(timeout, bool) and 0 < timeout < math.inf):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, e.g. {example} (None, no limit, is not "
+                         f"offered: a stuck judge would never return); got {timeout!r}")
 
 
 def ollama_status(host, model, timeout=5.0):
@@ -469,13 +494,15 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
     longer than `timeout` seconds in all.
     """
     _check_timeout(timeout, 120)
-    if not (math.isfinite(temperature) and temperature >= 0):
+    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+                                             and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0 (0: repeatable replies); got {temperature!r}")
     if not _is_count(num_ctx, 1):
         raise ValueError(f"num_ctx must be a whole number of tokens >= 1, e.g. 2048; got {num_ctx!r}")
     base = ollama_base_url(host)
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
-               "options": {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}, "stream": stream}
+               "options": {"seed": seed, "temperature": float(temperature), "num_ctx": int(num_ctx)},  # NumPy's: JSON's
+               "stream": stream}
     deadline = time.monotonic() + timeout
     try:
         with requests.post(f"{base}/api/chat", json=payload, stream=stream,
@@ -516,7 +543,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
 # ---- ch07_instruction.ipynb, cell 127 ----
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 # "(0-100)", "from 0 to 100", "1-10": the scale a judge repeats from the prompt, not its score
-_SCALE = re.compile(r"\(?\b(?:from\s+)?[01]\s*(?:-|–|to)\s*(?:5|10|100)\b\)?", re.IGNORECASE)
+_SCALE = re.compile(r"\(?\b(?:from\s+)?[01]\s*(?:-|–|to)\s*(5|10|100)\b\)?", re.IGNORECASE)
 _FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(\d+)(?![\d.])", re.IGNORECASE)
 _SCALES = (5, 10, 100)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
@@ -537,10 +564,12 @@ def parse_score(text):
     order: a fraction with a scale of 5, 10 or 100 ("85/100", "8/10", "4 out of 5"), converted
     to 0-100 (another scale gives None); a number right after "score", "rating", "rate",
     "grade", unless a range follows ("between 70 and 80"); the reply's only number. Values
-    outside 0-100 and replies with several candidate numbers give None.
+    outside 0-100, replies with several candidate numbers and a number that fits a scale of 5 or
+    10 the reply names ("4 on a scale of 1 to 5": 4 of 5, or 4 of 100?) give None.
     """
     if not isinstance(text, str):
         return None
+    other_tops = [int(m.group(1)) for m in _SCALE.finditer(text) if m.group(1) != "100"]
     text = _SCALE.sub(" ", text)
     match = _FRACTION.search(text)
     if match:
@@ -548,9 +577,17 @@ def parse_score(text):
         return _on_scale(match.group(1), scale) if scale in _SCALES else None
     match = _AFTER_WORD.search(text)
     if match:
-        return None if _RANGE_NEXT.match(text, match.end()) else _on_scale(match.group(1))
-    numbers = _ANY_NUMBER.findall(text)
-    return _on_scale(numbers[0]) if len(numbers) == 1 else None
+        if _RANGE_NEXT.match(text, match.end()):
+            return None
+        value = match.group(1)
+    else:
+        candidates = _ANY_NUMBER.findall(text)
+        if len(candidates) != 1:
+            return None
+        value = candidates[0]
+    if other_tops and float(value) <= max(other_tops):  # 7 beside "1-10": 7 of 10, or of 100? counted, not guessed
+        return None
+    return _on_scale(value)
 
 
 # ---- ch07_instruction.ipynb, cell 129 ----
@@ -570,6 +607,7 @@ def score_responses(entries, json_key="model_response", judge_model="llama3.1:8b
     counted). Raises JudgeUnavailable when the judge cannot be reached or fails; the scores
     collected until then are in that error's `.scores` and `.unparseable`.
     """
+    entries = list(entries)  # a generator would be used up by the check below
     for i, entry in enumerate(entries):
         if json_key not in entry:
             raise KeyError(f"entry {i} has no {json_key!r} field; pass the key the responses were saved "
@@ -597,6 +635,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
     """The book's signature and result: the list of 0-100 scores the judge `model` gave to
     `entry[json_key]` (replies without a clear score are left out and counted in a printed
     line; `score_responses` returns that count)."""
+    json_data = list(json_data)  # any iterable, as the book's loop takes
     scores, unparseable = score_responses(json_data, json_key, model, host, seed, timeout, progress)
     if unparseable:
         print(f"{unparseable} of {len(json_data)} replies had no clear score and were left out")
@@ -708,6 +747,8 @@ class LoopbackOllama:
     def __init__(self, replies=("85",), models=("llama3.1:8b",), status=200, delay=0.0):
         if isinstance(replies, str) or not replies:
             raise ValueError(f"replies must be a list of at least one canned reply, e.g. ['85']; got {replies!r}")
+        if isinstance(models, str):  # list("llama3") would list six one-letter models
+            raise ValueError(f"models must be a list of model names, e.g. [{models!r}]; got the string {models!r}")
         if not 0 <= delay < math.inf:
             raise ValueError(f"delay must be a finite number of seconds >= 0; got {delay!r}")
         self.replies, self.models, self.status, self.delay = list(replies), list(models), status, delay

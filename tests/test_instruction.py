@@ -221,6 +221,26 @@ def test_download_and_load_file_names_a_broken_file(tmp_path):
         ins.download_and_load_file(path, "http://127.0.0.1:1/unreachable")
 
 
+def test_download_and_load_file_names_a_file_that_is_not_text(tmp_path):
+    path = tmp_path / "binary.json"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ValueError, match="binary.json is not valid JSON.*delete it"):
+        ins.download_and_load_file(path, "http://127.0.0.1:1/unreachable")
+
+
+@pytest.mark.parametrize("item", [(3, [1, 2, 3]), ([1, 2], 1, 0), ([1, 2], 1.5), ([1, 2], -1)])
+def test_collate_names_a_pair_in_the_wrong_order_or_shape(item):
+    with pytest.raises(ValueError, match=r"batch item 1 is a tuple .*\(token_ids, prompt_length\)"):
+        custom_collate_fn([([5, 6, 7], 1), item])
+
+
+def test_collate_takes_any_integer_type_as_the_prompt_length():
+    import numpy as np
+    expected = custom_collate_fn([([5, 6, 7], 2)])
+    for length in (np.int64(2), torch.tensor(2)):
+        assert all(torch.equal(a, b) for a, b in zip(custom_collate_fn([([5, 6, 7], length)]), expected))
+
+
 def test_book_names_exist_with_compatible_signatures():
     # llms_from_scratch 1.0.19, llms_from_scratch/ch07.py: every public name with its parameters and
     # defaults, written out from the book's package; ours may add keyword parameters after them

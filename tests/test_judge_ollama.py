@@ -87,6 +87,7 @@ def test_ollama_base_url_reads_the_environment(monkeypatch):
     # the scale repeated from the prompt is no score
     ("Score (0-100): 75", 75), ("Score (0 to 100): 75", 75), ("Scoring from 0 to 100: 75", 75),
     ("Scores range 0-100. My score: 72", 72), ("On a scale of 1-10, I'd say 8/10", 80),
+    ("Steps 1-10 are all correct. Score: 80", 80),  # a range in the text, but 80 fits no scale of 10
 ])
 def test_parse_score(reply, score):
     assert parse_score(reply) == score
@@ -96,6 +97,8 @@ def test_parse_score(reply, score):
     "", "I cannot evaluate this.", "N/A", "150", "-5", "Score: 101", "between 70 and 80",
     "8/1000", "llama3", None,
     "I'd give it a score between 70 and 80", "Score: 70-80", "3/4",  # a range, an unknown scale
+    # a bare number on a scale of 5 or 10: 4 of 5 or 4 of 100? Counted, not guessed
+    "I rate it 4 on a scale of 1 to 5", "Score (1-10): 7", "On a scale from 0 to 10, 9", "Score: 10 (1-10)",
 ])
 def test_parse_score_rejects_junk_and_out_of_range(reply):
     assert parse_score(reply) is None
@@ -323,7 +326,7 @@ def test_scoring_names_a_missing_key(ollama):
 
 
 def test_timeout_must_be_a_finite_positive_number(ollama):
-    for bad in (0, -1, float("nan"), float("inf")):
+    for bad in (0, -1, float("nan"), float("inf"), None, "120", True):
         with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
             query_ollama("x", MODEL, ollama.host, timeout=bad)
         with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
@@ -333,7 +336,9 @@ def test_timeout_must_be_a_finite_positive_number(ollama):
 
 
 @pytest.mark.parametrize("option,bad", [("temperature", -0.1), ("temperature", float("nan")),
-                                        ("temperature", float("inf")), ("num_ctx", 0), ("num_ctx", 2048.0),
+                                        ("temperature", float("inf")), ("temperature", None), ("temperature", "0"),
+                                        ("temperature", True),
+                                        ("num_ctx", 0), ("num_ctx", 2048.0),
                                         ("num_ctx", -1)])
 def test_sampling_options_that_make_no_sense_are_refused_before_a_request(ollama, option, bad):
     with pytest.raises(ValueError, match=option):
@@ -462,3 +467,22 @@ def test_the_client_reads_ollamas_documented_replies():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_scoring_takes_any_iterable_as_the_books_loop_does(ollama, capsys):
+    ollama.replies = ["85", "70"]
+    entries = [dict(ENTRY, model_response=f"answer {i}") for i in range(2)]
+    assert score_responses((e for e in entries), host=ollama.host, progress=False) == ([85, 70], 0)
+    assert generate_model_scores(iter(entries), "model_response", MODEL, host=ollama.host, progress=False) == [85, 70]
+    assert len(ollama.requests) == 4
+
+
+def test_loopback_server_refuses_a_single_model_name_as_a_string():
+    with pytest.raises(ValueError, match=r"models must be a list of model names, e.g. \['llama3'\]"):
+        LoopbackOllama(models="llama3")
+
+
+def test_numpy_sampling_options_are_sent_as_json_numbers(ollama):
+    import numpy as np
+    assert query_ollama("x", MODEL, ollama.host, temperature=np.float32(0.5), num_ctx=np.int64(512)) == "85"
+    assert ollama.requests[-1]["options"] == {"seed": 123, "temperature": 0.5, "num_ctx": 512}
