@@ -28,7 +28,7 @@ class LoRALayer(nn.Module):
         self.A = nn.Parameter(torch.empty(in_dim, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.B = nn.Parameter(torch.zeros(rank, out_dim))
-        self.alpha = alpha
+        self.alpha, self.rank = alpha, rank
 
     def forward(self, x):
         return self.alpha * (x @ self.A @ self.B)
@@ -141,7 +141,7 @@ def safe_extract_zip(archive, target_dir, members=None, *, max_files=MAX_ZIP_MEM
 
 
 # ---- ch06_classification.ipynb, cell 129 ----
-from helpers.support.data import COURSE_FILES, cached_copy, fetch
+from helpers.support.data import COURSE_FILES, cache_dir, cached_copy, fetch
 from helpers.support.download import DownloadError, download_file, sha256_of
 from helpers.support.files import copy_atomically
 
@@ -186,7 +186,10 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
         raise DownloadError(f"{zip_path.name} from {url} does not hold the SMS Spam Collection the course knows "
                             f"(a file {spec.member} with SHA-256 {spec.sha256}); use {spec.urls[0]}")
     data_file_path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(extracted, data_file_path)
+    if extracted.resolve() == (cache_dir(data_dir) / SMS_SPAM_FILE).resolve():  # the cache's own copy: never moved away
+        copy_atomically(extracted, data_file_path)
+    else:
+        os.replace(extracted, data_file_path)
     print(f"File {how} and saved as {data_file_path}")
 
 
@@ -300,7 +303,8 @@ class SpamDataset(Dataset):
     (token IDs, label, length) with `return_lengths=True`, where length counts the real tokens
     (so a model can read the last real one rather than the last padding position). With
     `context_length` (the model's), messages are cut to fit it and a `max_length` beyond it is
-    refused. An empty message raises ValueError naming its row: it has no token to classify.
+    refused. An empty message raises ValueError naming its row: it has no token to classify; so
+    does a label that is not a class number yet ("spam"), and a CSV without a Text or Label column.
     """
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *,
@@ -309,12 +313,14 @@ class SpamDataset(Dataset):
         if context_length is not None and not _is_count(context_length, 1):
             raise ValueError(f"context_length={context_length!r} must be a whole number >= 1 "
                              f"(the model's, model.cfg['context_length']) or None")
+        name = Path(csv_file).name if isinstance(csv_file, (str, os.PathLike)) else "the CSV"  # or a file object
         self.data = pd.read_csv(csv_file, dtype={"Text": str}, keep_default_na=False)
+        _check_columns(self.data, name)
         encode = _message_encoder(tokenizer)
         self.encoded_texts = [encode(text) for text in self.data["Text"]]
         empty = [i for i, ids in enumerate(self.encoded_texts) if not ids]
         if empty:
-            raise ValueError(f"{Path(csv_file).name}: row {empty[0]} (0-based, after the header) is an "
+            raise ValueError(f"{name}: row {empty[0]} (0-based, after the header) is an "
                              f"empty message, which has no token to classify; drop such rows first")
         if max_length is None:
             max_length = self._longest_encoded_length()
@@ -338,7 +344,20 @@ class SpamDataset(Dataset):
 
     def _longest_encoded_length(self):
         """The book's helper: the most tokens of any message (after __init__, padded: max_length)."""
-        return max(len(ids) for ids in self.encoded_texts)
+        return max((len(ids) for ids in self.encoded_texts), default=0)
+
+
+def _check_columns(data, name):
+    """A clear error for a CSV (called `name`) that SpamDataset cannot use, before any message is encoded."""
+    missing = [column for column in ("Text", "Label") if column not in data.columns]
+    if missing:
+        raise ValueError(f"{name} has no {' or '.join(missing)} column (its columns: {', '.join(map(str, data.columns))}); "
+                         f"SpamDataset reads a CSV with the columns Text and Label, as 6.2 writes them")
+    labels = pd.to_numeric(data["Label"], errors="coerce")
+    bad = [i for i, label in enumerate(labels) if not (math.isfinite(label) and label >= 0 and label == int(label))]
+    if bad:
+        raise ValueError(f"{name}: row {bad[0]} (0-based, after the header) has the label {str(data['Label'].iloc[bad[0]])!r}, "
+                         f"not a class number; map the labels to 0, 1, ... first (SMS_LABELS: {SMS_LABELS})")
 
 
 # ---- ch06_classification.ipynb, cell 141 ----

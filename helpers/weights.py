@@ -388,9 +388,10 @@ import tempfile
 import time
 import uuid
 
-from helpers.model import GPT_CONFIGS, GPTModel, _is_count
+from helpers.model import GPT_CONFIGS, GPTModel, _check_gpt_config, _is_count
 from helpers.support.data import fetch
 from helpers.support.download import DownloadError, LocalWriteError
+from helpers.support.files import _current_umask
 
 
 def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
@@ -405,6 +406,10 @@ def _pretrain_standin(cfg, data_dir, device, num_epochs, seed=123):
     tokenizer = gpt2_tokenizer(data_dir)
     text = fetch("the-verdict.txt", data_dir).read_text(encoding="utf-8")
     split, ctx = int(0.9 * len(text)), cfg["context_length"]
+    held_out = len(tokenizer.encode(text[split:]))
+    if held_out <= ctx:  # the validation loader needs one window of ctx + 1 tokens
+        raise ValueError(f"standin_cfg['context_length']={ctx} is too long for The Verdict: its held-out 10% has "
+                         f"{held_out} tokens; use {held_out - 1} or less (GPT-2's 1,024 needs OpenAI's weights)")
     torch.manual_seed(seed)
     train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=ctx, stride=ctx,
                                         shuffle=True, drop_last=True, tokenizer=tokenizer)
@@ -475,6 +480,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:12]}")  # never an earlier run's leftover
     try:
         save_gpt_as_hf(gpt, building)
+        os.chmod(building, 0o777 & ~_current_umask())  # mkdtemp's folder is private (0700); the copy is not
         if folder.exists():  # the unusable copy: moved aside, deleted once the new one is in place
             os.replace(folder, old)
         os.replace(building, folder)  # the folder appears whole, or not at all
@@ -499,7 +505,8 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
     `download`) or "standin": a model of shape `standin_cfg` (default: GPT-2 `model_size` with
     a 256-token context; OpenAI's has 1,024) pretrained on The Verdict with chapter 5's recipe
     for `standin_epochs` epochs, built on first use (for the 124M shape, 10 epochs take minutes
-    on a 2-core CPU; the build prints its time), kept in
+    on a 2-core CPU; the build prints its time; its context must stay below the 534 tokens of
+    The Verdict's held-out 10%), kept in
     models_dir/standin-<shape>/ and built again if that copy cannot be loaded. It knows one short story: enough to see
     every finetuning mechanism work, not to match the book's accuracy. `model.cfg` is its config.
     """
@@ -509,16 +516,21 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
         raise ValueError(f"drop_rate={drop_rate!r} must be in [0, 1) (0.0 to finetune, as the book does)")
     if not _is_count(standin_epochs, 1):
         raise ValueError(f"standin_epochs={standin_epochs!r} must be a whole number >= 1 (10: chapter 5's run)")
+    if standin_cfg is not None:  # checked before any download: a KeyError later would name no argument
+        try:
+            standin_cfg = _check_gpt_config(standin_cfg)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"standin_cfg: {e.args[0]}") from None
     if download:
         gpt = None
         try:
             gpt = gpt_from_hf_folder(download_gpt2_safetensors(model_size), drop_rate)
             print(f"Weights: openai (OpenAI's GPT-2 {model_size} from Hugging Face's {GPT2_HF_REPOS[model_size]}); "
                   f"context {gpt.cfg['context_length']} tokens.")
-        except (LocalWriteError, MemoryError):  # a full disk or too little memory: no other route fixes that
+        except LocalWriteError:  # a full disk: no other route fixes that
             raise
         except Exception as e:  # offline, hub down, huggingface_hub missing: each means "not this route"
-            if is_out_of_memory(e):  # torch's CPU allocator raises a RuntimeError, not MemoryError
+            if is_out_of_memory(e):  # nor does another route fix too little memory (MemoryError, or torch's RuntimeError)
                 raise
             print(f"Hugging Face download of GPT-2 {model_size} failed: {_short(e)}")
         if gpt is None and importlib.util.find_spec("tensorflow") is not None:
@@ -528,7 +540,7 @@ def load_pretrained_gpt2(model_size="124M", models_dir="models", *, download=Tru
                 load_weights_into_gpt(gpt, params)
                 print(f"Weights: openai (OpenAI's GPT-2 {model_size}, its TensorFlow checkpoint); "
                       f"context {gpt.cfg['context_length']} tokens.")
-            except (LocalWriteError, MemoryError):
+            except LocalWriteError:
                 raise
             except DownloadError as e:
                 lines = str(e).splitlines() or [""]

@@ -1051,3 +1051,93 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
     for bad in ({"max_bytes": 0}, {"max_files": -1}, {"max_bytes": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             clf.safe_extract_zip(many, tmp_path / "bad", **bad)
+
+
+# ---- bad input found in review (session 30) ----------------------------------------------------
+
+def test_spam_dataset_refuses_a_csv_without_its_columns(tokenizer, tmp_path):
+    path = tmp_path / "no_label.csv"
+    pd.DataFrame({"Text": ["hello", "there"], "Class": [0, 1]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="no_label.csv has no Label column"):
+        clf.SpamDataset(path, tokenizer)
+
+
+@pytest.mark.parametrize("labels, row, shown", [(["ham", "spam"], 0, "'ham'"), ([0, 1.5], 1, "'1.5'"),
+                                                ([1, ""], 1, "''"), ([-1, 0], 0, "'-1'")])
+def test_spam_dataset_refuses_labels_that_are_not_class_numbers(tokenizer, tmp_path, labels, row, shown):
+    path = _write_csv(tmp_path / "labels.csv", ["hello", "there"], labels)
+    with pytest.raises(ValueError, match=rf"row {row} .*label {shown}.*SMS_LABELS"):
+        clf.SpamDataset(path, tokenizer)
+
+
+def test_spam_dataset_of_a_header_only_csv_is_empty_as_the_books(tokenizer, tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("Label,Text\n")
+    dataset = clf.SpamDataset(path, tokenizer)
+    assert len(dataset) == 0 and dataset.max_length == 0 == dataset._longest_encoded_length()
+
+
+def test_lora_layer_keeps_its_rank_and_alpha():
+    layer = clf.LinearWithLoRA(nn.Linear(6, 4), rank=3, alpha=2.0)
+    assert (layer.lora.rank, layer.lora.alpha) == (3, 2.0)
+
+
+def test_a_standin_config_without_a_key_is_refused_before_any_download(data_dir, tmp_path, monkeypatch):
+    from helpers import weights
+
+    calls = []  # recorded, not raised: load_pretrained_gpt2 would catch an error as a failed download
+    monkeypatch.setattr(weights, "download_gpt2_safetensors", lambda *a, **k: calls.append("hf"))
+    monkeypatch.setattr(weights, "download_and_load_gpt2", lambda *a, **k: calls.append("openai"))
+    cfg = {k: v for k, v in STANDIN.items() if k != "qkv_bias"}
+    with pytest.raises(ValueError, match=r"standin_cfg: .*qkv_bias"):
+        weights.load_pretrained_gpt2(models_dir=tmp_path, standin_cfg=cfg, data_dir=data_dir)
+    with pytest.raises(ValueError, match=r"standin_cfg: .*n_heads"):
+        weights.load_pretrained_gpt2(models_dir=tmp_path, standin_cfg={**STANDIN, "n_heads": 3}, data_dir=data_dir)
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_standin_context_longer_than_the_held_out_text_is_refused_with_the_limit(data_dir, tmp_path, tokenizer):
+    from helpers.support.data import fetch
+    from helpers.weights import load_pretrained_gpt2
+
+    text = fetch("the-verdict.txt", data_dir).read_text(encoding="utf-8")
+    held_out = len(tokenizer.encode(text[int(0.9 * len(text)):]))  # the validation split of chapter 5's recipe
+    with pytest.raises(ValueError, match=rf"context_length'\]={held_out} .*use {held_out - 1} or less"):
+        load_pretrained_gpt2(models_dir=tmp_path / "models", download=False, standin_epochs=1, data_dir=data_dir,
+                             standin_cfg={**STANDIN, "context_length": held_out})
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+def test_the_cached_standin_folder_gets_the_umasks_permissions_not_mkdtemps(data_dir, tmp_path, capsys):
+    import os
+
+    from helpers.weights import load_pretrained_gpt2
+
+    old = os.umask(0o022)
+    try:
+        load_pretrained_gpt2(models_dir=tmp_path, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                             data_dir=data_dir)
+    finally:
+        os.umask(old)
+    (folder,) = tmp_path.iterdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # mkdtemp alone leaves 0o700
+
+
+def test_download_and_unzip_into_the_cache_folder_keeps_the_caches_copy(data_dir, tmp_path):
+    # a reader whose course cache is the current folder runs the book's cell as it stands
+    cache = tmp_path / "cache"
+    (cache / "sms_spam_collection").mkdir(parents=True)
+    data = (data_dir / "sms_spam_collection" / "SMSSpamCollection").read_bytes()
+    (cache / "sms_spam_collection" / "SMSSpamCollection").write_bytes(data)
+    zip_path, extracted, data_file = _book_paths(cache)
+    clf.download_and_unzip_spam_data(UCI_URL, zip_path, extracted, data_file, data_dir=cache)
+    assert data_file.read_bytes() == data
+    assert (cache / "sms_spam_collection" / "SMSSpamCollection").read_bytes() == data  # still there for fetch
+
+
+def test_spam_dataset_names_a_file_object_in_its_errors(tokenizer):
+    import io
+    with pytest.raises(ValueError, match="the CSV: row 1 .*empty message"):
+        clf.SpamDataset(io.StringIO("Label,Text\n0,fine\n1,\n"), tokenizer)
+    with pytest.raises(ValueError, match="the CSV: row 0 .*label 'spam'"):
+        clf.SpamDataset(io.StringIO("Label,Text\nspam,fine\n"), tokenizer)
