@@ -135,6 +135,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
 # ---- ch02_text_data.ipynb, cell 91 ----
 import inspect
+import math
 import numbers
 
 import torch
@@ -159,6 +160,11 @@ def _encode_all(tokenizer, text):
 def _is_count(value, minimum):
     """A whole number (int or NumPy integer; not a bool, though True == 1) of at least `minimum`."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
+def _is_real(value):
+    """A finite real number (int, float or NumPy's; not a bool, not NaN, not infinite)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _check_positive(name, value):
