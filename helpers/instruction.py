@@ -95,6 +95,7 @@ def custom_collate_draft_2(batch, pad_token_id=50256, device="cpu"):
 
 
 # ---- ch07_instruction.ipynb, cell 105 ----
+import math
 import numbers
 import operator
 
@@ -115,13 +116,16 @@ def custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100, allowed_max_
     if allowed_max_length is not None and not _is_count(allowed_max_length, 1):
         raise ValueError(f"allowed_max_length must be a positive number of tokens (the model's context "
                          f"length, e.g. 1024) or None; got {allowed_max_length!r}")
+    if not (_is_count(pad_token_id, 0) and _is_count(ignore_index, -math.inf)):  # 1.5 would pad with token 1
+        raise ValueError(f"pad_token_id must be a token ID >= 0 (50256: <|endoftext|>) and ignore_index a whole "
+                         f"number (-100: what cross_entropy skips); got {pad_token_id!r} and {ignore_index!r}")
     items = [_collate_item(item, i) for i, item in enumerate(batch)]
     longest = max(len(ids) for ids, _ in items) + 1
     inputs, targets = [], []
     for ids, prompt_length in items:
         padded = torch.tensor(ids + [pad_token_id] * (longest - len(ids)), dtype=torch.int64)
         target = padded[1:].clone()
-        target[len(ids):] = ignore_index
+        target[max(len(ids), 1):] = ignore_index  # an empty item keeps one end-of-text target, as in the book
         # target[i] is token i + 1, so the prompt's tokens 1 .. prompt_length - 1 sit at 0 .. prompt_length - 2
         target[:max(prompt_length - 1, 0)] = ignore_index
         inputs.append(padded[:-1])
@@ -136,14 +140,17 @@ def _collate_item(item, i):
     """(token IDs, prompt length) of batch item `i`: a list of IDs, or a (token_ids, prompt_length) pair."""
     if not isinstance(item, tuple):
         return list(item), 0
-    try:  # operator.index: any integer type (NumPy's, a 0-d tensor's), never a float
-        prompt_length = -1 if len(item) != 2 or isinstance(item[0], numbers.Integral) else operator.index(item[1])
-    except TypeError:
-        prompt_length = -1
-    if prompt_length < 0:
+    if len(item) != 2 or isinstance(item[0], numbers.Integral):
         kinds = ", ".join(type(x).__name__ for x in item[:3]) + (", ..." if len(item) > 3 else "")
         raise ValueError(f"batch item {i} is a tuple of {len(item)} ({kinds}); it must be (token_ids, prompt_length), "
                          f"the IDs first, as InstructionDataset(mask_prompt=True) yields them")
+    try:  # operator.index: any integer type (NumPy's, a 0-d tensor's), never a float
+        prompt_length = operator.index(item[1])
+    except TypeError:
+        prompt_length = -1
+    if not 0 <= prompt_length <= len(item[0]):  # -2 would unmask all but the last two targets; 99 mask the answer
+        raise ValueError(f"batch item {i}'s prompt length is {item[1]!r:.40}; it must be a whole number from 0 to "
+                         f"the item's {len(item[0])} tokens, the count of leading prompt tokens the loss ignores")
     return list(item[0]), prompt_length
 
 
@@ -211,10 +218,14 @@ def extract_response(generated_text):
 
 def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
     """(the answer, how many prompt tokens did not fit in the context and were dropped)."""
+    model_context = model.pos_emb.weight.shape[0]
     if context_size is None:
-        context_size = model.pos_emb.weight.shape[0]
+        context_size = model_context
     elif not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
         raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
+    elif context_size > model_context:  # positions the model has no embedding for
+        raise ValueError(f"context_size={context_size} is more than the model's context length, {model_context}; "
+                         f"pass context_size=None to use the model's")
     prompt = _encode_text(tokenizer, format_input(entry), name)
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
@@ -238,6 +249,7 @@ import hashlib
 import time
 
 from helpers.support.files import write_atomically, write_atomically_together
+from helpers.text import _is_real
 
 
 def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=256, context_size=None,
@@ -257,7 +269,7 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     lose their first tokens, listed in one warning at the end.
     """
     entries = list(entries)
-    if not (isinstance(save_every_s, (int, float)) and save_every_s >= 0):  # also refuses NaN
+    if not ((_is_real(save_every_s) or save_every_s == math.inf) and save_every_s >= 0):  # inf: at the end only
         raise ValueError(f"save_every_s={save_every_s!r} must be a number of seconds >= 0")
     answers, fingerprint = [], None
     if path is not None:  # None and the model's own context length answer alike, so they hash alike
@@ -366,6 +378,7 @@ def _records(entries, responses, key):
 
 
 # ---- ch07_instruction.ipynb, cell 121 ----
+import ipaddress
 import time
 import urllib.parse
 
@@ -400,6 +413,12 @@ def ollama_base_url(host=None):
         port = {"http": 80, "https": 443}[scheme]
     else:
         raise ValueError(f"Ollama host {host!r}: the scheme must be http:// or https:// (or none); {_HOST_HELP}")
+    address, slash, tail = rest.partition("/")
+    try:  # a bare IPv6 address ("::", "::1"), as `ollama serve` takes it: a URL needs it in brackets
+        if ipaddress.ip_address(address).version == 6:
+            rest = f"[{address}]{slash}{tail}"
+    except ValueError:  # a name, an IPv4 address, host:port, [v6]:port: urlsplit reads those
+        pass
     try:
         parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
         hostname, explicit_port = parts.hostname or "127.0.0.1", parts.port
@@ -417,7 +436,7 @@ def ollama_base_url(host=None):
 
 
 # ---- ch07_instruction.ipynb, cell 123 ----
-import numbers
+from helpers.text import _is_real
 
 
 def _clip(text, limit=200):
@@ -449,12 +468,15 @@ def _server_error(reply, model, base):
             f"Check the server's log; restarting it (`ollama serve`) often helps.")
 
 
+_MAX_TIMEOUT_S = 1e6  # 11.6 days
+
+
 def _check_timeout(timeout, example):
     # checked before any request: the socket refuses NaN and overflows on an infinite timeout, and
     # None (no limit, to requests) would let a stuck judge stall the evaluation for good
-    if not (isinstance(timeout, numbers.Real) and not isinstance(timeout, bool) and 0 < timeout < math.inf):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, e.g. {example} (None, no limit, is not "
-                         f"offered: a stuck judge would never return); got {timeout!r}")
+    if not (_is_real(timeout) and 0 < timeout <= _MAX_TIMEOUT_S):  # the socket overflows from about 9e9 s
+        raise ValueError(f"timeout must be a finite number of seconds > 0, e.g. {example}, at most {_MAX_TIMEOUT_S:g} "
+                         f"(None, no limit, is not offered: a stuck judge would never return); got {timeout!r}")
 
 
 def ollama_status(host, model, timeout=5.0):
@@ -494,14 +516,18 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
     longer than `timeout` seconds in all.
     """
     _check_timeout(timeout, 120)
-    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
-                                             and temperature >= 0):
+    for name, value in (("prompt", prompt), ("model", model)):
+        if not isinstance(value, str):  # bytes or a list would fail inside the request, blamed on the server
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}: {_clip(repr(value), 60)}")
+    if not (_is_real(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0 (0: repeatable replies); got {temperature!r}")
     if not _is_count(num_ctx, 1):
         raise ValueError(f"num_ctx must be a whole number of tokens >= 1, e.g. 2048; got {num_ctx!r}")
+    if not _is_count(seed, 0):  # 1.5 or "123" would reach the server, which refuses it or picks a seed itself
+        raise ValueError(f"seed must be a whole number >= 0, e.g. 123; got {seed!r}")
     base = ollama_base_url(host)
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
-               "options": {"seed": seed, "temperature": float(temperature), "num_ctx": int(num_ctx)},  # NumPy's: JSON's
+               "options": {"seed": int(seed), "temperature": float(temperature), "num_ctx": int(num_ctx)},  # NumPy's: JSON's
                "stream": stream}
     deadline = time.monotonic() + timeout
     try:
@@ -544,7 +570,7 @@ def query_ollama(prompt, model="llama3.1:8b", host=None, seed=123, temperature=0
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 # "(0-100)", "from 0 to 100", "1-10": the scale a judge repeats from the prompt, not its score
 _SCALE = re.compile(r"\(?\b(?:from\s+)?[01]\s*(?:-|–|to)\s*(5|10|100)\b\)?", re.IGNORECASE)
-_FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(\d+)(?![\d.])", re.IGNORECASE)
+_FRACTION = re.compile(rf"(?<![\w.])({_NUMBER})\s*(?:/|out\s+of)\s*(\d+)(?!\d|\.\d)", re.IGNORECASE)  # "8/10." ends a sentence
 _SCALES = (5, 10, 100)
 _AFTER_WORD = re.compile(rf"\b(?:score[ds]?|scoring|rating|rate[ds]?|grade[ds]?)\b[^\d+-]{{0,30}}?(?<![\w.])({_NUMBER})(?![\w])",
                          re.IGNORECASE)
@@ -745,11 +771,11 @@ class LoopbackOllama:
     address as OLLAMA_HOST writes it, `chat_url` its /api/chat URL."""
 
     def __init__(self, replies=("85",), models=("llama3.1:8b",), status=200, delay=0.0):
-        if isinstance(replies, str) or not replies:
-            raise ValueError(f"replies must be a list of at least one canned reply, e.g. ['85']; got {replies!r}")
+        if isinstance(replies, str) or not replies or not all(isinstance(r, str) for r in replies):
+            raise ValueError(f"replies must be a list of at least one canned reply text, e.g. ['85']; got {replies!r}")
         if isinstance(models, str):  # list("llama3") would list six one-letter models
             raise ValueError(f"models must be a list of model names, e.g. [{models!r}]; got the string {models!r}")
-        if not 0 <= delay < math.inf:
+        if not (_is_real(delay) and delay >= 0):
             raise ValueError(f"delay must be a finite number of seconds >= 0; got {delay!r}")
         self.replies, self.models, self.status, self.delay = list(replies), list(models), status, delay
         self.requests, self._turn, self._server = [], 0, None

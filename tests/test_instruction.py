@@ -228,10 +228,32 @@ def test_download_and_load_file_names_a_file_that_is_not_text(tmp_path):
         ins.download_and_load_file(path, "http://127.0.0.1:1/unreachable")
 
 
-@pytest.mark.parametrize("item", [(3, [1, 2, 3]), ([1, 2], 1, 0), ([1, 2], 1.5), ([1, 2], -1)])
+@pytest.mark.parametrize("item", [(3, [1, 2, 3]), ([1, 2], 1, 0), ([1, 2],)])
 def test_collate_names_a_pair_in_the_wrong_order_or_shape(item):
     with pytest.raises(ValueError, match=r"batch item 1 is a tuple .*\(token_ids, prompt_length\)"):
         custom_collate_fn([([5, 6, 7], 1), item])
+
+
+@pytest.mark.parametrize("length", [1.5, -1, "2", [1, 2], 3])
+def test_collate_names_a_prompt_length_that_is_not_a_whole_number_from_0_to_the_item_length(length):
+    with pytest.raises(ValueError, match=r"batch item 1's prompt length is .*; it must be a whole number from 0 to "
+                                         r"the item's 2 tokens"):
+        custom_collate_fn([([5, 6, 7], 1), ([1, 2], length)])
+    custom_collate_fn([([5, 6, 7], 3), ([1, 2], 2)])  # the whole item a prompt: only its end-of-text counts
+
+
+@pytest.mark.parametrize("option", [dict(pad_token_id=1.5), dict(pad_token_id=-1), dict(pad_token_id=None),
+                                    dict(ignore_index=None), dict(ignore_index=-100.0), dict(pad_token_id=True)])
+def test_collate_refuses_a_pad_or_ignore_id_that_is_not_a_whole_number(option):
+    with pytest.raises(ValueError, match="pad_token_id must be a token ID >= 0"):
+        custom_collate_fn([[1, 2, 3], [4]], **option)
+
+
+def test_collate_keeps_an_empty_items_end_of_text_target_as_the_book_does():
+    from llms_from_scratch.ch07 import custom_collate_fn as book_collate
+    batch = [[], [1, 2]]
+    for ours, book in zip(custom_collate_fn(batch), book_collate(batch)):
+        assert torch.equal(ours, book)
 
 
 def test_collate_takes_any_integer_type_as_the_prompt_length():
@@ -378,6 +400,14 @@ def test_generate_response_refuses_a_context_size_that_makes_no_sense(tokenizer,
         generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=1, context_size=bad)
 
 
+def test_generate_response_refuses_a_context_size_beyond_the_models(tokenizer):
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})
+    with pytest.raises(ValueError, match="context_size=64 is more than the model's context length, 32"):
+        generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=1, context_size=64)
+    with pytest.warns(UserWarning, match="tokens were dropped"):  # the model's own is fine
+        generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=1, context_size=32)
+
+
 def test_generate_response_with_a_real_model_never_returns_the_prompt(tokenizer):
     torch.manual_seed(0)
     model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})
@@ -454,11 +484,22 @@ def test_entries_that_change_in_a_json_round_trip_still_resume(tokenizer, tmp_pa
     assert len(calls) == 3
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), None])
+@pytest.mark.parametrize("bad", [-1, float("nan"), None, True, "5", -float("inf")])
 def test_generate_responses_refuses_a_save_interval_that_makes_no_sense(tokenizer, tmp_path, bad):
     with pytest.raises(ValueError, match="save_every_s"):
         ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=tmp_path / "a.json", save_every_s=bad)
     assert not (tmp_path / "a.json").exists()
+
+
+def test_generate_responses_takes_any_real_save_interval_and_infinity(tokenizer, tmp_path, monkeypatch):
+    import math
+    import numpy as np
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, []))
+    for i, every in enumerate((np.float32(5), math.inf, 0)):  # NumPy's, "only at the end", after every answer
+        path = tmp_path / f"a{i}.json"
+        assert len(ins.generate_responses(_small_model(), tokenizer, ENTRIES[:2], path=path, progress=False,
+                                          save_every_s=every)) == 2
+        assert path.exists()
 
 
 def test_generate_responses_keeps_the_answers_done_when_interrupted(tokenizer, tmp_path, monkeypatch):

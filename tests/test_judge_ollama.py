@@ -59,6 +59,8 @@ def ollama():
     ("http://example.com", "http://example.com:80"),       # an explicit scheme brings its own port
     ("https://example.com/ollama/", "https://example.com:443/ollama"),
     ("[::1]:11434", "http://[::1]:11434"),
+    ("::1", "http://[::1]:11434"), ("::", "http://127.0.0.1:11434"),  # bare IPv6, as `ollama serve` takes it
+    ("http://::1/api/chat", "http://[::1]:80"),
     ("  localhost  ", "http://localhost:11434"),
     # the book writes the chat endpoint's URL: the server is what comes before /api/...
     ("http://localhost:11434/api/chat", "http://localhost:11434"),
@@ -88,6 +90,9 @@ def test_ollama_base_url_reads_the_environment(monkeypatch):
     ("Score (0-100): 75", 75), ("Score (0 to 100): 75", 75), ("Scoring from 0 to 100: 75", 75),
     ("Scores range 0-100. My score: 72", 72), ("On a scale of 1-10, I'd say 8/10", 80),
     ("Steps 1-10 are all correct. Score: 80", 80),  # a range in the text, but 80 fits no scale of 10
+    # a fraction that ends the sentence
+    ("8/10.", 80), ("I would rate this response 8/10.", 80), ("85/100.", 85), ("Score: 4 out of 5.", 80),
+    ("I'd rate it 7 out of 10. Good.", 70),
 ])
 def test_parse_score(reply, score):
     assert parse_score(reply) == score
@@ -95,7 +100,7 @@ def test_parse_score(reply, score):
 
 @pytest.mark.parametrize("reply", [
     "", "I cannot evaluate this.", "N/A", "150", "-5", "Score: 101", "between 70 and 80",
-    "8/1000", "llama3", None,
+    "8/1000", "llama3", None, "8/10.5",
     "I'd give it a score between 70 and 80", "Score: 70-80", "3/4",  # a range, an unknown scale
     # a bare number on a scale of 5 or 10: 4 of 5 or 4 of 100? Counted, not guessed
     "I rate it 4 on a scale of 1 to 5", "Score (1-10): 7", "On a scale from 0 to 10, 9", "Score: 10 (1-10)",
@@ -326,7 +331,7 @@ def test_scoring_names_a_missing_key(ollama):
 
 
 def test_timeout_must_be_a_finite_positive_number(ollama):
-    for bad in (0, -1, float("nan"), float("inf"), None, "120", True):
+    for bad in (0, -1, float("nan"), float("inf"), None, "120", True, 1e10):  # 1e10 s overflows the socket
         with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
             query_ollama("x", MODEL, ollama.host, timeout=bad)
         with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
@@ -339,7 +344,8 @@ def test_timeout_must_be_a_finite_positive_number(ollama):
                                         ("temperature", float("inf")), ("temperature", None), ("temperature", "0"),
                                         ("temperature", True),
                                         ("num_ctx", 0), ("num_ctx", 2048.0),
-                                        ("num_ctx", -1)])
+                                        ("num_ctx", -1), ("seed", -1), ("seed", 1.5), ("seed", "123"),
+                                        ("seed", None), ("seed", True)])
 def test_sampling_options_that_make_no_sense_are_refused_before_a_request(ollama, option, bad):
     with pytest.raises(ValueError, match=option):
         query_ollama("x", MODEL, ollama.host, **{option: bad})
@@ -348,7 +354,7 @@ def test_sampling_options_that_make_no_sense_are_refused_before_a_request(ollama
     assert ollama.requests[-1]["options"] == {"seed": 123, "temperature": 0.7, "num_ctx": 512}
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), None, "1", True])
 def test_loopback_server_refuses_a_delay_that_makes_no_sense(bad):
     with pytest.raises(ValueError, match="delay"):
         LoopbackOllama(delay=bad)
@@ -482,7 +488,22 @@ def test_loopback_server_refuses_a_single_model_name_as_a_string():
         LoopbackOllama(models="llama3")
 
 
+@pytest.mark.parametrize("option, bad", [("prompt", b"grade this"), ("prompt", ["grade", "this"]), ("model", None)])
+def test_a_prompt_or_model_that_is_not_text_is_refused_before_a_request(ollama, option, bad):
+    args = {"prompt": "grade this", "model": MODEL, **{option: bad}}
+    with pytest.raises(TypeError, match=f"{option} must be a str"):
+        query_ollama(host=ollama.host, **args)
+    assert ollama.requests == []
+
+
+@pytest.mark.parametrize("replies", [[85, 90], ["85", None]])
+def test_loopback_server_refuses_replies_that_are_not_text(replies):
+    with pytest.raises(ValueError, match="replies must be a list of at least one canned reply text"):
+        LoopbackOllama(replies=replies)
+
+
 def test_numpy_sampling_options_are_sent_as_json_numbers(ollama):
     import numpy as np
-    assert query_ollama("x", MODEL, ollama.host, temperature=np.float32(0.5), num_ctx=np.int64(512)) == "85"
-    assert ollama.requests[-1]["options"] == {"seed": 123, "temperature": 0.5, "num_ctx": 512}
+    assert query_ollama("x", MODEL, ollama.host, temperature=np.float32(0.5), num_ctx=np.int64(512),
+                        seed=np.int32(7)) == "85"
+    assert ollama.requests[-1]["options"] == {"seed": 7, "temperature": 0.5, "num_ctx": 512}
