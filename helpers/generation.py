@@ -129,6 +129,7 @@ def token_ids_to_text(token_ids, tokenizer):
 
 # ---- ch05_pretraining.ipynb, cell 159 ----
 from helpers.model import _is_count
+from helpers.text import _is_real
 
 
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
@@ -139,12 +140,12 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     restricted to the `top_k` most likely tokens and/or to the nucleus: the smallest set of
     most likely tokens whose probabilities add up to at least `top_p`.
     """
-    if not 0 <= temperature < float("inf"):  # also refuses NaN
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if not (_is_real(temperature) and temperature >= 0):  # None, "0.7", NaN and True too
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and not _is_count(top_k, 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
     if temperature == 0:
         return torch.argmax(logits, dim=-1, keepdim=True)
     logits = logits.float()
@@ -239,8 +240,8 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
     log-probabilities. The model runs in eval mode; its mode is
     restored afterwards."""
     context_size = _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
-    if not -float("inf") < length_penalty < float("inf"):  # also refuses NaN
-        raise ValueError(f"length_penalty must be a finite number (1.0: score per token), got {length_penalty}")
+    if not _is_real(length_penalty):  # NaN, None, "1" and True too
+        raise ValueError(f"length_penalty must be a finite number (1.0: score per token), got {length_penalty!r}")
     with eval_mode(model):  # dropout would make the search random
         prompt_len, kv_cache = idx.shape[1], (model.new_kv_cache() if hasattr(model, "new_kv_cache") else None)
         beams, scores, finished = idx, torch.zeros(1, device=idx.device), []  # finished: (score, sequence)

@@ -119,6 +119,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.support.files import write_atomically
@@ -157,7 +158,19 @@ def save_checkpoint(path, model, optimizer=None, **state):
                          f"resume from it with a lower learning rate or gradient clipping")
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
+    payload = _plain(payload)  # a NumPy number (lr=np.float64(4e-4)) would make weights_only loading refuse the file
     write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def _plain(value):
+    """`value` with every NumPy scalar inside its dicts, lists and tuples turned into Python's own."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _unreadable(path, err):
@@ -211,11 +224,12 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     if bad:  # a run that diverged before it saved: its weights would only give NaN losses
         raise ValueError(f"{path} is refused: {_diverged(bad)} before it was saved. The model is unchanged; "
                          f"load an earlier checkpoint")
-    model.load_state_dict(payload.pop("model"))
     optimizer_state = payload.pop("optimizer", None)
+    if optimizer is not None and optimizer_state is None:  # refused before the model is changed
+        raise ValueError(f"{path} has no optimizer state to restore; the model is unchanged (pass optimizer=None "
+                         f"to load the weights alone)")
+    model.load_state_dict(payload.pop("model"))
     if optimizer is not None:
-        if optimizer_state is None:
-            raise ValueError(f"{path} has no optimizer state to restore")
         optimizer.load_state_dict(optimizer_state)
     return payload
 
@@ -224,16 +238,23 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
-    the order of the batches and the dropout masks. Saved in the checkpoint with the weights."""
+    the order of the batches and the dropout masks (the CPU's and CUDA's generators; on Apple's MPS
+    the device's own, which draws the dropout masks there, is not kept). Saved in the checkpoint
+    with the weights, with the loader's length: a resume with other batches is refused."""
 
     def __init__(self):
         self.train_losses, self.val_losses, self.track_tokens_seen = [], [], []
         self.tokens_seen, self.global_step, self.epoch, self.batches_done = 0, -1, 0, 0
-        self.epoch_rng_state = None
+        self.epoch_rng_state, self.batches_per_epoch = None, None
         self._restore = {}  # random states to put back when the resumed run reaches them
 
     def batches(self, loader):
         """This epoch's batches, skipping those a stopped run had already trained on."""
+        if self.batches_per_epoch not in (None, len(loader)):  # e.g. a smaller batch_size after running out of memory
+            raise ValueError(f"the checkpoint was saved by a run with {self.batches_per_epoch} batches per epoch, this "
+                             f"train_loader has {len(loader)}: resume with the same text, batch_size, max_length and "
+                             f"stride, or load its weights (load_checkpoint) and start a new run")
+        self.batches_per_epoch = len(loader)
         if self.batches_done == 0 and "rng_state" in self._restore:
             # stopped at an epoch's end, where the stop's state is the next epoch's start: it goes
             # back before iter(loader), which draws from it (the workers' seed) before the shuffle
@@ -294,13 +315,20 @@ class TrainingState:
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
-    can finish its step and save before stopping. Python delivers signals to the main thread
+    can finish its step and save before stopping; a second Ctrl-C stops at once (a save it cuts
+    short leaves the last checkpoint as it was). Python delivers signals to the main thread
     only, so elsewhere (or with `enabled=False`) Ctrl-C keeps its usual effect."""
     flag = type("Interrupt", (), {"requested": False})()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: setattr(flag, "requested", True))
+
+    def on_ctrl_c(*_):
+        if flag.requested:  # pressed again: a slow evaluation or a stuck step need not be waited for
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         yield flag
     finally:
@@ -319,8 +347,9 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     With `checkpoint_path`, everything needed to continue exactly is saved there after each
     epoch, when `max_steps` (optimizer steps since the very start) is reached, and when the run
     is interrupted (Ctrl-C / the notebook's stop button: the current step finishes, the checkpoint
-    is written, then KeyboardInterrupt is raised). `resume=True` continues from that file: same
-    batches in the same order, same dropout masks, same losses as a run that never stopped.
+    is written, then KeyboardInterrupt is raised; a second Ctrl-C stops at once). `resume=True`
+    continues from that file: same batches in the same order, same dropout masks, same losses as
+    a run that never stopped (on a CPU or CUDA; a loader of another length is refused).
 
     `before_update(step, loss)`, if given, is called after each backward pass and before the
     optimizer step (`step` counts from 0): `train_model` sets its learning rate and clips there.
@@ -373,10 +402,9 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
 
 # ---- ch05_pretraining.ipynb, cell 148 ----
 import math
-import numbers
 import warnings
 
-from helpers.model import _is_count
+from helpers.text import _is_count, _is_real  # a bool is no learning rate, though True == 1
 
 
 def _appendix_d_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
@@ -389,7 +417,7 @@ def _appendix_d_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr)
 
 
 def _check_peak_lr(peak_lr, min_lr):
-    if not isinstance(peak_lr, numbers.Real) or not math.isfinite(peak_lr) or peak_lr < 0:
+    if not (_is_real(peak_lr) and peak_lr >= 0):
         raise ValueError(f"the optimizer's learning rate (the peak) must be a finite number >= 0, got {peak_lr!r}")
     if min_lr > peak_lr:
         raise ValueError(f"min_lr ({min_lr}) is above the optimizer's learning rate ({peak_lr}), the peak "
@@ -403,9 +431,9 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     if not _is_count(eval_freq, 1):
         raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
     for name, value in (("initial_lr", initial_lr), ("min_lr", min_lr)):
-        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        if not (_is_real(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and math.isfinite(max_norm) and max_norm > 0):
+    if max_norm is not None and not (_is_real(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be a finite number > 0 (or None: no clipping), got {max_norm!r}")
     if not _is_count(warmup_steps, 0):  # more than the run's steps: it warms up throughout, as the book's does
         raise ValueError(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")

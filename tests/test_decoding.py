@@ -153,6 +153,9 @@ def test_beam_search_across_the_context_boundary(model, prompt):
     ({"temperature": float("inf")}, "temperature"),
     ({"temperature": 1.0, "top_k": 0}, "top_k"),
     ({"temperature": 1.0, "top_p": 0.0}, "top_p"), ({"temperature": 1.0, "top_p": 1.5}, "top_p"),
+    # not a number: a raw TypeError before, or (a bool) taken as 1
+    ({"temperature": None}, "temperature"), ({"temperature": "0.7"}, "temperature"), ({"temperature": True}, "temperature"),
+    ({"temperature": 1.0, "top_p": "0.9"}, "top_p"), ({"temperature": 1.0, "top_p": True}, "top_p"),
 ])
 def test_bad_decoding_arguments(model, prompt, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -332,7 +335,7 @@ def test_values_that_would_silently_misbehave_are_refused(model, prompt):
     from helpers.generation import trim_input_tensor
     with pytest.raises(ValueError, match="temperature must be a finite number"):
         sample_next_token(torch.randn(1, 8), temperature=float("inf"), top_k=3)  # NaN probabilities
-    for penalty in (float("nan"), float("inf")):  # NaN scores: max() kept whichever came first
+    for penalty in (float("nan"), float("inf"), None, "1", True):  # NaN scores: max() kept whichever came first
         with pytest.raises(ValueError, match="length_penalty must be a finite number"):
             beam_search(model, prompt, 3, 12, num_beams=2, length_penalty=penalty)
     assert beam_search(model, prompt, 3, 12, num_beams=2, length_penalty=-0.5).shape == (1, 7)

@@ -144,6 +144,11 @@ def test_interrupt_after_step_defers_ctrl_c_only_inside_the_block():
         with interrupt_after_step(enabled=False) as interrupt, pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
         assert not interrupt.requested
+        with pytest.raises(KeyboardInterrupt), interrupt_after_step() as interrupt:  # pressed twice: stop now
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            pytest.fail("a second Ctrl-C must stop at once")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, original)
 
@@ -217,6 +222,44 @@ def test_checkpoint_round_trip(tmp_path):
     assert other_opt.param_groups[0]["lr"] == 1e-3
     assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
+
+
+def test_numpy_numbers_in_a_run_still_give_a_loadable_checkpoint(loaders, tokenizer, tmp_path):
+    # an optimizer made with a NumPy learning rate and a NumPy epoch count: weights_only loading
+    # refused the file as "pickled Python objects" when they were saved as they came
+    import numpy as np
+    from helpers.training import train_model
+    model = new_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=np.float64(1e-3))
+    ckpt = tmp_path / "np.pt"
+    args = dict(eval_freq=3, eval_iter=1, start_context="Every", tokenizer=tokenizer, progress=False)
+    train_model(model, *loaders, optimizer, "cpu", np.int64(2), warmup_steps=np.int64(2),
+                initial_lr=np.float64(1e-5), checkpoint_path=ckpt, max_steps=2, **args)
+    resumed = new_model()
+    optimizer = torch.optim.AdamW(resumed.parameters(), lr=1e-3)
+    train_model(resumed, *loaders, optimizer, "cpu", 2, warmup_steps=2, initial_lr=1e-5, checkpoint_path=ckpt,
+                resume=True, max_steps=3, **args)
+    assert type(optimizer.param_groups[0]["peak_lr"]) is float
+
+
+def test_resuming_with_a_loader_of_another_length_is_refused(loaders, tokenizer, tmp_path, verdict_text):
+    ckpt = tmp_path / "run.pt"
+    run(loaders, tokenizer, checkpoint_path=ckpt, max_steps=len(loaders[0]) - 1, progress=False)
+    text = verdict_text[:2700]  # a smaller batch after running out of memory: fewer batches per epoch
+    other = create_dataloader_v1(text, batch_size=8, max_length=16, stride=16, shuffle=True, tokenizer=tokenizer)
+    assert len(other) != len(loaders[0])
+    with pytest.raises(ValueError, match=f"saved by a run with {len(loaders[0])} batches per epoch, this "
+                                         f"train_loader has {len(other)}"):
+        run((other, loaders[1]), tokenizer, checkpoint_path=ckpt, resume=True, progress=False)
+
+
+def test_a_file_without_optimizer_state_leaves_the_model_unchanged(tmp_path):
+    torch.save(new_model(1).state_dict(), tmp_path / "model.pth")
+    other = new_model(2)
+    before = other.tok_emb.weight.clone()
+    with pytest.raises(ValueError, match="has no optimizer state to restore; the model is unchanged"):
+        load_checkpoint(tmp_path / "model.pth", other, torch.optim.AdamW(other.parameters()))
+    assert torch.equal(other.tok_emb.weight, before)
 
 
 def test_bare_state_dict_as_the_book_saves_it(tmp_path):
@@ -493,6 +536,10 @@ def test_train_model_resumes_on_the_same_schedule(loaders, tokenizer, tmp_path):
     (dict(max_norm=0), "max_norm must be a finite number > 0"),
     (dict(max_norm=-1.0), "max_norm must be a finite number > 0"),
     (dict(max_norm=float("nan")), "max_norm must be a finite number > 0"),
+    # a bool is no number here, though True == 1 (a flag passed in the wrong place)
+    (dict(max_norm=True), "max_norm must be a finite number > 0"),
+    (dict(initial_lr=False), "initial_lr must be a finite number >= 0"),
+    (dict(optimizer_lr=True), "the optimizer's learning rate"),
 ])
 def test_train_model_refuses_a_schedule_that_makes_no_sense(loaders, tokenizer, bad, message):
     with pytest.raises(ValueError, match=message):
