@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn as nn
 from helpers.model import _is_count
+from helpers.text import _is_real
 
 
 class LoRALayer(nn.Module):
@@ -23,7 +24,7 @@ class LoRALayer(nn.Module):
 
     def __init__(self, in_dim, out_dim, rank, alpha):
         super().__init__()
-        if not _is_count(rank, 1) or not (math.isfinite(alpha) and alpha):
+        if not _is_count(rank, 1) or not (_is_real(alpha) and alpha):
             raise ValueError(f"need a whole rank >= 1 and a finite, nonzero alpha (the book: 16, 16); got rank={rank!r}, alpha={alpha!r}")
         self.A = nn.Parameter(torch.empty(in_dim, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
@@ -195,7 +196,6 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
 
 # ---- ch06_classification.ipynb, cell 133 ----
 import csv
-import numbers
 
 import pandas as pd
 
@@ -230,10 +230,11 @@ def create_balanced_dataset(df, seed=123):
 
 # ---- ch06_classification.ipynb, cell 134 ----
 from helpers.support.files import write_atomically
+from helpers.text import _is_real
 
 
 def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:  # NaN fails too
+    if not (_is_real(value) and 0 <= value <= 1):
         raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1 (the book: train_frac=0.7, "
                          "validation_frac=0.1; the test set gets the rest)")
 

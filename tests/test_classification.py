@@ -329,11 +329,13 @@ def test_lora_a_is_drawn_like_nn_linear_with_the_rank_as_fan_in():
     A = clf.LoRALayer(1000, 4, rank=16, alpha=1).A
     assert A.abs().max() <= 1 / 16**0.5 and A.abs().max() > 0.9 / 16**0.5
     assert clf.LoRALayer(8, 4, np.int64(2), 1.0).A.shape == (8, 2)  # a NumPy rank counts as a whole number
+    assert clf.LoRALayer(8, 4, 2, np.float32(0.5)).alpha == 0.5  # and a NumPy alpha as a number
 
 
 @pytest.mark.parametrize("rank, alpha, message", [
     (0, 16, "rank"), (-2, 16, "rank"), (4.0, 16, "rank"), (True, 16, "rank"),
     (4, 0, "alpha"), (4, float("nan"), "alpha"), (4, float("inf"), "alpha"),
+    (4, "16", "alpha"), (4, None, "alpha"), (4, True, "alpha"),  # a string or None was a raw TypeError, True passed
 ])
 def test_lora_refuses_a_rank_or_alpha_that_makes_no_sense(rank, alpha, message):
     with pytest.raises(ValueError, match=message):
@@ -692,13 +694,15 @@ def test_classify_review_refuses_a_max_length_that_is_not_positive(tiny_classifi
 
 
 @pytest.mark.parametrize("train_frac,validation_frac", [(0.9, 0.2), (1.5, 0.0), (-0.1, 0.1), (0.7, -0.1),
-                                                        (float("nan"), 0.1), ("0.7", 0.1)])
+                                                        (float("nan"), 0.1), ("0.7", 0.1), (None, 0.1),
+                                                        (True, 0.0), (0.7, float("inf"))])
 def test_random_split_refuses_fractions_that_do_not_fit(sms_df, train_frac, validation_frac):
     with pytest.raises(ValueError, match="frac"):
         clf.random_split(sms_df, train_frac, validation_frac)
 
 
 def test_random_split_accepts_the_edges(sms_df):
+    assert len(clf.random_split(sms_df, np.float64(0.5), np.float32(0.25))[0]) == len(sms_df) // 2
     train, val, test = clf.random_split(sms_df, 0.5, 0.5)
     assert len(train) + len(val) == len(sms_df) - len(test) and len(test) <= 1
     train, val, test = clf.random_split(sms_df, 0, 0)
