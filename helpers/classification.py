@@ -10,8 +10,7 @@ import math
 
 import torch
 import torch.nn as nn
-from helpers.model import _is_count
-from helpers.text import _is_real
+from helpers.text import _is_count, _is_real
 
 
 class LoRALayer(nn.Module):
