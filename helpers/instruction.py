@@ -216,16 +216,22 @@ def extract_response(generated_text):
     return text.strip()
 
 
-def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
-    """(the answer, how many prompt tokens did not fit in the context and were dropped)."""
+def _context_size(model, context_size):
+    """`context_size`, checked, or the model's own context length for None."""
     model_context = model.pos_emb.weight.shape[0]
     if context_size is None:
-        context_size = model_context
-    elif not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
+        return model_context
+    if not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
         raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
-    elif context_size > model_context:  # positions the model has no embedding for
+    if context_size > model_context:  # positions the model has no embedding for
         raise ValueError(f"context_size={context_size} is more than the model's context length, {model_context}; "
                          f"pass context_size=None to use the model's")
+    return int(context_size)
+
+
+def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
+    """(the answer, how many prompt tokens did not fit in the context and were dropped)."""
+    context_size = _context_size(model, context_size)
     prompt = _encode_text(tokenizer, format_input(entry), name)
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
@@ -271,10 +277,10 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     entries = list(entries)
     if not ((_is_real(save_every_s) or save_every_s == math.inf) and save_every_s >= 0):  # inf: at the end only
         raise ValueError(f"save_every_s={save_every_s!r} must be a number of seconds >= 0")
+    context_size = _context_size(model, context_size)  # None and the model's own length then hash alike
     answers, fingerprint = [], None
-    if path is not None:  # None and the model's own context length answer alike, so they hash alike
-        context = context_size if context_size is not None else model.pos_emb.weight.shape[0]
-        fingerprint = _model_fingerprint(model, max_new_tokens, context)
+    if path is not None:
+        fingerprint = _model_fingerprint(model, max_new_tokens, context_size)
         answers = _saved_answers(path, entries, key, fingerprint)
     if answers:
         print(f"reusing the {len(answers)} answers saved in {path}; generating the other {len(entries) - len(answers)}")

@@ -636,6 +636,21 @@ def test_the_model_context_length_and_none_resume_each_other(tokenizer, tmp_path
     assert len(calls) == len(ENTRIES) - 2
 
 
+@pytest.mark.parametrize("bad, message", [(0, "must be a whole number"), (2.0, "must be a whole number"),
+                                          (257, "is more than the model's context length, 256")])
+def test_generate_responses_checks_the_context_size_before_any_file(tokenizer, tmp_path, bad, message):
+    # it used to go unchecked for an empty list, and with a saved file the fingerprint
+    # mismatch was reported ("other settings") instead of what was wrong with the value
+    model, path = _small_model(), tmp_path / "answers.json"
+    with pytest.raises(ValueError, match=message):
+        ins.generate_responses(model, tokenizer, [], context_size=bad, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ins, "generate", _counting_generate(tokenizer, []))
+        ins.generate_responses(model, tokenizer, ENTRIES[:2], path=path, progress=False)
+    with pytest.raises(ValueError, match=message):
+        ins.generate_responses(model, tokenizer, ENTRIES, path=path, context_size=bad, progress=False)
+
+
 def test_save_responses_removes_a_fingerprint_that_described_other_answers(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, []))
     model, path = _small_model(), tmp_path / "answers.json"
