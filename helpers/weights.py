@@ -450,6 +450,24 @@ def _short(err, limit=110):
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
 
 
+def _remove_stale_leftovers(folder, age_s=3600):
+    """Delete the `.building-*` and `.old-*` folders that a killed build left beside `folder`.
+
+    Only those untouched for `age_s`: a build writes its folder in seconds, so a younger one may
+    belong to a build running now in another process."""
+    stale = []
+    for pattern in (f".{folder.name}.building-*", f".{folder.name}.old-*"):
+        for p in folder.parent.glob(pattern):
+            try:
+                if time.time() - p.stat().st_mtime > age_s:
+                    stale.append(p)
+                    shutil.rmtree(p, ignore_errors=True)
+            except FileNotFoundError:  # another process removed it meanwhile
+                pass
+    if stale:
+        print(f"Removed {len(stale)} folder(s) left by an interrupted stand-in build beside {folder}")
+
+
 def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     """(model, shape name) of the stand-in of shape `cfg`: loaded from models_dir, or built there
     when it is missing or cannot be loaded (half-written, truncated, damaged)."""
@@ -461,6 +479,8 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT-2's config has none
     shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != gpt2["drop_rate"])
     folder = Path(models_dir) / f"standin-{shape}"
+    if folder.parent.exists():
+        _remove_stale_leftovers(folder)
     if folder.exists():
         try:
             return gpt_from_hf_folder(folder, drop_rate), shape
@@ -482,6 +502,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
         save_gpt_as_hf(gpt, building)
         os.chmod(building, 0o777 & ~_current_umask())  # mkdtemp's folder is private (0700); the copy is not
         if folder.exists():  # the unusable copy: moved aside, deleted once the new one is in place
+            os.utime(folder)  # a fresh time, so that no other build takes it for a stale leftover
             os.replace(folder, old)
         os.replace(building, folder)  # the folder appears whole, or not at all
     finally:

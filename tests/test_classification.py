@@ -5,7 +5,9 @@ Every expectation is computed independently here (plain-Python parsing of the da
 tokenizer called directly, closed-form parameter counts, hand-made logits)."""
 import inspect
 import math
+import os
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -937,6 +939,57 @@ def test_a_standin_that_cannot_be_loaded_is_kept_until_its_rebuild_is_in_place(d
                                      data_dir=data_dir)
     assert [p.name for p in models.iterdir()] == [folder.name]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_folders_a_killed_build_left_are_removed_once_an_hour_old(data_dir, tmp_path, capsys, monkeypatch):
+    """A SIGKILL during the seconds of a save leaves `.building-*` or `.old-*` folders (each a model's
+    size); the next call deletes those of its own stand-in that are stale, and no others."""
+    import helpers.weights as weights
+    models = tmp_path / "models"
+    weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                 data_dir=data_dir)
+    (folder,) = list(models.iterdir())
+    two_hours_ago = time.time() - 7200
+    left = {}
+    for name in (f".{folder.name}.building-a1", f".{folder.name}.old-b2",  # stale: removed
+                 f".{folder.name}.building-c3",  # young: maybe a build running now in another process
+                 ".standin-2x16x2-ctx16-ep1.building-d4", "notes"):  # another stand-in's, a user's
+        left[name] = models / name
+        left[name].mkdir()
+        (left[name] / "model.safetensors").write_bytes(b"half")
+        if name != f".{folder.name}.building-c3":
+            os.utime(left[name], (two_hours_ago, two_hours_ago))
+    capsys.readouterr()
+    weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                 data_dir=data_dir)
+    out = capsys.readouterr().out
+    assert "Removed 2 folder(s) left by an interrupted stand-in build" in out and "Pretraining" not in out
+    assert sorted(p.name for p in models.iterdir()) == sorted([folder.name, f".{folder.name}.building-c3",
+                                                              ".standin-2x16x2-ctx16-ep1.building-d4", "notes"])
+    weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                 data_dir=data_dir)
+    assert "Removed" not in capsys.readouterr().out
+
+    # an unusable copy moved aside gets a fresh time, so another build does not take it for a leftover
+    os.utime(folder, (two_hours_ago, two_hours_ago))
+    def unloadable(folder, drop_rate):
+        raise OSError("Too many open files")
+    monkeypatch.setattr(weights, "gpt_from_hf_folder", unloadable)
+    monkeypatch.setattr(weights, "_pretrain_standin", lambda *a: GPTModel(STANDIN))
+    real_replace, ages = weights.os.replace, []
+
+    def watching(src, dst):
+        if Path(dst) == folder and ".building-" in str(src):  # putting the new copy in place
+            (old,) = models.glob(f".{folder.name}.old-*")
+            ages.append(time.time() - old.stat().st_mtime)
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(weights.os, "replace", watching)
+    with pytest.raises(OSError, match="No space left"):
+        weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                     data_dir=data_dir)
+    assert len(ages) == 1 and ages[0] < 600
+    assert folder.exists() and not list(models.glob(f".{folder.name}.old-*"))
 
 
 def test_a_standin_of_another_config_gets_its_own_cache(data_dir, tmp_path, capsys):
