@@ -955,15 +955,13 @@ def test_folders_a_killed_build_left_are_removed_once_an_hour_old(data_dir, tmp_
                                  data_dir=data_dir)
     (folder,) = list(models.iterdir())
     two_hours_ago = time.time() - 7200
-    left = {}
     for name in (f".{folder.name}.building-a1", f".{folder.name}.old-b2",  # stale: removed
                  f".{folder.name}.building-c3",  # young: maybe a build running now in another process
                  ".standin-2x16x2-ctx16-ep1.building-d4", "notes"):  # another stand-in's, a user's
-        left[name] = models / name
-        left[name].mkdir()
-        (left[name] / "model.safetensors").write_bytes(b"half")
+        (models / name).mkdir()
+        (models / name / "model.safetensors").write_bytes(b"half")
         if name != f".{folder.name}.building-c3":
-            os.utime(left[name], (two_hours_ago, two_hours_ago))
+            os.utime(models / name, (two_hours_ago, two_hours_ago))
     capsys.readouterr()
     weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
                                  data_dir=data_dir)
