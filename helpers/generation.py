@@ -132,6 +132,11 @@ from helpers.model import _is_count
 from helpers.text import _is_real
 
 
+def _as_number(value):
+    """A one-element tensor as a Python number: the book's generate takes torch.tensor(1.4) too."""
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """Choose the next token from (batch, vocab) logits; returns (batch, 1) token IDs.
 
@@ -140,6 +145,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     restricted to the `top_k` most likely tokens and/or to the nucleus: the smallest set of
     most likely tokens whose probabilities add up to at least `top_p`.
     """
+    temperature, top_k, top_p = _as_number(temperature), _as_number(top_k), _as_number(top_p)
     if not (_is_real(temperature) and temperature >= 0):  # None, "0.7", NaN and True too
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and not _is_count(top_k, 1):

@@ -518,9 +518,10 @@ def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer
     idx = torch.tensor([tokenizer.encode("Every effort moves you")])
     sampled = []
     for generate in (helpers.generate, book5.generate):
-        torch.manual_seed(5)
-        sampled.append(generate(book_model, idx, 8, 16, temperature=1.4, top_k=25))
-    assert torch.equal(*sampled)
+        for temperature, top_k in ((1.4, 25), (torch.tensor(1.4), torch.tensor([25]))):  # the book takes tensors too
+            torch.manual_seed(5)
+            sampled.append(generate(book_model, idx, 8, 16, temperature=temperature, top_k=top_k))
+    assert all(torch.equal(sampled[0], other) for other in sampled[1:])
     # our model, still in training mode (dropout on): generate leaves its KV cache out, so
     # dropout draws for the same positions and the tokens stay the book's
     assert our_model.training

@@ -156,6 +156,9 @@ def test_beam_search_across_the_context_boundary(model, prompt):
     # not a number: a raw TypeError before, or (a bool) taken as 1
     ({"temperature": None}, "temperature"), ({"temperature": "0.7"}, "temperature"), ({"temperature": True}, "temperature"),
     ({"temperature": 1.0, "top_p": "0.9"}, "top_p"), ({"temperature": 1.0, "top_p": True}, "top_p"),
+    # a tensor is read as its one number: two numbers, a bool, NaN or a float top_k are still refused
+    ({"temperature": torch.tensor([1.0, 2.0])}, "temperature"), ({"temperature": torch.tensor(True)}, "temperature"),
+    ({"temperature": torch.tensor(float("nan"))}, "temperature"), ({"temperature": 1.0, "top_k": torch.tensor(5.0)}, "top_k"),
 ])
 def test_bad_decoding_arguments(model, prompt, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -170,6 +173,17 @@ def test_numpy_integers_count_as_integers(model, prompt):
     torch.manual_seed(3)
     assert torch.equal(ours, generate(model, prompt, 6, 12, temperature=1.0, top_k=5))
     assert beam_search(model, prompt, np.int32(4), 12, num_beams=np.int64(2)).shape == (1, prompt.shape[1] + 4)
+
+
+def test_one_element_tensors_count_as_numbers(model, prompt):
+    """temperature=torch.tensor(1.3) and the like, which the book's generate takes, give the same
+    tokens as the Python numbers they hold."""
+    torch.manual_seed(3)
+    ours = generate(model, prompt, 6, 12, temperature=torch.tensor(1.3), top_k=torch.tensor([5]),
+                    top_p=torch.tensor(0.9, dtype=torch.float64))
+    torch.manual_seed(3)
+    assert torch.equal(ours, generate(model, prompt, 6, 12, temperature=1.3, top_k=5, top_p=0.9))
+    assert torch.equal(generate(model, prompt, 4, 12, temperature=torch.tensor(0.0)), generate(model, prompt, 4, 12))
 
 
 def test_generate_feeds_one_new_token_per_step_in_eval_mode_and_the_window_in_training_mode(prompt):
