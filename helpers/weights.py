@@ -455,17 +455,20 @@ def _remove_stale_leftovers(folder, age_s=3600):
 
     Only those untouched for `age_s`: a build writes its folder in seconds, so a younger one may
     belong to a build running now in another process."""
-    stale = []
+    removed, kept = [], []
     for pattern in (f".{folder.name}.building-*", f".{folder.name}.old-*"):
         for p in folder.parent.glob(pattern):
             try:
                 if time.time() - p.stat().st_mtime > age_s:
-                    stale.append(p)
                     shutil.rmtree(p, ignore_errors=True)
+                    (kept if p.exists() else removed).append(p)
             except FileNotFoundError:  # another process removed it meanwhile
                 pass
-    if stale:
-        print(f"Removed {len(stale)} folder(s) left by an interrupted stand-in build beside {folder}")
+    if removed:
+        print(f"Removed {len(removed)} folder(s) left by an interrupted stand-in build beside {folder}")
+    if kept:  # no permission, say: the user must know what still takes the space
+        print(f"Could not remove {len(kept)} folder(s) left by an interrupted stand-in build; delete them by hand: "
+              + ", ".join(map(str, kept)))
 
 
 def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
@@ -479,8 +482,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT-2's config has none
     shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != gpt2["drop_rate"])
     folder = Path(models_dir) / f"standin-{shape}"
-    if folder.parent.exists():
-        _remove_stale_leftovers(folder)
+    _remove_stale_leftovers(folder)  # a missing models_dir has none: its glob finds nothing
     if folder.exists():
         try:
             return gpt_from_hf_folder(folder, drop_rate), shape

@@ -10,6 +10,7 @@ import stat
 import time
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -972,6 +973,15 @@ def test_folders_a_killed_build_left_are_removed_once_an_hour_old(data_dir, tmp_
     weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
                                  data_dir=data_dir)
     assert "Removed" not in capsys.readouterr().out
+    # one that cannot be deleted (no permission, say) is named, not counted as removed
+    stuck = models / f".{folder.name}.old-e5"
+    stuck.mkdir()
+    os.utime(stuck, (two_hours_ago, two_hours_ago))
+    with mock.patch.object(weights.shutil, "rmtree"):
+        weights.load_pretrained_gpt2(models_dir=models, download=False, standin_cfg=STANDIN, standin_epochs=1,
+                                     data_dir=data_dir)
+    out = capsys.readouterr().out
+    assert "Removed" not in out and "Could not remove 1 folder(s)" in out and str(stuck) in out
 
 
 def test_a_standin_of_another_config_gets_its_own_cache(data_dir, tmp_path, capsys):
