@@ -19,6 +19,8 @@
 # Results land in OUTDIR (default runs/gpu_check): RESULTS.md (bench_speed's entries, to be copied
 # into benchmarks/RESULTS.md), the logs, and the pretrain summary. About 5-6 minutes on an H100/H200,
 # most of it torch.compile. Each step has its own time limit, so one stuck step leaves the rest.
+# STEPS="1 2" and then STEPS="3 4" (each with its own OUTDIR) split it into two calls of a lent machine,
+# so that a machine lost mid-call (as on 2026-12-05, when nothing came back) costs half the figures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
@@ -38,6 +40,11 @@ compiled_args=${COMPILED_ARGS:---context 1024 --batch auto --max-batch 64 --amp 
 pretrain_args=${PRETRAIN_ARGS:---batch-size 16 --context-length 1024 --amp bf16 --compile --tie-weights --max-steps 200 \
 --eval-every 100 --warmup-steps 20 --cosine 4e-5 --clip-grad 1.0}
 memory_args=${MEMORY_ARGS:---sizes 124M 355M --batch 8 --tokens 1024}
+steps=${STEPS:-1 2 3 4}
+for s in $steps; do
+    case $s in 1|2|3|4) ;; *) echo "STEPS=$steps: give step numbers from 1 to 4, e.g. STEPS=\"1 2\"" >&2; exit 2;; esac
+done
+want() { case " $steps " in *" $1 "*) return 0;; esac; return 1; }
 status=0
 # each step's limit in seconds, times TIMEOUT_SCALE (a whole number; the CPU dry run shares 2 cores with other tests)
 scale=${TIMEOUT_SCALE:-1}
@@ -50,15 +57,19 @@ if [ "$device" = cuda ]; then
         | tee -a "$out/gpu.txt" || exit 1
 fi
 
+if want 1; then
 echo "== 1. bench_speed, eager: every implementation with the same bf16 autocast; generation"
 timeout $(limit 150) $py benchmarks/bench_speed.py --device "$device" $eager_args --results "$out/RESULTS.md" \
     --note "benchmarks/gpu_check.sh, eager" 2>&1 | tee "$out/bench_eager.log" || status=1
+fi
 
+if want 2; then
 echo "== 2. bench_speed, compiled: largest batch, padded vocabulary, profile"
 timeout $(limit 200) $py benchmarks/bench_speed.py --device "$device" $compiled_args --results "$out/RESULTS.md" \
     --note "benchmarks/gpu_check.sh, compiled" 2>&1 | tee "$out/bench_compiled.log" || status=1
+fi
 
-echo "== 3. helpers.pretrain at scale on $device"
+want 3 || want 4 || { echo "gpu_check: exit $status; results in $out"; exit $status; }
 corpus="$out/corpus"
 mkdir -p "$corpus"
 # every course text joined, repeated: a few MB of varied text instead of one 20 kB story
@@ -74,6 +85,9 @@ repeat = int(sys.argv[3])
 Path(sys.argv[2]).write_text("\n\n".join([text] * repeat), encoding="utf-8")
 print(f"corpus: {repeat * len(text):,} characters")
 PY
+
+if want 3; then
+echo "== 3. helpers.pretrain at scale on $device"
 timeout $(limit ${PRETRAIN_TIMEOUT:-150}) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain" --device "$device" $pretrain_args \
     --overwrite 2>&1 | tee "$out/pretrain.log" || status=1
 # MFU of the run, from its summary and the same FLOP count and matmul peak as bench_speed
@@ -97,7 +111,9 @@ print(json.dumps({k: s.get(k) for k in ("steps", "tok_s", "mfu", "mfu_basis", "p
 PY
 cat "$out/pretrain/summary.json"; echo
 rm -f "$out/pretrain/"*.pt  # 1.5 GB: the summary and the log are what we keep
+fi
 
+if want 4; then
 echo "== 4. the older-GPU (T4) path forced, and the training-memory estimate against the measured peak"
 COURSE_NO_BF16=1 timeout $(limit 120) $py -m helpers.pretrain --data "$corpus" --out "$out/pretrain_fp16" --device "$device" \
     $pretrain_args --max-steps 20 --warmup-steps 0 --amp bf16 --overwrite 2>&1 | tail -n 5 | tee "$out/pretrain_fp16.log" || status=1
@@ -105,6 +121,7 @@ grep -q '"autocast": "float16"' "$out/pretrain_fp16/summary.json" || { echo "T4 
 rm -f "$out/pretrain_fp16/"*.pt
 timeout $(limit 150) $py benchmarks/bench_memory.py --device "$device" $memory_args 2>&1 | tee "$out/memory.md" || status=1
 grep -q failed "$out/memory.md" && status=1
+fi
 
 echo "gpu_check: exit $status; results in $out"
 exit $status

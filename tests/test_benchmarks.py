@@ -175,3 +175,19 @@ def test_gpu_scripts_keep_an_earlier_runs_results(tmp_path, script):
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / script), str(empty)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert "kept in" not in run.stdout and not [p for p in tmp_path.iterdir() if p.name.startswith("empty.")]
+
+
+def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
+    """STEPS splits the GPU run into two calls of a lent machine; a step number it lacks is refused."""
+    # PYTHON=false: every step fails at once; what matters is which steps started
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": "false", "COURSE_DATA_DIR": str(tmp_path / "nodata")}
+    script = str(ROOT / "benchmarks" / "gpu_check.sh")
+    started = {}
+    for steps in ("1 2", "4"):
+        run = subprocess.run(["bash", script, str(tmp_path / steps.replace(" ", ""))], env={**env, "STEPS": steps},
+                             capture_output=True, text=True, timeout=120)
+        started[steps] = [n for n in "1234" if f"== {n}." in run.stdout]
+    assert started == {"1 2": ["1", "2"], "4": ["4"]}
+    run = subprocess.run(["bash", script, str(tmp_path / "bad")], env={**env, "STEPS": "1 5"}, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "STEPS=1 5: give step numbers from 1 to 4" in run.stderr
