@@ -48,13 +48,21 @@ def eval_mode(model):
             module.training = training
 
 
+def _as_number(value):
+    """A one-element tensor as a Python number: the book's generate takes torch.tensor(5) as a
+    count and torch.tensor(1.4) as a temperature (range() and slicing read integer tensors)."""
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
-    """The context size to use (None: the model's), once the arguments make sense."""
+    """The context size to use (None: the model's), once the arguments make sense. A count may
+    be a one-element integer tensor, as in the book; range(max_new_tokens) reads it."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {shape}")
-    if not _is_count(max_new_tokens, 0):
+    if not _is_count(_as_number(max_new_tokens), 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    context_size = _as_number(context_size)
     if context_size is None:
         if not hasattr(model, "cfg"):
             raise ValueError("this model has no cfg to read its context length from: pass context_size")
@@ -130,11 +138,6 @@ def token_ids_to_text(token_ids, tokenizer):
 # ---- ch05_pretraining.ipynb, cell 159 ----
 from helpers.model import _is_count
 from helpers.text import _is_real
-
-
-def _as_number(value):
-    """A one-element tensor as a Python number: the book's generate takes torch.tensor(1.4) too."""
-    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
 
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator=None):

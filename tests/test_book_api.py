@@ -521,6 +521,8 @@ def test_same_seed_same_data_training_and_sampling_as_the_book_package(tokenizer
         for temperature, top_k in ((1.4, 25), (torch.tensor(1.4), torch.tensor([25]))):  # the book takes tensors too
             torch.manual_seed(5)
             sampled.append(generate(book_model, idx, 8, 16, temperature=temperature, top_k=top_k))
+        torch.manual_seed(5)  # counts as tensors as well
+        sampled.append(generate(book_model, idx, torch.tensor(8), torch.tensor([16]), temperature=1.4, top_k=25))
     assert all(torch.equal(sampled[0], other) for other in sampled[1:])
     # our model, still in training mode (dropout on): generate leaves its KV cache out, so
     # dropout draws for the same positions and the tokens stay the book's

@@ -184,6 +184,12 @@ def test_one_element_tensors_count_as_numbers(model, prompt):
     torch.manual_seed(3)
     assert torch.equal(ours, generate(model, prompt, 6, 12, temperature=1.3, top_k=5, top_p=0.9))
     assert torch.equal(generate(model, prompt, 4, 12, temperature=torch.tensor(0.0)), generate(model, prompt, 4, 12))
+    # counts too: range() and slicing read an integer tensor, so the book's generate takes them
+    greedy = generate(model, prompt, 5, 12)
+    assert torch.equal(generate(model, prompt, torch.tensor(5), torch.tensor([12])), greedy)
+    assert torch.equal(generate_text_simple(model, prompt, torch.tensor([5]), torch.tensor(12)), greedy)
+    assert torch.equal(beam_search(model, prompt, torch.tensor(4), torch.tensor(12), num_beams=2),
+                       beam_search(model, prompt, 4, 12, num_beams=2))
 
 
 def test_generate_feeds_one_new_token_per_step_in_eval_mode_and_the_window_in_training_mode(prompt):
@@ -252,6 +258,10 @@ def test_eos_in_a_batch_pads_the_finished_row(model):
 
 @pytest.mark.parametrize("args, message", [
     ((-1, 12), "max_new_tokens"), ((2.5, 12), "max_new_tokens"), ((3, 0), "context_size"), ((3, -4), "context_size"),
+    # a count given as a tensor: a float, two numbers, a bool or a negative one is still refused
+    ((torch.tensor(5.0), 12), "max_new_tokens"), ((torch.tensor([2, 3]), 12), "max_new_tokens"),
+    ((torch.tensor(True), 12), "max_new_tokens"), ((torch.tensor(-1), 12), "max_new_tokens"),
+    ((3, torch.tensor(12.0)), "context_size"), ((3, torch.tensor(0)), "context_size"),
 ])
 def test_negative_or_zero_sizes_are_refused(model, prompt, args, message):
     with pytest.raises(ValueError, match=message):
