@@ -305,6 +305,15 @@ def test_book_cache_calls_on_the_fast_model():
         assert (got - full).abs().max() <= 1e-5 and len(cache) == 9
 
 
+def test_generate_fast_takes_a_count_as_a_one_element_tensor():
+    """As the book's generate does (range() reads an integer tensor); a float one is refused."""
+    torch.manual_seed(0)
+    fast, prompt = FastGPTModel(CFG).eval(), torch.tensor([[5, 6, 7]])
+    assert torch.equal(generate_fast(fast, prompt, torch.tensor([4])), generate_fast(fast, prompt, 4))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_fast(fast, prompt, torch.tensor(4.0))
+
+
 @pytest.mark.parametrize("max_new_tokens", [-1, 1.5])
 def test_generate_fast_refuses_a_negative_count(max_new_tokens):
     """A negative max_new_tokens used to return the prompt silently."""
