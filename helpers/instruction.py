@@ -230,8 +230,8 @@ def _context_size(model, context_size):
 
 
 def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
-    """(the answer, how many prompt tokens did not fit in the context and were dropped)."""
-    context_size = _context_size(model, context_size)
+    """(the answer, how many prompt tokens did not fit in the context and were dropped);
+    `context_size` is already checked (`_context_size`)."""
     prompt = _encode_text(tokenizer, format_input(entry), name)
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
@@ -243,6 +243,7 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
                       eos_id=50256):
     """The model's answer to one entry (greedy, KV cache, stops at `eos_id`). A prompt longer
     than `context_size` tokens keeps its last ones, with a warning."""
+    context_size = _context_size(model, context_size)
     answer, dropped = _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id)
     if dropped:
         warnings.warn(f"the prompt did not fit in context_size: its first {dropped} tokens were dropped",
