@@ -112,7 +112,9 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
 
 def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
     """The last `context_len - max_new_tokens` tokens of a (batch, tokens) prompt (all of it
-    when shorter), so that the prompt and the new tokens fit the context together."""
+    when shorter), so that the prompt and the new tokens fit the context together. Either count
+    may be a one-element integer tensor, as in the book's."""
+    context_len, max_new_tokens = _as_number(context_len), _as_number(max_new_tokens)
     if not (_is_count(max_new_tokens, 0) and _is_count(context_len, 1) and max_new_tokens < context_len):
         raise ValueError(f"max_new_tokens ({max_new_tokens}) must be >= 0 and below context_len "
                          f"({context_len}), so that at least one prompt token fits")

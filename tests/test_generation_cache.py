@@ -169,6 +169,15 @@ def test_trim_input_tensor():
         with pytest.raises(ValueError, match="max_new_tokens"):
             trim_input_tensor(ids, 8, bad)
 
+    # the book's takes the counts as one-element tensors too, with the same result
+    book = pytest.importorskip("llms_from_scratch.generate")
+    for context_len, max_new_tokens in ((torch.tensor(8), torch.tensor(3)), (torch.tensor([32]), 3), (8, torch.tensor([3]))):
+        ours = trim_input_tensor(ids, context_len, max_new_tokens)
+        assert torch.equal(ours, book.trim_input_tensor(ids, context_len, max_new_tokens))
+    for bad in (torch.tensor(3.0), torch.tensor(8), torch.tensor([1, 2])):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            trim_input_tensor(ids, 8, bad)
+
 
 def test_the_books_cache_calls_give_the_uncached_logits():
     """model(idx, use_cache=True) + reset_kv_cache(), and model(idx, cache=KVCache(n_layers))."""
