@@ -46,6 +46,8 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
 # ---- ch05_pretraining.ipynb, cell 32 ----
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
+    if eval_iter is not None and not _is_count(eval_iter, 1):  # named as ours, not as calc_loss_loader's
+        raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
     model.eval()
     try:  # back in training mode also when a loader fails
         with torch.no_grad():
@@ -362,6 +364,9 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
     if eval_iter is not None and not _is_count(eval_iter, 1):
         raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
+    if not (isinstance(start_context, str) and text_to_token_ids(start_context, tokenizer).numel()):
+        raise ValueError(f"start_context={start_context!r} must be a non-empty str: every epoch ends with a sample "
+                         f"continuing it (checked now, not after the first epoch's training)")
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
     if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
         print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")
@@ -393,10 +398,10 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
                     if interrupt.requested:
                         raise KeyboardInterrupt
                     return state.results()
-            generate_and_print_sample(model, tokenizer, device, start_context)
             state.epoch_done()
-            if checkpoint_path is not None:
+            if checkpoint_path is not None:  # before the sample: nothing it raises can cost the epoch
                 state.save(checkpoint_path, model, optimizer)
+            generate_and_print_sample(model, tokenizer, device, start_context)
     return state.results()
 
 

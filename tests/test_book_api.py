@@ -1010,3 +1010,79 @@ def test_the_judge_sends_the_book_packages_requests_and_reads_its_scores():
         assert [m["role"] for m in a["messages"]] == [m["role"] for m in b["messages"]] == ["user"]
         for text in (entry["output"], entry["resp"]):  # both prompts carry the reference and the answer
             assert text in a["messages"][0]["content"] and text in b["messages"][0]["content"]
+
+
+def _tensor_count_cases(tokenizer, text, csv_path):
+    """(name, the argument's name, call(module home for chapter 2-5 names, chapter 6's, ch07's,
+    appendix D's, appendix E's, kv_cache.gpt2's)) for entry points whose count or size the
+    book's code happens to accept as a one-element tensor (range(), slicing and min() read one)."""
+    T = torch.tensor
+    cfg = {**SMALL, "vocab_size": 50257}
+
+    def model(m4, classes=None):
+        torch.manual_seed(0)
+        model = m4.GPTModel(cfg)
+        if classes:
+            model.out_head = torch.nn.Linear(cfg["emb_dim"], classes)
+        return model
+
+    def loader(m2):
+        return m2.create_dataloader_v1(text, batch_size=2, max_length=8, stride=8, shuffle=False)
+
+    def spam_loader(m6):
+        dataset = torch.utils.data.Subset(m6.SpamDataset(csv_path, tokenizer, max_length=8), range(4))
+        return torch.utils.data.DataLoader(dataset, batch_size=2)
+
+    def adamw(model):
+        return torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    return [
+        ("GPTDatasetV1", "max_length", lambda m: m["ch02"].GPTDatasetV1(text, tokenizer, T(8), 4)),
+        ("GPTDatasetV1", "stride", lambda m: m["ch02"].GPTDatasetV1(text, tokenizer, 8, T(4))),
+        ("MultiHeadAttention", "num_heads", lambda m: m["ch03"].MultiHeadAttention(4, 4, 8, 0.0, T(2))),
+        ("MultiHeadAttention", "context_length", lambda m: m["ch03"].MultiHeadAttention(4, 4, T(8), 0.0, 2)),
+        ("PyTorchMultiHeadAttention", "num_heads", lambda m: m["ch03"].PyTorchMultiHeadAttention(4, 4, T(2))),
+        ("GPTModel", "n_layers", lambda m: m["ch04"].GPTModel({**cfg, "n_layers": T(1)})),
+        ("calc_loss_loader", "num_batches",
+         lambda m: m["ch05"].calc_loss_loader(loader(m["ch02"]), model(m["ch04"]), "cpu", num_batches=T(1))),
+        ("train_model_simple", "num_epochs",
+         lambda m: m["ch05"].train_model_simple(mod := model(m["ch04"]), loader(m["ch02"]), loader(m["ch02"]),
+                                                adamw(mod), "cpu", T(1), 50, 1, "Every", tokenizer)),
+        ("SpamDataset", "max_length", lambda m: m["ch06"].SpamDataset(csv_path, tokenizer, max_length=T(8))),
+        ("ch06 calc_accuracy_loader", "num_batches",
+         lambda m: m["ch06"].calc_accuracy_loader(spam_loader(m["ch06"]), model(m["ch04"], 2), "cpu", T(1))),
+        ("train_classifier_simple", "num_epochs",
+         lambda m: m["ch06"].train_classifier_simple(mod := model(m["ch04"], 2), spam_loader(m["ch06"]),
+                                                     spam_loader(m["ch06"]), adamw(mod), "cpu", T(1), 5, 1)),
+        ("classify_review", "max_length",
+         lambda m: m["ch06"].classify_review("You won a prize", model(m["ch04"], 2), tokenizer, "cpu", T(8))),
+        ("custom_collate_fn", "allowed_max_length",
+         lambda m: m["ch07"].custom_collate_fn([[1, 2, 3], [4, 5]], allowed_max_length=T(2))),
+        ("appendix D train_model", "n_epochs",
+         lambda m: m["appendix_d"].train_model(mod := model(m["ch04"]), loader(m["ch02"]), loader(m["ch02"]),
+                                               adamw(mod), "cpu", T(1), 50, 1, "Every", tokenizer, 2)),
+        ("LoRALayer", "rank", lambda m: m["appendix_e"].LoRALayer(4, 4, T(2), 8)),
+        ("KVCache", "n_layers", lambda m: m["kv_cache.gpt2"].KVCache(T(2))),
+    ]
+
+
+def test_one_element_tensor_counts_refused_by_name_where_the_book_happens_to_take_them(
+        tokenizer, verdict_text, tmp_path, capsys):
+    """README, "Other differences": counts and sizes are Python (or NumPy) integers. Where the
+    book's code takes torch.tensor(2) for one only because range(), slicing and min() read it,
+    ours refuses it with an error naming the argument; generate, generate_text_simple,
+    beam_search and trim_input_tensor take such tensors as the book's do (tested with them)."""
+    pytest.importorskip("llms_from_scratch.ch02")
+    modules = ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "appendix_d", "appendix_e", "kv_cache.gpt2")
+    book = {name: importlib.import_module(f"llms_from_scratch.{name}") for name in modules}
+    ours = {name: helpers for name in modules} | {"ch06": importlib.import_module("helpers.classification")}
+    csv_path = tmp_path / "spam.csv"
+    csv_path.write_text("Text,Label\nYou won a prize call now,1\nSee you at lunch,0\n"
+                        "Free entry in a weekly draw,1\nOk see you then,0\n", encoding="utf-8")
+    cases = _tensor_count_cases(tokenizer, verdict_text[:3000], csv_path)
+    assert len(cases) == 16
+    for name, argument, call in cases:
+        call(book)  # the book's takes it
+        with pytest.raises((ValueError, TypeError), match=argument):
+            call(ours)
+    capsys.readouterr()  # the training loops' printed losses

@@ -1,6 +1,7 @@
 """Training (helpers.training, ch05): losses against a hand computation, a loss that goes down,
 checkpoints that only hold data, and a resumed run identical to one that never stopped."""
 import random
+import re
 import signal
 
 import pytest
@@ -569,6 +570,10 @@ def test_train_model_refuses_an_empty_loader_and_trains_nothing_for_zero_epochs(
     (dict(eval_freq=2.5), "eval_freq=2.5"), (dict(eval_freq=float("nan")), "eval_freq=nan"),
     (dict(eval_iter=0), "eval_iter=0 must be a whole number >= 1"),
     (dict(num_epochs=-1), "num_epochs=-1 must be a whole number >= 0"), (dict(num_epochs=2.5), "num_epochs=2.5"),
+    # each epoch ends with a sample continuing start_context: found out now, not after an epoch
+    (dict(start_context=None), "start_context=None must be a non-empty str"),
+    (dict(start_context=""), "start_context='' must be a non-empty str"),
+    (dict(start_context=b"Hi"), "start_context=b'Hi'"),
 ])
 def test_train_model_simple_refuses_counts_that_make_no_sense_before_any_step(loaders, tokenizer, bad, message):
     """eval_freq=0 used to fail with ZeroDivisionError after the first update had changed the model."""
@@ -807,3 +812,42 @@ def test_a_buffer_that_holds_minus_infinity_on_purpose_is_no_divergence(tmp_path
         model.proj.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"\(proj\.weight\): training diverged"):
         save_checkpoint(tmp_path / "m.pt", model)
+
+
+@pytest.mark.parametrize("eval_iter", [0, -1, 1.5, True, torch.tensor(2)])
+def test_evaluate_model_names_eval_iter_not_calc_loss_loaders_num_batches(loaders, eval_iter):
+    with pytest.raises(ValueError, match="^" + re.escape(f"eval_iter={eval_iter!r} must be a whole number >= 1")):
+        evaluate_model(new_model(), loaders[0], loaders[1], "cpu", eval_iter)
+
+
+def test_a_failing_sample_at_the_end_of_an_epoch_costs_no_training(loaders, tokenizer, tmp_path, monkeypatch):
+    """The epoch's checkpoint is written before its sample, so a sample that raises leaves the
+    epoch saved, and resuming from it gives the run that never failed."""
+    import helpers.training as training
+
+    reference_model, _, reference = run(loaders, tokenizer)
+
+    def failing_sample(*args, **kwargs):
+        raise RuntimeError("the sample failed")
+
+    monkeypatch.setattr(training, "generate_and_print_sample", failing_sample)
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(RuntimeError, match="the sample failed"):
+        run(loaders, tokenizer, checkpoint_path=ckpt)
+    assert ckpt.exists()
+    monkeypatch.undo()
+    resumed_model, _, resumed = run(loaders, tokenizer, checkpoint_path=ckpt, resume=True)
+    assert resumed == reference
+    for (name, a), b in zip(reference_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_train_model_refuses_a_start_context_it_cannot_sample_from_before_any_step(loaders, tokenizer):
+    from helpers.training import train_model
+    model = new_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="start_context=None must be a non-empty str"):
+        train_model(model, loaders[0], loaders[1], optimizer, "cpu", 1, 3, 2, None, tokenizer, 2, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not optimizer.state
