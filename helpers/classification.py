@@ -436,6 +436,8 @@ from tqdm.auto import tqdm
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients;
     the model is back in training mode afterwards, also when a loader fails."""
+    if eval_iter is not None:  # named as ours, not as calc_loss_loader's num_batches
+        _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
     model.eval()
     try:
         with torch.no_grad():

@@ -202,7 +202,7 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from helpers.generation import eval_mode, generate
+from helpers.generation import _as_number, eval_mode, generate
 
 
 def extract_response(generated_text):
@@ -219,6 +219,7 @@ def extract_response(generated_text):
 def _context_size(model, context_size):
     """`context_size`, checked, or the model's own context length for None."""
     model_context = model.pos_emb.weight.shape[0]
+    context_size = _as_number(context_size)  # torch.tensor(256) too, as generate takes it
     if context_size is None:
         return model_context
     if not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
@@ -276,6 +277,9 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     lose their first tokens, listed in one warning at the end.
     """
     entries = list(entries)
+    max_new_tokens = _as_number(max_new_tokens)  # so torch.tensor(256) and 256 fingerprint alike
+    if not _is_count(max_new_tokens, 0):
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number >= 0")
     if not ((_is_real(save_every_s) or save_every_s == math.inf) and save_every_s >= 0):  # inf: at the end only
         raise ValueError(f"save_every_s={save_every_s!r} must be a number of seconds >= 0")
     context_size = _context_size(model, context_size)  # None and the model's own length then hash alike

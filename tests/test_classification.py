@@ -1190,3 +1190,12 @@ def test_spam_dataset_names_a_file_object_in_its_errors(tokenizer):
         clf.SpamDataset(io.StringIO("Label,Text\n0,fine\n1,\n"), tokenizer)
     with pytest.raises(ValueError, match="the CSV: row 0 .*label 'spam'"):
         clf.SpamDataset(io.StringIO("Label,Text\nspam,fine\n"), tokenizer)
+
+
+@pytest.mark.parametrize("eval_iter", [0, -1, 1.5, True, torch.tensor(2)])
+def test_evaluate_model_names_eval_iter_not_calc_loss_loaders_num_batches(eval_iter):
+    loader = DataLoader(TensorDataset(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long)),
+                        batch_size=2)
+    model = GPTModel({**GPT_CONFIG_124M, "context_length": 8, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
+    with pytest.raises(ValueError, match=r"^eval_iter=.* must be a whole number >= 1"):
+        clf.evaluate_model(model, loader, loader, "cpu", eval_iter)

@@ -659,3 +659,28 @@ def test_save_responses_removes_a_fingerprint_that_described_other_answers(token
     ins.save_responses(ENTRIES[:2], ["from", "elsewhere"], path)
     assert not path.with_name("answers.json.model").exists()
     assert ins.generate_responses(_small_model(), tokenizer, ENTRIES[:2], path=path, progress=False) == ["from", "elsewhere"]
+
+
+def test_generate_responses_takes_tensor_counts_as_generate_does_and_resumes_across_them(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model, path = _small_model().eval(), tmp_path / "answers.json"
+    numbers = ins.generate_responses(model, tokenizer, ENTRIES[:2], path=path, progress=False,
+                                     max_new_tokens=4, context_size=64)
+    assert ins.generate_response(model, tokenizer, ENTRIES[0], max_new_tokens=torch.tensor(4),
+                                 context_size=torch.tensor([64])) == numbers[0]
+    # the same settings as tensors: the saved answers are this model's and these settings' (a
+    # fingerprint of "tensor(4)" would have refused them as another run's)
+    with pytest.MonkeyPatch.context() as patch:
+        calls = []
+        patch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+        both = ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False,
+                                      max_new_tokens=torch.tensor(4), context_size=torch.tensor(64))
+    assert both[:2] == numbers and len(calls) == len(ENTRIES) - 2
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, torch.tensor(2.5), True, torch.tensor([1, 2])])
+def test_generate_responses_refuses_a_max_new_tokens_that_makes_no_sense_before_any_file(tokenizer, tmp_path, bad):
+    path = tmp_path / "answers.json"
+    with pytest.raises(ValueError, match="max_new_tokens=.* must be a whole number >= 0"):
+        ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=path, max_new_tokens=bad, progress=False)
+    assert not path.exists() and not path.with_name("answers.json.model").exists()
