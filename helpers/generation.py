@@ -129,7 +129,8 @@ def text_to_token_ids(text, tokenizer):
 
 
 def token_ids_to_text(token_ids, tokenizer):
-    """Decode a (1, tokens) or (tokens,) tensor of IDs back to text."""
+    """Decode a (1, tokens) or (tokens,) tensor of IDs, or a list of them, back to text."""
+    token_ids = torch.as_tensor(token_ids)  # a plain list of IDs works too
     flat = token_ids.squeeze(0) if token_ids.ndim == 2 else token_ids  # a (tokens,) one must not become 0-d
     if flat.ndim != 1:
         raise ValueError(f"token_ids must be (1, tokens) or (tokens,), got shape {tuple(token_ids.shape)}; "
@@ -137,7 +138,7 @@ def token_ids_to_text(token_ids, tokenizer):
     return tokenizer.decode(flat.tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 159 ----
+# ---- ch05_pretraining.ipynb, cell 161 ----
 from helpers.model import _is_count
 from helpers.text import _is_real
 
@@ -172,7 +173,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 161 ----
+# ---- ch05_pretraining.ipynb, cell 163 ----
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
              top_p=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
@@ -205,7 +206,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 165 ----
+# ---- ch05_pretraining.ipynb, cell 167 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -239,7 +240,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     return context_size
 
 
-# ---- ch05_pretraining.ipynb, cell 167 ----
+# ---- ch05_pretraining.ipynb, cell 169 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

@@ -44,10 +44,14 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
 
 
 # ---- ch05_pretraining.ipynb, cell 32 ----
+def _check_eval_iter(eval_iter):  # named as ours, not as calc_loss_loader's num_batches
+    if eval_iter is not None and not _is_count(eval_iter, 1):
+        raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
+
+
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, without dropout or gradients."""
-    if eval_iter is not None and not _is_count(eval_iter, 1):  # named as ours, not as calc_loss_loader's
-        raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
+    _check_eval_iter(eval_iter)
     model.eval()
     try:  # back in training mode also when a loader fails
         with torch.no_grad():
@@ -58,10 +62,17 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return train_loss, val_loss
 
 
+# ---- ch05_pretraining.ipynb, cell 34 ----
+def _check_start_context(start_context, tokenizer):  # the sample needs at least one token to continue
+    if not (isinstance(start_context, str) and text_to_token_ids(start_context, tokenizer).numel()):
+        raise ValueError(f"start_context={start_context!r} must be a non-empty str: the sample continues it")
+
+
 def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
     """Print (and return) a greedy continuation of `start_context`: a quick look at progress.
     Any model that maps token IDs to logits works; the context size is the number of rows of
     its position embedding (or its cfg's context_length); without either, nothing is cropped."""
+    _check_start_context(start_context, tokenizer)
     model.eval()
     try:
         encoded = text_to_token_ids(start_context, tokenizer).to(device)
@@ -77,7 +88,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     return text
 
 
-# ---- ch05_pretraining.ipynb, cell 40 ----
+# ---- ch05_pretraining.ipynb, cell 42 ----
 def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True):
     """Training and validation loss against epochs (bottom axis) and tokens seen (top axis).
     Shown at once, as in the book; `show=False` returns the figure instead (to change or save it;
@@ -99,7 +110,7 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True
     plt.show()
 
 
-# ---- ch05_pretraining.ipynb, cell 101 ----
+# ---- ch05_pretraining.ipynb, cell 103 ----
 def find_highest_gradient(model):
     """The largest gradient entry over all parameters (a 0-d tensor; the largest value, not the
     largest magnitude, as in the book), or None before the first backward pass: a quick look at
@@ -113,7 +124,7 @@ def find_highest_gradient(model):
     return highest
 
 
-# ---- ch05_pretraining.ipynb, cell 132 ----
+# ---- ch05_pretraining.ipynb, cell 134 ----
 import contextlib
 import pickle
 import signal
@@ -182,7 +193,7 @@ def _unreadable(path, err):
                       f"or use an intact copy).")
 
 
-# ---- ch05_pretraining.ipynb, cell 133 ----
+# ---- ch05_pretraining.ipynb, cell 135 ----
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -236,7 +247,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     return payload
 
 
-# ---- ch05_pretraining.ipynb, cell 135 ----
+# ---- ch05_pretraining.ipynb, cell 137 ----
 class TrainingState:
     """What a stopped run needs, besides weights and optimizer, to continue exactly: the losses
     so far, the step, the position inside the epoch, and the random-number states that decide
@@ -313,7 +324,7 @@ class TrainingState:
         return state
 
 
-# ---- ch05_pretraining.ipynb, cell 137 ----
+# ---- ch05_pretraining.ipynb, cell 139 ----
 @contextlib.contextmanager
 def interrupt_after_step(enabled=True):
     """Inside the block, Ctrl-C (the notebook's stop button) only sets `.requested`, so the loop
@@ -337,7 +348,7 @@ def interrupt_after_step(enabled=True):
         signal.signal(signal.SIGINT, previous)
 
 
-# ---- ch05_pretraining.ipynb, cell 139 ----
+# ---- ch05_pretraining.ipynb, cell 141 ----
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -362,11 +373,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
         if not _is_count(value, minimum):
             raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}")
     _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
-    if eval_iter is not None and not _is_count(eval_iter, 1):
-        raise ValueError(f"eval_iter={eval_iter!r} must be a whole number >= 1 (batches per evaluation; None: all)")
-    if not (isinstance(start_context, str) and text_to_token_ids(start_context, tokenizer).numel()):
-        raise ValueError(f"start_context={start_context!r} must be a non-empty str: every epoch ends with a sample "
-                         f"continuing it (checked now, not after the first epoch's training)")
+    _check_eval_iter(eval_iter)
+    _check_start_context(start_context, tokenizer)  # now, not after the first epoch's training
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
     if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
         print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")
@@ -405,7 +413,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 148 ----
+# ---- ch05_pretraining.ipynb, cell 150 ----
 import math
 import warnings
 
@@ -445,7 +453,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 149 ----
+# ---- ch05_pretraining.ipynb, cell 151 ----
 from pathlib import Path
 
 

@@ -355,6 +355,17 @@ def test_token_ids_to_text_takes_one_token_and_names_a_batch(tokenizer):
         token_ids_to_text(torch.cat([ids, ids]), tokenizer)
 
 
+def test_token_ids_to_text_takes_a_plain_list_of_ids(tokenizer):
+    """The book's raises AttributeError ('list' object has no attribute 'squeeze') for a list."""
+    from helpers.generation import text_to_token_ids, token_ids_to_text
+    ids = text_to_token_ids("Every effort moves you", tokenizer)
+    expected = tokenizer.decode(ids[0].tolist())
+    assert token_ids_to_text(ids[0].tolist(), tokenizer) == token_ids_to_text(ids.tolist(), tokenizer) == expected
+    assert token_ids_to_text(tuple(ids[0].tolist()), tokenizer) == expected
+    with pytest.raises(ValueError, match=r"got shape \(2, 4\)"):
+        token_ids_to_text(ids.tolist() * 2, tokenizer)
+
+
 def test_values_that_would_silently_misbehave_are_refused(model, prompt):
     from helpers.generation import trim_input_tensor
     with pytest.raises(ValueError, match="temperature must be a finite number"):

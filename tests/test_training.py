@@ -717,6 +717,30 @@ def test_evaluate_model_restores_training_mode_when_a_loader_fails(loaders):
     assert failing.training
 
 
+@pytest.mark.parametrize("bad", [None, "", b"Hi", 3])
+def test_generate_and_print_sample_names_a_start_context_it_cannot_continue(tokenizer, capsys, bad):
+    """"" used to fail inside generation ("idx must be (batch, tokens) ..."), None inside tiktoken."""
+    from helpers.training import generate_and_print_sample
+
+    model = new_model().train()
+    with pytest.raises(ValueError, match=f"^start_context={bad!r} must be a non-empty str"):
+        generate_and_print_sample(model, tokenizer, "cpu", bad)
+    assert model.training and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, float("nan"), "2"])
+def test_evaluate_model_and_the_loop_refuse_a_bad_eval_iter_alike(loaders, tokenizer, bad):
+    """One check for both, so their messages cannot drift apart."""
+    model = new_model()
+    with pytest.raises(ValueError, match=f"^eval_iter={bad!r} must be a whole number >= 1") as direct:
+        evaluate_model(model, loaders[0], loaders[1], "cpu", eval_iter=bad)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError) as in_loop:
+        train_model_simple(model, loaders[0], loaders[1], optimizer, "cpu", 1, eval_freq=1, eval_iter=bad,
+                           start_context="Hi", tokenizer=tokenizer, progress=False)
+    assert str(in_loop.value) == str(direct.value)
+
+
 def test_generate_and_print_sample_restores_training_mode_when_generation_fails(tokenizer, capsys):
     from helpers.training import generate_and_print_sample
 
