@@ -1048,9 +1048,9 @@ class Run:
                    "world_size": self.world, "checkpoint": str(self.ckpt_path), "log": str(self.log_path)}
         if self.rank == 0:
             write_atomically(self.out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
-            print(f"step {self.step}: train loss {self.train_loss}"
-                  + (f", val loss {self.val_loss:.4f}" if self.val_loss is not None else "")
-                  + f"; checkpoint {self.ckpt_path}")
+            losses = ", ".join(f"{name} loss {loss:.4f}" for name, loss in (("train", self.train_loss),
+                                                                            ("val", self.val_loss)) if loss is not None)
+            print(f"step {self.step}" + (f": {losses}" if losses else "") + f"; checkpoint {self.ckpt_path}")
         if self.stopped_by in ("Ctrl-C", "SIGTERM"):
             name = "SIGINT" if self.stopped_by == "Ctrl-C" else self.stopped_by
             if self.rank == 0:

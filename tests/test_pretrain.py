@@ -574,6 +574,17 @@ def two_steps(text_file, tmp_path_factory):
     return out
 
 
+def test_the_closing_line_rounds_both_losses_as_the_summary_holds_them(text_file, tmp_path, capsys):
+    """The train loss used to be printed with every digit of a float (11.082892417907715)."""
+    out = tmp_path / "run"
+    main(["--data", str(text_file), "--out", str(out), "--batch-size", "2", *TINY, "--max-steps", "1",
+          "--eval-windows", "2"])
+    summary = json.loads((out / "summary.json").read_text())
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (f"step 1: train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}; "
+                    f"checkpoint {summary['checkpoint']}")
+
+
 def _copy(run: Path, dest: Path) -> Path:
     shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".pretrain.lock"))
     return dest
