@@ -535,6 +535,7 @@ def test_runner_user_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     nb = _toy_notebook(tmp_path / "ch08_toy.ipynb", "x = 1")
     for args, words in [([str(tmp_path / "missing.ipynb")], "no such notebook: "),
+                        ([str(tmp_path / "file")], "not a notebook (.ipynb): "),
                         (["--cell-timeout", "0", str(nb)], "--cell-timeout must be at least 1"),
                         (["--out", str(tmp_path / "file" / "runs"), str(nb)], "is not writable")]:
         with pytest.raises(SystemExit) as info:

@@ -476,6 +476,9 @@ def main(argv=None) -> int:
     missing = [str(n) for n in args.notebooks if not Path(n).is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
+    other = [str(n) for n in args.notebooks if Path(n).suffix != ".ipynb"]
+    if other:  # else papermill's NotJSONError, after the report of a previous run was replaced
+        parser.error(f"not a notebook (.ipynb): {', '.join(other)}; give chapter notebooks such as ch02_text_data.ipynb")
 
     mode = resolve_mode(args.mode)
     try:
