@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from helpers.generation import _check_greedy_args, eval_mode, sample_next_token
+from helpers.generation import _check_eos_id, _check_greedy_args, eval_mode, sample_next_token
 from helpers.model import FeedForward, GPTModel, LayerNorm, TransformerBlock, _check_gpt_config, _check_token_ids, _is_count
 
 
@@ -411,7 +411,7 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
     cache = model.new_kv_cache() if use_cache and hasattr(model, "new_kv_cache") else None
     with eval_mode(model):
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             offset = max(0, idx.shape[1] - context)  # where the window the model can read starts
             if cache is None or offset > 0:  # no cache, or a sliding window: read the whole window
                 if cache is not None:
@@ -425,6 +425,8 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
                 positions = (window_mask.cumsum(-1) - 1).clamp(min=0)[:, start - offset:]
             padding = {} if mask is None else {"attention_mask": window_mask, "position_ids": positions}
             logits = model(idx[:, start:], kv_cache=cache, **padding)[:, -1, :]
+            if step == 0:  # the vocabulary size is known from the first logits on
+                eos_id = _check_eos_id(eos_id, logits.shape[-1])
             next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
             if eos_id is not None:
                 next_ids = torch.where(finished[:, None], torch.full_like(next_ids, eos_id), next_ids)

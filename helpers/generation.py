@@ -54,6 +54,16 @@ def _as_number(value):
     return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
 
+def _check_eos_id(eos_id, vocab_size):
+    """`eos_id` as a Python int (a one-element tensor too, as the book's `==` takes one), once it
+    is a token the model can produce: any other ID would never end a row, and nothing would say so."""
+    eos_id = _as_number(eos_id)
+    if eos_id is not None and not (_is_count(eos_id, 0) and eos_id < vocab_size):
+        raise ValueError(f"eos_id must be a token ID in [0, {vocab_size}) (the model's vocabulary) or None, "
+                         f"got {eos_id!r}")
+    return eos_id
+
+
 def _check_greedy_args(model, idx, max_new_tokens, context_size):
     """The context size to use (None: the model's), once the arguments make sense. A count may
     be a one-element integer tensor, as in the book; range(max_new_tokens) reads it."""
@@ -193,9 +203,11 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     use_cache = use_cache and hasattr(model, "new_kv_cache") and not getattr(model, "training", False)
     kv_cache = model.new_kv_cache() if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         with torch.no_grad():
             logits = next_token_logits(model, idx, context_size, kv_cache)
+        if step == 0:  # the vocabulary size is known from the first logits on
+            eos_id = _check_eos_id(eos_id, logits.shape[-1])
         idx_next = sample_next_token(logits, temperature, top_k, top_p, generator)
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished[:, None], eos_id)  # finished rows: padding
@@ -262,6 +274,7 @@ def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=No
                 logits = next_token_logits(model, beams, context_size, kv_cache)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             vocab = log_probs.shape[-1]
+            eos_id = _check_eos_id(eos_id, vocab)  # a plain int after the first step
             candidates = (scores[:, None] + log_probs).view(-1)
             top_scores, top_pos = candidates.topk(min(2 * num_beams, candidates.numel()))
             keep_rows, keep_tokens, keep_scores = [], [], []

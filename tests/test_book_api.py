@@ -1086,3 +1086,23 @@ def test_one_element_tensor_counts_refused_by_name_where_the_book_happens_to_tak
         with pytest.raises((ValueError, TypeError), match=argument):
             call(ours)
     capsys.readouterr()  # the training loops' printed losses
+
+
+def test_an_eos_id_the_model_cannot_produce_never_stops_the_books_generate_and_ours_refuses_it():
+    """README, "Errors where the book returns a value": the book's generate compares each new
+    token with eos_id, so one past the vocabulary (or -1) silently runs to max_new_tokens."""
+    book4 = pytest.importorskip("llms_from_scratch.ch04")
+    book5 = pytest.importorskip("llms_from_scratch.ch05")
+    cfg = {**helpers.GPT_CONFIG_124M, "vocab_size": 64, "context_length": 12, "emb_dim": 32, "n_heads": 4,
+           "n_layers": 2, "drop_rate": 0.0}
+    torch.manual_seed(0)
+    model = book4.GPTModel(cfg).eval()
+    idx = torch.randint(0, 64, (1, 4), generator=torch.Generator().manual_seed(1))
+    for eos_id in (64, -1, 50256):
+        assert book5.generate(model, idx, 6, 12, eos_id=eos_id).shape == (1, 4 + 6)  # never stopped
+        with pytest.raises(ValueError, match=r"eos_id must be a token ID in \[0, 64\)"):
+            helpers.generate(model, idx, 6, 12, eos_id=eos_id)
+    # an end token the model does produce stops both at the same place
+    greedy = helpers.generate(model, idx, 6, 12)
+    eos_id = greedy[0, 6].item()  # the third generated token
+    assert torch.equal(helpers.generate(model, idx, 6, 12, eos_id=eos_id), book5.generate(model, idx, 6, 12, eos_id=eos_id))

@@ -100,6 +100,27 @@ def test_eos_stops_generation(model, prompt):
     assert torch.equal(out, greedy[:, :prompt.shape[1] + first])
 
 
+@pytest.mark.parametrize("bad", [64, 50256, -1, 2.5, True, "3", float("nan"), torch.tensor([1, 2])])
+def test_an_eos_id_the_model_cannot_produce_is_refused(model, prompt, bad):
+    """The vocabulary has 64 tokens: before, eos_id=64 (or -1, or GPT-2's 50256 with another
+    tokenizer) never matched, so generation silently ran to max_new_tokens."""
+    for call in (lambda: generate(model, prompt, 5, 12, eos_id=bad),
+                 lambda: generate(model, prompt, 5, 12, temperature=1.0, top_k=5, eos_id=bad),
+                 lambda: beam_search(model, prompt, 5, 12, num_beams=2, eos_id=bad)):
+        with pytest.raises(ValueError, match=r"eos_id must be a token ID in \[0, 64\) \(the model's vocabulary\)"):
+            call()
+
+
+def test_eos_id_may_be_a_one_element_tensor_as_in_the_book(model, prompt):
+    greedy = generate(model, prompt, 10, 12)
+    eos = greedy[0, prompt.shape[1] + 3].item()
+    expected = generate(model, prompt, 10, 12, eos_id=eos)
+    assert expected.shape[1] < greedy.shape[1]
+    assert torch.equal(generate(model, prompt, 10, 12, eos_id=torch.tensor(eos)), expected)
+    assert torch.equal(beam_search(model, prompt, 10, 12, num_beams=2, eos_id=torch.tensor([eos])),
+                       beam_search(model, prompt, 10, 12, num_beams=2, eos_id=eos))
+
+
 def test_beam_search_with_one_beam_is_greedy(model, prompt):
     assert torch.equal(beam_search(model, prompt, 15, 12, num_beams=1), generate(model, prompt, 15, 12))
 

@@ -232,6 +232,10 @@ def test_sampling_with_top_k_and_eos():
     first = out[0, 4].item()
     stopped = generate_fast(fast, prompt[:1], 10, eos_id=first)
     assert stopped.shape == (1, 5) and stopped[0, -1].item() == first
+    assert torch.equal(generate_fast(fast, prompt[:1], 10, eos_id=torch.tensor(first)), stopped)
+    for bad in (CFG["vocab_size"], -1, 1.5, "0"):  # never produced: it would never stop a row
+        with pytest.raises(ValueError, match=rf"eos_id must be a token ID in \[0, {CFG['vocab_size']}\)"):
+            generate_fast(fast, prompt, 3, eos_id=bad)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
