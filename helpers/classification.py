@@ -363,7 +363,7 @@ def _check_columns(data, name):
 # ---- ch06_classification.ipynb, cell 141 ----
 import itertools
 
-from helpers.training import _check_loaders
+from helpers.training import _check_eval_iter, _check_loaders
 
 
 def _split_batch(batch):
@@ -436,8 +436,7 @@ from tqdm.auto import tqdm
 def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train loss, validation loss) over `eval_iter` batches each, in eval mode, no gradients;
     the model is back in training mode afterwards, also when a loader fails."""
-    if eval_iter is not None:  # named as ours, not as calc_loss_loader's num_batches
-        _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
+    _check_eval_iter(eval_iter)  # chapter 5's check and message
     model.eval()
     try:
         with torch.no_grad():
@@ -458,8 +457,7 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     """
     _check_count("num_epochs", num_epochs, 0)
     _check_count("eval_freq", eval_freq, 1)
-    if eval_iter is not None:  # None: every batch, as num_batches=None in the book's loaders
-        _check_count("eval_iter", eval_iter, 1, " (or None: every batch)")
+    _check_eval_iter(eval_iter)  # None: every batch, as num_batches=None in the book's loaders
     # an empty loader is found before the first step, not at the first evaluation
     _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
@@ -533,6 +531,9 @@ def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, la
     model.eval()
     with torch.no_grad():
         logits = model(torch.tensor([ids], device=device))
+    if logits.shape[-1] != len(SMS_LABELS):  # a token ID would be read as a class, without a word
+        raise ValueError(f"the model gives {logits.shape[-1]:,} scores per token, not one per class ({len(SMS_LABELS)}): "
+                         f"give it a classification head first (add_classification_head(model), section 6.5) and finetune it")
     lengths = torch.tensor([length]) if last_real_token else None
     return last_token_logits(logits, lengths)[0]
 

@@ -1106,3 +1106,20 @@ def test_an_eos_id_the_model_cannot_produce_never_stops_the_books_generate_and_o
     greedy = helpers.generate(model, idx, 6, 12)
     eos_id = greedy[0, 6].item()  # the third generated token
     assert torch.equal(helpers.generate(model, idx, 6, 12, eos_id=eos_id), book5.generate(model, idx, 6, 12, eos_id=eos_id))
+
+
+def test_a_model_without_its_classification_head_gets_a_label_from_the_book_and_an_error_from_ours(tokenizer):
+    """README, "Errors where the book returns a value": the book's classify_review takes the
+    argmax over every score at the last position, so a language model's top token ID (or a third
+    class) becomes "spam" when it is 1 and "not spam" otherwise."""
+    book4 = pytest.importorskip("llms_from_scratch.ch04")
+    book6 = pytest.importorskip("llms_from_scratch.ch06")
+    cfg = {**SMALL, "vocab_size": 50257, "context_length": 16}
+    model = seeded(0, book4.GPTModel, cfg).eval()
+    text = "You won a prize, call now"
+    assert book6.classify_review(text, model, tokenizer, "cpu", max_length=12) in {"spam", "not spam"}
+    with pytest.raises(ValueError, match="50,257 scores per token, not one per class"):
+        helpers.classification.classify_review(text, model, tokenizer, "cpu", max_length=12)
+    model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)  # with the head both answer, and alike
+    assert helpers.classification.classify_review(text, model, tokenizer, "cpu", max_length=12) \
+        == book6.classify_review(text, model, tokenizer, "cpu", max_length=12)

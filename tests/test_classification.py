@@ -6,6 +6,7 @@ tokenizer called directly, closed-form parameter counts, hand-made logits)."""
 import inspect
 import math
 import os
+import re
 import stat
 import time
 import zipfile
@@ -1197,5 +1198,30 @@ def test_evaluate_model_names_eval_iter_not_calc_loss_loaders_num_batches(eval_i
     loader = DataLoader(TensorDataset(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long)),
                         batch_size=2)
     model = GPTModel({**GPT_CONFIG_124M, "context_length": 8, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
-    with pytest.raises(ValueError, match=r"^eval_iter=.* must be a whole number >= 1"):
+    with pytest.raises(ValueError, match=r"^eval_iter=.* must be a whole number >= 1") as ours:
         clf.evaluate_model(model, loader, loader, "cpu", eval_iter)
+    # chapter 6's evaluate_model and loop and chapter 5's evaluate_model say it in the same words
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError) as in_loop:
+        clf.train_classifier_simple(model, loader, loader, optimizer, "cpu", 1, 1, eval_iter, progress=False)
+    with pytest.raises(ValueError) as chapter_5:
+        helpers.training.evaluate_model(model, loader, loader, "cpu", eval_iter)
+    assert str(in_loop.value) == str(chapter_5.value) == str(ours.value)
+
+
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_classify_review_refuses_a_model_without_a_two_class_head(tokenizer, num_classes):
+    """A language model (50,257 scores per token) or a 3-class head: the book's classify_review
+    reads the top token ID or class as "spam" when it is 1 and "not spam" otherwise, without a
+    word; ours names the missing head. Nothing is classified on the way."""
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    if num_classes:
+        clf.add_classification_head(model, num_classes=num_classes)
+    expected = f"the model gives {TINY['vocab_size'] if num_classes is None else num_classes:,} scores per token"
+    for answer in (clf.classify_review, clf.spam_probability):
+        with pytest.raises(ValueError, match=re.escape(expected) + r".*add_classification_head\(model\)"):
+            answer("You won a prize", model, tokenizer, "cpu", max_length=8)
+    clf.add_classification_head(model)  # the same model with two classes is answered
+    assert clf.classify_review("You won a prize", model, tokenizer, "cpu", max_length=8) in {"spam", "not spam"}
+    assert 0.0 <= clf.spam_probability("You won a prize", model, tokenizer, "cpu") <= 1.0
