@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import re
 import stat
 import threading
 
@@ -200,3 +201,33 @@ def test_files_written_together_accept_a_generator_of_writes(tmp_path):
     paths = [tmp_path / f"{i}.txt" for i in range(3)]
     write_atomically_together((p, (lambda f, i=i: f.write(str(i))), "w") for i, p in enumerate(paths))
     assert [p.read_text() for p in paths] == ["0", "1", "2"]
+
+
+def test_a_folder_or_a_path_below_a_file_is_refused_before_anything_is_written(tmp_path):
+    """Before, the whole file was written to a temporary beside the folder and the rename failed
+    with "Is a directory: '.../.x.tmp' -> ...": an error naming a file the user never chose."""
+    calls = []
+
+    def write(f):
+        calls.append(1)
+        f.write(b"x")
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept")
+    with pytest.raises(IsADirectoryError, match="^" + re.escape(f"{folder} is a folder, not a file: ") + ".*nothing was written"):
+        write_atomically(folder, write)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept too")
+    for below in (a_file / "model.pth", a_file / "deeper" / "model.pth"):
+        with pytest.raises(NotADirectoryError, match="^" + re.escape(f"{a_file} is a file, not a folder, so {below} cannot")):
+            write_atomically(below, write)
+        with pytest.raises(NotADirectoryError):
+            write_atomically_together([(below, write, "wb")])
+    assert calls == []  # refused before the writer ran
+    assert (folder / "keep.txt").read_text() == "kept" and a_file.read_text() == "kept too"
+    assert leftovers(tmp_path) == [] and leftovers(folder) == []
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):  # as the savers meet it
+        save_responses([{"instruction": "a", "input": "", "output": "b"}], ["c"], folder)
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        save_checkpoint(folder, torch.nn.Linear(2, 2))

@@ -65,7 +65,7 @@ def _write_temporary(path: Path, write, mode: str) -> str:
     """A temporary file beside `path` holding what `write(file)` wrote, fsynced; its name."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode={mode!r}: use 'wb' (binary) or 'w' (UTF-8 text)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable_path(path)
     mode_bits = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -85,6 +85,22 @@ def _write_temporary(path: Path, write, mode: str) -> str:
             os.unlink(tmp)
         raise
     return tmp
+
+
+def _check_writable_path(path: Path) -> None:
+    """Refuse, before anything is written, a target that is a folder or lies below a file; then
+    create its missing folders. (Otherwise the whole file, a checkpoint perhaps, would be written
+    first and the rename fail with an error naming a temporary file.)"""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file: pass the path of a file to write "
+                                f"(one inside that folder, for example); nothing was written")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest part that exists
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder, so {path} cannot be created below it: "
+                                 f"pass another path; nothing was written")
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _commit(tmp: str, path: Path) -> None:
