@@ -170,6 +170,7 @@ class InstructionDataset(Dataset):
         self.mask_prompt = mask_prompt
         self.encoded_texts, self.prompt_lengths = [], []
         for i, entry in enumerate(self.data):
+            _check_entry(entry, f"example {i}", ("instruction", "output"))
             ids = _encode_text(tokenizer, format_example(entry), f"example {i}")
             prompt = _encode_text(tokenizer, format_input(entry), f"example {i}")
             shared = next((k for k, (a, b) in enumerate(zip(ids, prompt)) if a != b), min(len(ids), len(prompt)))
@@ -194,6 +195,18 @@ def _encode_text(tokenizer, text, name):
             raise
         raise ValueError(f"{name} holds the text of a special token such as '<|endoftext|>', which "
                          f"tiktoken refuses inside ordinary text; remove it from {name}") from e
+
+
+def _check_entry(entry, name, keys=("instruction",)):
+    """Refuse, naming it, an entry that is not a dict with `keys` (the book's code raises a bare
+    KeyError: 'output', or TypeError: string indices must be integers, without saying which)."""
+    if isinstance(entry, (str, bytes)) or not all(hasattr(entry, a) for a in ("get", "__getitem__", "__contains__")):
+        raise TypeError(f"{name} is a {type(entry).__name__}, not a dict with the keys 'instruction', "
+                        f"'input' (may be empty) and 'output', as in instruction-data.json")
+    missing = [key for key in keys if key not in entry]
+    if missing:
+        raise ValueError(f"{name} has no {' or '.join(map(repr, missing))} (its keys: {', '.join(map(repr, entry)) or 'none'}); "
+                         f"an entry needs 'instruction', may have 'input', and needs 'output' to train on")
 
 
 # ---- ch07_instruction.ipynb, cell 112 ----
@@ -233,6 +246,7 @@ def _context_size(model, context_size):
 def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
     """(the answer, how many prompt tokens did not fit in the context and were dropped);
     `context_size` is already checked (`_context_size`)."""
+    _check_entry(entry, name)
     prompt = _encode_text(tokenizer, format_input(entry), name)
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
@@ -276,6 +290,8 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     of a special token raises ValueError naming the entry; prompts too long for the context
     lose their first tokens, listed in one warning at the end.
     """
+    if isinstance(entries, dict):  # list() would give its keys, each then "an entry"
+        raise TypeError("entries is one entry (a dict): pass a list of entries, e.g. [entry], or call generate_response")
     entries = list(entries)
     max_new_tokens = _as_number(max_new_tokens)  # so torch.tensor(256) and 256 fingerprint alike
     if not _is_count(max_new_tokens, 0):

@@ -314,6 +314,37 @@ def test_dataset_names_the_example_with_special_token_text(data, tokenizer, fiel
         InstructionDataset(broken, tokenizer)
 
 
+def test_dataset_names_an_example_without_its_keys_or_not_a_dict(data, tokenizer):
+    """The book's class raises a bare KeyError: 'output' (or a TypeError about string indices)
+    without saying which example; ours names it and its keys."""
+    examples = [dict(entry) for entry in data[:4]]
+    del examples[3]["output"]
+    with pytest.raises(ValueError, match=r"^example 3 has no 'output' \(its keys: 'instruction', 'input'\)"):
+        InstructionDataset(examples, tokenizer)
+    with pytest.raises(ValueError, match=r"^example 0 has no 'instruction' or 'output' \(its keys: 'input'\)"):
+        InstructionDataset([{"input": "x"}], tokenizer)
+    for bad in ("Name a colour.", None, 3):
+        with pytest.raises(TypeError, match=rf"^example 1 is a {type(bad).__name__}, not a dict"):
+            InstructionDataset([data[0], bad], tokenizer)
+    # any mapping with get, [] and `in` is an entry, as in the book (a pandas row, for one)
+    import pandas as pd
+    row = pd.Series(data[0])
+    assert InstructionDataset([row], tokenizer)[0] == InstructionDataset([data[0]], tokenizer)[0]
+    no_input = {"instruction": "Name a colour.", "output": "Blue."}  # 'input' may be missing, as in the book
+    assert InstructionDataset([no_input], tokenizer)[0] == tokenizer.encode(format_example({**no_input, "input": ""}))
+
+
+def test_generate_responses_names_a_bad_entry_and_refuses_one_dict(tokenizer):
+    model = _small_model()
+    with pytest.raises(TypeError, match=r"^entries is one entry \(a dict\): pass a list"):
+        ins.generate_responses(model, tokenizer, WITH_INPUT, max_new_tokens=1, progress=False)
+    with pytest.raises(ValueError, match=r"^entry 1 has no 'instruction'"):
+        ins.generate_responses(model, tokenizer, [WITH_INPUT, {"input": "x"}], max_new_tokens=1, progress=False)
+    with pytest.raises(TypeError, match=r"^the entry is a str, not a dict"):
+        generate_response(model, tokenizer, "Name a colour.", max_new_tokens=1)
+    assert isinstance(generate_response(model, tokenizer, {"instruction": "Name a colour."}, max_new_tokens=1), str)
+
+
 def test_dataset_passes_other_tokenizer_errors_on(data):
     class Refusing:
         def encode(self, text):
