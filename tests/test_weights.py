@@ -571,3 +571,33 @@ def test_a_compiled_model_loads_and_saves_gpt2_weights(hf_model, tokens, tmp_pat
     written = gpt_to_params(compiled)
     for path, _, _ in gpt2_weight_map(CFG["n_layers"]):
         assert torch.allclose(_lookup(written, path), _lookup(params, path)), path
+
+
+def _book_sized_loader():
+    """5.5's book-sized `load_weights_into_gpt`, taken from the notebook cell that defines it (it is
+    not exported: the package's loader is the table-driven one of Under the hood)."""
+    import numpy as np
+    from helpers.weights import assign
+    cells = json.loads((Path(__file__).parent.parent / "ch05_pretraining.ipynb").read_text(encoding="utf-8"))["cells"]
+    source, = ["".join(c["source"]) for c in cells
+               if c["cell_type"] == "code" and "".join(c["source"]).startswith("def load_weights_into_gpt(gpt, params):")]
+    namespace = {"np": np, "assign": assign}
+    exec(source, namespace)
+    return namespace["load_weights_into_gpt"]
+
+
+def test_book_sized_loader_of_5_5_loads_the_same_model_and_refuses_another_depth():
+    book_loader = _book_sized_loader()
+    torch.manual_seed(0)
+    params = gpt_to_params(GPTModel(CFG))
+    loaded = GPTModel(CFG)
+    book_loader(loaded, params)
+    reference = GPTModel(CFG)
+    load_weights_into_gpt(reference, params)  # the exported loader: the same tensors, name for name
+    ours, theirs = loaded.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not torch.equal(ours["trf_blocks.1.att.W_key.weight"], GPTModel(CFG).state_dict()["trf_blocks.1.att.W_key.weight"])
+    # the same width with another depth: zip would stop at the shorter list without a word
+    for n_layers in (1, 3):
+        with pytest.raises(ValueError, match=rf"^the checkpoint has 2 blocks, the model {n_layers}: build the model"):
+            book_loader(GPTModel({**CFG, "n_layers": n_layers}), params)
