@@ -205,7 +205,7 @@ def _check_entry(entry, name, keys=("instruction",)):
                         f"'input' (may be empty) and 'output', as in instruction-data.json")
     missing = [key for key in keys if key not in entry]
     if missing:
-        raise ValueError(f"{name} has no {' or '.join(map(repr, missing))} (its keys: {', '.join(map(repr, entry)) or 'none'}); "
+        raise ValueError(f"{name} has no {' or '.join(map(repr, missing))} (its keys: {', '.join(map(repr, entry.keys() if hasattr(entry, 'keys') else entry)) or 'none'}); "
                          f"an entry needs 'instruction', may have 'input', and needs 'output' to train on")
 
 

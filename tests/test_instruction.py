@@ -330,6 +330,9 @@ def test_dataset_names_an_example_without_its_keys_or_not_a_dict(data, tokenizer
     import pandas as pd
     row = pd.Series(data[0])
     assert InstructionDataset([row], tokenizer)[0] == InstructionDataset([data[0]], tokenizer)[0]
+    # a row without 'output' is named with its keys (the column names), not its values
+    with pytest.raises(ValueError, match=r"^example 0 has no 'output' \(its keys: 'instruction', 'input'\)"):
+        InstructionDataset([pd.Series({"instruction": "Name a colour.", "input": "the sky"})], tokenizer)
     no_input = {"instruction": "Name a colour.", "output": "Blue."}  # 'input' may be missing, as in the book
     assert InstructionDataset([no_input], tokenizer)[0] == tokenizer.encode(format_example({**no_input, "input": ""}))
 
