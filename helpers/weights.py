@@ -479,7 +479,7 @@ def _load_standin(cfg, num_epochs, models_dir, data_dir, device, drop_rate):
     # (which every size shares), so GPT-2's own shapes keep short names
     gpt2 = GPT_CONFIGS["124M"]
     shape += f"-vocab{cfg['vocab_size']}" * (cfg["vocab_size"] != gpt2["vocab_size"])
-    shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT-2's config has none
+    shape += "-qkvbias" * (bool(cfg["qkv_bias"]) != gpt2["qkv_bias"])  # GPT_CONFIGS' sizes have none
     shape += f"-drop{cfg['drop_rate']:g}" * (cfg["drop_rate"] != gpt2["drop_rate"])
     folder = Path(models_dir) / f"standin-{shape}"
     _remove_stale_leftovers(folder)  # a missing models_dir has none: its glob finds nothing
