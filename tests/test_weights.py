@@ -576,11 +576,12 @@ def test_a_compiled_model_loads_and_saves_gpt2_weights(hf_model, tokens, tmp_pat
 def _book_sized_loader():
     """5.5's book-sized `load_weights_into_gpt`, taken from the notebook cell that defines it (it is
     not exported: the package's loader is the table-driven one of Under the hood)."""
+    import nbformat
     import numpy as np
     from helpers.weights import assign
-    cells = json.loads((Path(__file__).parent.parent / "ch05_pretraining.ipynb").read_text(encoding="utf-8"))["cells"]
-    source, = ["".join(c["source"]) for c in cells
-               if c["cell_type"] == "code" and "".join(c["source"]).startswith("def load_weights_into_gpt(gpt, params):")]
+    cells = nbformat.read(Path(__file__).parent.parent / "ch05_pretraining.ipynb", as_version=4).cells
+    source, = [c.source for c in cells
+               if c.cell_type == "code" and c.source.startswith("def load_weights_into_gpt(gpt, params):")]
     namespace = {"np": np, "assign": assign}
     exec(source, namespace)
     return namespace["load_weights_into_gpt"]
