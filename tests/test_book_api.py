@@ -148,7 +148,8 @@ RENAMED = {
 }
 
 
-# The book's per-layer cache calls, deliberately not reproduced (README, "What is not the same"):
+# The book's per-layer cache calls, deliberately not reproduced
+# (docs/DIFFERENCES_FROM_THE_BOOK.md, "State dicts and attributes"):
 # they return (output, cache) pairs, and one name cannot also return chapter 3's tensor. The
 # model-level calls in BOOK_API are what the book's generation code uses.
 NOT_REPRODUCED = {
@@ -216,12 +217,15 @@ def test_book_name_exists_with_a_compatible_signature(module, name, spec):
 
 
 @pytest.mark.parametrize("module, name", list(NOT_REPRODUCED))
-def test_the_calls_not_reproduced_still_differ_and_the_readme_says_so(module, name):
+def test_the_calls_not_reproduced_still_differ_and_the_docs_say_so(module, name):
     """Should one of them become compatible, it belongs in BOOK_API, where it would be checked."""
     from pathlib import Path
     assert signature_problems(module, name, NOT_REPRODUCED[(module, name)]) != []
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert f"`{name}" in readme, f"README does not name {name} as not reproduced"
+    root = Path(__file__).resolve().parents[1]
+    differences = (root / "docs" / "DIFFERENCES_FROM_THE_BOOK.md").read_text(encoding="utf-8")
+    assert f"`{name}" in differences, f"docs/DIFFERENCES_FROM_THE_BOOK.md does not name {name}"
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "docs/DIFFERENCES_FROM_THE_BOOK.md" in readme, "README no longer links the list of differences"
 
 
 def test_the_checker_catches_what_it_should():
@@ -434,9 +438,9 @@ def test_same_seed_same_results_as_the_book_package():
 
 
 def test_naive_attention_gives_the_book_models_logits_exactly_at_first_then_within_rounding():
-    """What README's "Other differences" says: with cfg["attention"] = "naive" a freshly seeded
-    GPTModel computes the book's logits bit for bit (dropout included); after AdamW steps, with
-    LayerNorm's scale no longer 1, the two part only at float rounding."""
+    """What docs/DIFFERENCES_FROM_THE_BOOK.md says ("Behaviour"): with cfg["attention"] = "naive" a freshly
+    seeded GPTModel computes the book's logits bit for bit (dropout included); after AdamW steps,
+    with LayerNorm's scale no longer 1, the two part only at float rounding."""
     book4 = pytest.importorskip("llms_from_scratch.ch04")
     cfg = {**SMALL, "drop_rate": 0.1}
     ours, theirs = seeded(7, helpers.GPTModel, {**cfg, "attention": "naive"}), seeded(7, book4.GPTModel, cfg)
@@ -666,8 +670,8 @@ def test_the_book_packages_fast_state_dicts_load(nonzero_lora_b):
 
 
 def test_the_documented_differences_from_the_book_package_hold():
-    """README's "What is not the same" and "Other differences", item by item, against the book's
-    package: where we part from it, the tests say exactly how."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md, item by item, against the book's package: where we part from it,
+    the tests say exactly how."""
     pytest.importorskip("llms_from_scratch.ch03")
     book4 = importlib.import_module("llms_from_scratch.ch04")
     book7 = importlib.import_module("llms_from_scratch.ch07")
@@ -722,8 +726,9 @@ def test_the_books_cached_gpt2_model_fills_our_kv_cache():
 
 
 def test_the_plots_and_evaluate_model_part_from_the_book_as_documented(tmp_path, monkeypatch):
-    """README: plot_losses and plot_values show their figure as the book's do, without writing a PDF;
-    evaluate_model leaves the model in training mode also when a loader fails (the book's: eval)."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md: plot_losses and plot_values show their figure as the book's do,
+    without writing a PDF; evaluate_model leaves the model in training mode also when a loader fails
+    (the book's: eval)."""
     book5 = pytest.importorskip("llms_from_scratch.ch05")
     import matplotlib
     matplotlib.use("Agg")
@@ -816,8 +821,9 @@ def test_chapter_7_gives_the_book_packages_tokens_and_batches_on_the_course_data
 
 
 def test_zero_epochs_need_no_batch_as_in_the_book(tokenizer):
-    """README: train_model_simple and train_model refuse an empty loader only when there is an epoch
-    to train; with zero epochs they return the book's empty lists, even for empty loaders."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md: train_model_simple and train_model refuse an empty loader only
+    when there is an epoch to train; with zero epochs they return the book's empty lists, even for
+    empty loaders."""
     book5 = pytest.importorskip("llms_from_scratch.ch05")
     book_d = pytest.importorskip("llms_from_scratch.appendix_d")
     common = dict(eval_freq=1, eval_iter=1, start_context="Hi", tokenizer=tokenizer)
@@ -978,10 +984,11 @@ def test_train_classifier_simple_gives_the_book_packages_results(capsys):
 
 
 def test_the_judge_sends_the_book_packages_requests_and_reads_its_scores():
-    """query_model and generate_model_scores against the loopback Ollama server: query_model sends
-    the book package's request (model, messages, options) and returns its answer; the scorer asks
-    the same model with the same options, once per entry, and for replies that are plain integers
-    returns the same scores. Its prompt is in our own words (README: not copied), so only that differs."""
+    """query_model and generate_model_scores against the loopback Ollama server: query_model sends the book
+    package's request (model, messages, options) and returns its answer; the scorer asks the same
+    model with the same options, once per entry, and for replies that are plain integers returns the
+    same scores. Its prompt is in our own words (docs/DIFFERENCES_FROM_THE_BOOK.md: not copied), so
+    only that differs."""
     book7 = pytest.importorskip("llms_from_scratch.ch07")
     from functools import partial
     entries = [{"instruction": "Name the capital of France.", "input": "", "output": "Paris.", "resp": "Paris"},
@@ -1068,10 +1075,10 @@ def _tensor_count_cases(tokenizer, text, csv_path):
 
 def test_one_element_tensor_counts_refused_by_name_where_the_book_happens_to_take_them(
         tokenizer, verdict_text, tmp_path, capsys):
-    """README, "Other differences": counts and sizes are Python (or NumPy) integers. Where the
-    book's code takes torch.tensor(2) for one only because range(), slicing and min() read it,
-    ours refuses it with an error naming the argument; generate, generate_text_simple,
-    beam_search and trim_input_tensor take such tensors as the book's do (tested with them)."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md: counts and sizes are Python (or NumPy) integers. Where the book's
+    code takes torch.tensor(2) for one only because range(), slicing and min() read it, ours refuses
+    it with an error naming the argument; generate, generate_text_simple, beam_search and
+    trim_input_tensor take such tensors as the book's do (tested with them)."""
     pytest.importorskip("llms_from_scratch.ch02")
     modules = ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "appendix_d", "appendix_e", "kv_cache.gpt2")
     book = {name: importlib.import_module(f"llms_from_scratch.{name}") for name in modules}
@@ -1089,8 +1096,9 @@ def test_one_element_tensor_counts_refused_by_name_where_the_book_happens_to_tak
 
 
 def test_an_eos_id_the_model_cannot_produce_never_stops_the_books_generate_and_ours_refuses_it():
-    """README, "Errors where the book returns a value": the book's generate compares each new
-    token with eos_id, so one past the vocabulary (or -1) silently runs to max_new_tokens."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md, "Errors where the book returns a value": the book's generate
+    compares each new token with eos_id, so one past the vocabulary (or -1) silently runs to
+    max_new_tokens."""
     book4 = pytest.importorskip("llms_from_scratch.ch04")
     book5 = pytest.importorskip("llms_from_scratch.ch05")
     cfg = {**helpers.GPT_CONFIG_124M, "vocab_size": 64, "context_length": 12, "emb_dim": 32, "n_heads": 4,
@@ -1109,9 +1117,9 @@ def test_an_eos_id_the_model_cannot_produce_never_stops_the_books_generate_and_o
 
 
 def test_a_model_without_its_classification_head_gets_a_label_from_the_book_and_an_error_from_ours(tokenizer):
-    """README, "Errors where the book returns a value": the book's classify_review takes the
-    argmax over every score at the last position, so a language model's top token ID (or a third
-    class) becomes "spam" when it is 1 and "not spam" otherwise."""
+    """docs/DIFFERENCES_FROM_THE_BOOK.md, "Errors where the book returns a value": the book's
+    classify_review takes the argmax over every score at the last position, so a language model's
+    top token ID (or a third class) becomes "spam" when it is 1 and "not spam" otherwise."""
     book4 = pytest.importorskip("llms_from_scratch.ch04")
     book6 = pytest.importorskip("llms_from_scratch.ch06")
     cfg = {**SMALL, "vocab_size": 50257, "context_length": 16}
