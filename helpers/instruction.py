@@ -47,6 +47,8 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     `train_frac` and `test_frac` of the entries (rounded down), validation the rest."""
     if not (0 < train_frac and 0 <= test_frac and train_frac + test_frac <= 1):
         raise ValueError(f"need 0 < train_frac, 0 <= test_frac, sum <= 1; got {train_frac}, {test_frac}")
+    if isinstance(data, dict):  # list() would shuffle its keys
+        raise TypeError("data is one dict, not a list of entries: pass the list (e.g. load_instruction_data())")
     shuffled = list(data)
     random.Random(seed).shuffle(shuffled)
     n_train = math.floor(len(shuffled) * train_frac + 1e-9)  # 100 * 0.29 is 28.999999999999996: 28 without the nudge
@@ -166,6 +168,7 @@ class InstructionDataset(Dataset):
     """
 
     def __init__(self, data, tokenizer, mask_prompt=False):
+        _refuse_one_entry(data, "data")
         self.data = list(data)
         self.mask_prompt = mask_prompt
         self.encoded_texts, self.prompt_lengths = [], []
@@ -207,6 +210,18 @@ def _check_entry(entry, name, keys=("instruction",)):
     if missing:
         raise ValueError(f"{name} has no {' or '.join(map(repr, missing))} (its keys: {', '.join(map(repr, entry.keys() if hasattr(entry, 'keys') else entry)) or 'none'}); "
                          f"an entry needs 'instruction', may have 'input', and needs 'output' to train on")
+    # None or 5 would otherwise become the words "None" or "5" in the prompt, or a bare TypeError
+    not_text = [key for key in keys if not isinstance(entry[key], str)]
+    not_text += ["input"] if entry.get("input") is not None and not isinstance(entry.get("input"), str) else []
+    if not_text:
+        raise TypeError(f"{name}'s {not_text[0]!r} is a {type(entry[not_text[0]]).__name__}, not text: "
+                        f"'instruction' and 'output' must be str, 'input' a str or missing")
+
+
+def _refuse_one_entry(entries, name):
+    """A dict where a list of entries belongs: list() would make its keys the entries."""
+    if isinstance(entries, dict):
+        raise TypeError(f"{name} is one entry (a dict): pass a list of entries, e.g. [entry]")
 
 
 # ---- ch07_instruction.ipynb, cell 112 ----
@@ -270,7 +285,7 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
 import hashlib
 import time
 
-from helpers.support.files import write_atomically, write_atomically_together
+from helpers.support.files import check_writable, write_atomically, write_atomically_together
 from helpers.text import _is_real
 
 
@@ -290,9 +305,12 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     of a special token raises ValueError naming the entry; prompts too long for the context
     lose their first tokens, listed in one warning at the end.
     """
-    if isinstance(entries, dict):  # list() would give its keys, each then "an entry"
-        raise TypeError("entries is one entry (a dict): pass a list of entries, e.g. [entry], or call generate_response")
+    _refuse_one_entry(entries, "entries")
+    _check_answer_key(key)
     entries = list(entries)
+    for i, entry in enumerate(entries):  # a bad entry found at the end would cost every answer before it
+        _check_entry(entry, f"entry {i}")
+        _encode_text(tokenizer, format_input(entry), f"entry {i}")
     max_new_tokens = _as_number(max_new_tokens)  # so torch.tensor(256) and 256 fingerprint alike
     if not _is_count(max_new_tokens, 0):
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number >= 0")
@@ -301,6 +319,7 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     context_size = _context_size(model, context_size)  # None and the model's own length then hash alike
     answers, fingerprint = [], None
     if path is not None:
+        check_writable(path, "the answers to")  # a read-only folder fails now, not after the first answers
         fingerprint = _model_fingerprint(model, max_new_tokens, context_size)
         answers = _saved_answers(path, entries, key, fingerprint)
     if answers:
@@ -325,10 +344,14 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
             if time.monotonic() - saved_at >= save_every_s:
                 save()
     except BaseException:
-        save()
-        if path is not None and answers:
-            print(f"stopped after {len(answers)} of {len(entries)} answers, all saved in {path}; "
-                  f"call again with the same entries and path to go on")
+        try:
+            save()
+        except OSError as err:  # e.g. a full disk: say so, then raise what stopped generation
+            print(f"stopped after {len(answers)} of {len(entries)} answers, which could not be saved in {path}: {err}")
+        else:
+            if path is not None and answers:
+                print(f"stopped after {len(answers)} of {len(entries)} answers, all saved in {path}; "
+                      f"call again with the same entries and path to go on")
         raise
     save()
     if cut:
@@ -394,6 +417,7 @@ def save_responses(entries, responses, path, key="model_response"):
     other answers."""
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses: pass one response per entry")
+    _check_answer_key(key)
     records = _records(entries, responses, key)
     path = write_atomically(path, lambda f: json.dump(records, f, indent=4), mode="w")
     _fingerprint_path(path).unlink(missing_ok=True)
@@ -402,6 +426,13 @@ def save_responses(entries, responses, path, key="model_response"):
 
 def _records(entries, responses, key):
     return [{**entry, key: response} for entry, response in zip(entries, responses)]
+
+
+def _check_answer_key(key, name="key"):
+    """The model's answers must not go under (or be read from) a field of the entry itself."""
+    if key in ("instruction", "input", "output"):
+        raise ValueError(f"{name}={key!r} is a field of the entry itself (the reference answer, for 'output'), "
+                         f"not the model's answer: pass another key, e.g. 'model_response'")
 
 
 # ---- ch07_instruction.ipynb, cell 121 ----
@@ -614,9 +645,10 @@ def parse_score(text):
     """The 0-100 score in a judge's reply, or None when there is no clear one.
 
     The scale repeated from the prompt ("(0-100)", "from 0 to 100") is set aside first. Then, in
-    order: a fraction with a scale of 5, 10 or 100 ("85/100", "8/10", "4 out of 5"), converted
-    to 0-100 (another scale gives None); a number right after "score", "rating", "rate",
-    "grade", unless a range follows ("between 70 and 80"); the reply's only number. Values
+    order: the first number right after "score", "rating", "rate", "grade" (a fraction if one
+    starts there: "Score: 8/10"), unless a range follows ("between 70 and 80"); else the first
+    fraction; else the reply's only number. A fraction's scale must be 5, 10 or 100 ("85/100",
+    "8/10", "4 out of 5"; it is converted to 0-100; another scale gives None). Values
     outside 0-100, replies with several candidate numbers and a number that fits a scale of 5 or
     10 the reply names ("4 on a scale of 1 to 5": 4 of 5, or 4 of 100?) give None.
     """
@@ -624,15 +656,16 @@ def parse_score(text):
         return None
     other_tops = [int(m.group(1)) for m in _SCALE.finditer(text) if m.group(1) != "100"]
     text = _SCALE.sub(" ", text)
-    match = _FRACTION.search(text)
+    word = _AFTER_WORD.search(text)
+    # "Score: 60. It got 9/10 facts": the number named a score wins over a fraction elsewhere
+    match = _FRACTION.match(text, word.start(1)) if word else _FRACTION.search(text)
     if match:
         scale = int(match.group(2))
         return _on_scale(match.group(1), scale) if scale in _SCALES else None
-    match = _AFTER_WORD.search(text)
-    if match:
-        if _RANGE_NEXT.match(text, match.end()):
+    if word:
+        if _RANGE_NEXT.match(text, word.end()):
             return None
-        value = match.group(1)
+        value = word.group(1)
     else:
         candidates = _ANY_NUMBER.findall(text)
         if len(candidates) != 1:
@@ -660,6 +693,8 @@ def score_responses(entries, json_key="model_response", judge_model="llama3.1:8b
     counted). Raises JudgeUnavailable when the judge cannot be reached or fails; the scores
     collected until then are in that error's `.scores` and `.unparseable`.
     """
+    _refuse_one_entry(entries, "entries")
+    _check_answer_key(json_key, "json_key")  # 'output' would have the judge compare the reference with itself
     entries = list(entries)  # a generator would be used up by the check below
     for i, entry in enumerate(entries):
         if json_key not in entry:
@@ -688,6 +723,7 @@ def generate_model_scores(json_data, json_key, model="llama3", host=None, seed=1
     """The book's signature and result: the list of 0-100 scores the judge `model` gave to
     `entry[json_key]` (replies without a clear score are left out and counted in a printed
     line; `score_responses` returns that count)."""
+    _refuse_one_entry(json_data, "json_data")
     json_data = list(json_data)  # any iterable, as the book's loop takes
     scores, unparseable = score_responses(json_data, json_key, model, host, seed, timeout, progress)
     if unparseable:

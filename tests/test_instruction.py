@@ -487,15 +487,86 @@ def _small_model():
     return GPTModel({**GPT_CONFIG_124M, "context_length": 256, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
 
 
-def test_generate_responses_resumes_after_an_error_that_names_the_entry(tokenizer, tmp_path, monkeypatch):
-    import json
+def _failing_generate(tokenizer, calls, fail_at):
+    """`_counting_generate` that raises RuntimeError (an error, not Ctrl-C) on call `fail_at`."""
+    counting = _counting_generate(tokenizer, calls)
+
+    def fake_generate(*args, **kwargs):
+        if len(calls) + 1 == fail_at:
+            calls.append("failed")
+            raise RuntimeError("out of memory, say")
+        return counting(*args, **kwargs)
+    return fake_generate
+
+
+def test_generate_responses_checks_every_entry_before_the_first_answer(tokenizer, tmp_path, monkeypatch):
+    """A bad entry late in the list is found before any work (it used to cost every answer before
+    it when there was no `path`): special-token text, a missing 'instruction', a field not text."""
     calls = []
     monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    path = tmp_path / "answers.json"
+    for bad, error, message in [({**ENTRIES[3], "input": "stop <|endoftext|> here"}, ValueError,
+                                 r"^entry 3 holds the text of a special token"),
+                                ({"input": "x", "output": "y"}, ValueError, r"^entry 3 has no 'instruction'"),
+                                ({**ENTRIES[3], "instruction": None}, TypeError,
+                                 r"^entry 3's 'instruction' is a NoneType, not text"),
+                                ({**ENTRIES[3], "input": 5}, TypeError, r"^entry 3's 'input' is a int, not text")]:
+        for where in (None, path):
+            with pytest.raises(error, match=message):
+                ins.generate_responses(_small_model(), tokenizer, [*ENTRIES[:3], bad, *ENTRIES[4:]], path=where,
+                                       progress=False)
+    assert calls == [] and not path.exists()
+
+
+def test_generate_responses_refuses_a_folder_it_cannot_write_before_generating(tokenizer, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+    import tempfile
+
+    def refuse(*args, **kwargs):  # a read-only folder or file system (root writes anywhere else)
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(PermissionError, match=r"^cannot write the answers to .*answers\.json \(Read-only file system\)"):
+        ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=tmp_path / "answers.json", progress=False)
+    assert calls == []
+
+
+def test_answers_never_go_under_or_come_from_a_field_of_the_entry(tokenizer, tmp_path):
+    """key='output' would overwrite the reference answers; json_key='output' would have the judge
+    compare the reference with itself."""
+    for key in ("output", "instruction", "input"):
+        with pytest.raises(ValueError, match=rf"^key={key!r} is a field of the entry itself"):
+            ins.save_responses(ENTRIES[:1], ["an answer"], tmp_path / "a.json", key=key)
+        with pytest.raises(ValueError, match=rf"^key={key!r} is a field of the entry itself"):
+            ins.generate_responses(_small_model(), tokenizer, ENTRIES[:1], max_new_tokens=1, key=key, progress=False)
+        with pytest.raises(ValueError, match=rf"^json_key={key!r} is a field of the entry itself"):
+            ins.score_responses(ENTRIES[:1], key, host="127.0.0.1:9", progress=False)
+        with pytest.raises(ValueError, match=rf"^json_key={key!r} is a field of the entry itself"):
+            ins.generate_model_scores(ENTRIES[:1], key, host="127.0.0.1:9", progress=False)
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_one_dict_where_a_list_of_entries_belongs_is_refused_by_name(tokenizer):
+    entry = {**ENTRIES[0], "model_response": "x"}
+    with pytest.raises(TypeError, match=r"^data is one entry \(a dict\): pass a list"):
+        InstructionDataset(entry, tokenizer)
+    with pytest.raises(TypeError, match=r"^json_data is one entry \(a dict\): pass a list"):
+        ins.generate_model_scores(entry, "model_response", host="127.0.0.1:9", progress=False)
+    with pytest.raises(TypeError, match=r"^entries is one entry \(a dict\): pass a list"):
+        ins.score_responses(entry, host="127.0.0.1:9", progress=False)
+    with pytest.raises(TypeError, match=r"^data is one dict, not a list of entries"):
+        ins.split_instruction_data(entry)
+
+
+def test_generate_responses_resumes_after_an_error(tokenizer, tmp_path, monkeypatch):
+    import json
+    calls = []
+    monkeypatch.setattr(ins, "generate", _failing_generate(tokenizer, calls, fail_at=4))
     model, path = _small_model(), tmp_path / "answers.json"
     expected = [f"{len(tokenizer.encode(format_input(e)))} tokens" for e in ENTRIES]
-    broken = [*ENTRIES[:3], {**ENTRIES[3], "input": "stop <|endoftext|> here"}, *ENTRIES[4:]]
-    with pytest.raises(ValueError, match=r"entry 3 holds the text of a special token"):
-        ins.generate_responses(model, tokenizer, broken, path=path, progress=False)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ins.generate_responses(model, tokenizer, ENTRIES, path=path, progress=False, save_every_s=1e9)
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
     saved = json.loads(path.read_text())
     assert saved == [{**e, "model_response": a} for e, a in zip(ENTRIES[:3], expected[:3])]
     calls.clear()

@@ -93,6 +93,10 @@ def test_ollama_base_url_reads_the_environment(monkeypatch):
     # a fraction that ends the sentence
     ("8/10.", 80), ("I would rate this response 8/10.", 80), ("85/100.", 85), ("Score: 4 out of 5.", 80),
     ("I'd rate it 7 out of 10. Good.", 70),
+    # the number named a score wins over a fraction elsewhere in the reply
+    ("Score: 60. It answered 9/10 questions but the formatting is off.", 60),
+    ("The model got 4/5 facts right but misses the tone. Score: 50", 50),
+    ("It got 9/10 facts right. Rating: 4/5", 80), ("Good, 8/10 - a fair score", 80),
 ])
 def test_parse_score(reply, score):
     assert parse_score(reply) == score

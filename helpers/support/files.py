@@ -23,7 +23,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["write_atomically", "write_atomically_together", "copy_atomically"]
+__all__ = ["write_atomically", "write_atomically_together", "copy_atomically", "check_writable"]
 
 
 def write_atomically(path: str | os.PathLike, write, mode: str = "wb") -> Path:
@@ -101,6 +101,22 @@ def _check_writable_path(path: Path) -> None:
         raise NotADirectoryError(f"{folder} is a file, not a folder, so {path} cannot be created below it: "
                                  f"pass another path; nothing was written")
     path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def check_writable(path: str | os.PathLike, what: str = "the file") -> Path:
+    """Check, before long work whose result goes to `path`, that it can be written there: not a
+    folder, not below a file, and its folder takes a new file (a read-only folder or file system
+    fails here, not after the work). Creates the missing folders; writes nothing else. Returns
+    the path."""
+    path = Path(path)
+    _check_writable_path(path)
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {what} {path} ({e.strerror or e}): pass a path in a folder "
+                              f"you can write to; nothing was written") from None
+    return path
 
 
 def _commit(tmp: str, path: Path) -> None:
