@@ -301,11 +301,14 @@ def read_texts(path: str | Path) -> str:
             raise DataError(f"no .txt files under {path}")
     elif path.is_file():
         files = [path]
+    elif path.exists():  # /dev/null, a pipe, a socket
+        raise DataError(f"--data {path} is not a regular file or folder; give a text file, or a folder of .txt files")
     else:
         raise DataError(f"--data {path} does not exist")
     texts = [_read_one(f) for f in files]
     if not any(t.strip() for t in texts):
-        raise DataError(f"the text in {path} is empty")
+        raise DataError(f"--data: the text in {path} is empty (or only white space); give a file with text to "
+                        f"train on")
     return "<|endoftext|>".join(t for t in texts if t.strip())
 
 
@@ -513,6 +516,8 @@ def read_log(path: str | Path) -> list[dict]:
 
 def check_writable(folder: Path, what: str) -> None:
     """Create `folder` if needed and write a file in it now, not at the first save hours later."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what} {folder} is a file, not a folder; choose a folder (a new one is created)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
@@ -681,6 +686,14 @@ class Run:
         self.log_path = Path(args.log) if args.log else self.out / "log.jsonl"
         self.own_folder = self._check_folder()
         state = self._resume_state()
+        recorded = Path(state["log"]) if state is not None and state.get("log") else None
+        # The run wrote its log elsewhere (--log): carry on there, not in a second log in OUT. Not
+        # when that log lies in another run's folder (this OUT copied from there, say): never cut it.
+        if args.log is None and self.own_folder and recorded is not None and recorded.is_file() and (
+                recorded.parent == self.out.resolve() or not (recorded.parent / "checkpoint.pt").exists()):
+            if recorded != self.log_path.resolve() and rank == 0:
+                _note(f"continuing the log of the run in {args.resume}, {recorded} (pass --log to choose another)")
+            self.log_path = recorded
         self._check_log(state)
         self._datasets()
         self._model()
@@ -845,6 +858,12 @@ class Run:
             _note(f"the checkpoint was written with a global batch of {state.get('global_batch')}, this run "
                   f"uses {self.global_batch}: steps are counted in this run's batches, so the position in the "
                   f"current epoch is approximate")
+        if self.step_in_epoch >= self.steps_per_epoch:  # a larger batch (or more processes): a shorter epoch
+            if self.rank == 0:
+                _note(f"the checkpoint is {self.step_in_epoch} steps into epoch {self.epoch + 1}, which has "
+                      f"{self.steps_per_epoch} step{'s' if self.steps_per_epoch > 1 else ''} with this run's batch: "
+                      f"going on with the next epoch")
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.step >= self.total_steps:
             raise ValueError(f"--resume {a.resume} is at step {self.step} and this run ends at step "
                              f"{self.total_steps}: nothing to train; raise --max-steps or --epochs")

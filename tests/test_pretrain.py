@@ -152,8 +152,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
         main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *TINY])
     with pytest.raises(DataError, match="does not exist"):
         main(["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"), *TINY])
+    with pytest.raises(DataError, match="^--data /dev/null is not a regular file or folder; give a text file"):
+        main(["--data", "/dev/null", "--out", str(tmp_path / "o"), *TINY])
     (tmp_path / "blank.txt").write_text("  \n")
-    with pytest.raises(DataError, match="is empty"):
+    with pytest.raises(DataError, match="^--data: the text in .*blank.txt is empty .*give a file with text"):
         main(["--data", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "o"), *TINY])
     (tmp_path / "short.txt").write_text("Too short for one window of sixteen tokens.")
     with pytest.raises(DataError, match="one window of 16 tokens needs 17"):
@@ -668,6 +670,37 @@ def test_unreadable_resume_files_give_one_line_errors(two_steps, text_file, tmp_
         assert len([ln for ln in err.splitlines() if not ln.startswith("note:")]) == 1 and "Traceback" not in err, err
 
 
+def test_resuming_with_a_batch_whose_epoch_ends_before_the_checkpoints_position(two_steps, text_file, tmp_path,
+                                                                                capsys):
+    """The checkpoint is 2 steps into its epoch; with 100 windows a step this run's epoch has one
+    step: it goes on with the next epoch (it used to die in a StopIteration traceback)."""
+    run = _copy(two_steps, tmp_path / "run")
+    args = _resume_args(text_file, run, "--max-steps", "4")
+    args[args.index("--batch-size") + 1] = "100"
+    assert cli(args) == 0
+    err = capsys.readouterr().err
+    assert "the checkpoint is 2 steps into epoch 1, which has 1 step with this run's batch: going on with the " \
+           "next epoch" in err and "Traceback" not in err
+    assert [r["step"] for r in read_log(run / "log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_resuming_without_log_carries_on_the_runs_own_log_but_never_another_folders(text_file, tmp_path, capsys):
+    log, run = tmp_path / "logs" / "run.csv", tmp_path / "run"
+    main(["--data", str(text_file), "--out", str(run), "--batch-size", "2", *TINY, "--eval-windows", "2",
+          "--max-steps", "2", "--log", str(log)])
+    assert cli(_resume_args(text_file, run, "--max-steps", "3")) == 0  # no --log: the run's own, not OUT/log.jsonl
+    assert f"continuing the log of the run in {run / 'checkpoint.pt'}, {log}" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(log)] == [1, 2, 3] and not (run / "log.jsonl").exists()
+    # a copy of a run's folder, resumed: the original's log (in the folder it was copied from) is left alone
+    original = tmp_path / "original"
+    main(["--data", str(text_file), "--out", str(original), "--batch-size", "2", *TINY, "--eval-windows", "2",
+          "--max-steps", "2"])
+    copy = _copy(original, tmp_path / "copy")
+    assert cli(_resume_args(text_file, copy, "--max-steps", "3")) == 0
+    assert [r["step"] for r in read_log(original / "log.jsonl")] == [1, 2]
+    assert [r["step"] for r in read_log(copy / "log.jsonl")] == [1, 2, 3]
+
+
 def test_log_is_cut_back_to_the_checkpoint_on_resume(two_steps, text_file, tmp_path):
     run = _copy(two_steps, tmp_path / "run")
     with (run / "log.jsonl").open("a") as f:  # steps 3 and 4 were trained, then the run was killed
@@ -783,7 +816,7 @@ def test_an_out_that_is_a_file_a_resume_that_is_a_folder_and_nothing_left_to_tra
                                                                                   tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
     assert cli(["--data", str(text_file), "--out", str(tmp_path / "file"), *TINY]) == 2
-    assert f"--out {tmp_path / 'file'} is not writable" in capsys.readouterr().err
+    assert f"--out {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
     run = _copy(two_steps, tmp_path / "run")
     args = _resume_args(text_file, run, "--max-steps", "3")
     args[args.index("--resume") + 1] = str(run)  # the run's folder, not its checkpoint.pt

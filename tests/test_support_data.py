@@ -501,6 +501,12 @@ def test_cli_seed_reports_a_missing_folder_and_tampered_files(tmp_path, data_dir
     assert data.main(["seed", str(tmp_path / "missing")]) == 2
     assert f"seed: {tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
 
+    (tmp_path / "parent" / "data").mkdir(parents=True)  # the folder above the copy, given by mistake
+    assert data.main(["seed", str(tmp_path / "parent")]) == 2
+    err = capsys.readouterr().err
+    assert f"seed: {tmp_path / 'parent'} holds none of the course files (the-verdict.txt" in err
+    assert len(err.strip().splitlines()) == 1 and not any(cache.rglob("*.txt"))
+
     source = tmp_path / "copy"
     shutil.copytree(data_dir, source, ignore=shutil.ignore_patterns("tiktoken", "models", "checkpoints"))
     (source / "the-verdict.txt").write_text("tampered", encoding="utf-8")

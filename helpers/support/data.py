@@ -261,6 +261,11 @@ def main(argv=None) -> int:
         if args.cmd == "seed":
             files = seed_cache(args.source)
             missing = [n for n in COURSE_FILES if cache_dir() / n not in files]
+            if missing and not any((Path(args.source) / n).exists() for n in COURSE_FILES):
+                print(f"error: seed: {args.source} holds none of the course files ({', '.join(COURSE_FILES)}): "
+                      f"give the folder that holds them, laid out like the cache (e.g. ../shared/data)",
+                      file=sys.stderr)
+                return 2
             print(f"{len(files)}/{len(COURSE_FILES)} course files in {cache_dir()}"
                   + (f"; not in {args.source}: {', '.join(missing)}" if missing else ""))
         elif args.cmd == "fetch":
