@@ -672,8 +672,9 @@ class Run:
     """One run of the script, in the order it happens:
 
     * set-up (`__init__`): the output folder's rules, the checkpoint to resume (`_resume_state`),
-      the data (`_datasets`), the model and optimizer (`_model`), the checkpoint's weights and
-      position (`_resume`), the log (`_open_log`). Everything is checked before the first step.
+      which log to write (`_follow_recorded_log`, `_check_log`), the data (`_datasets`), the model
+      and optimizer (`_model`), the checkpoint's weights and position (`_resume`), the log
+      (`_open_log`). Everything is checked before the first step.
     * `train()`: the loop; `step_evaluate_log_save()` is what each step does, `train_step()` the
       optimizer step itself, `save()` one checkpoint.
     * `finish()`: summary.json and the last line.
@@ -686,14 +687,7 @@ class Run:
         self.log_path = Path(args.log) if args.log else self.out / "log.jsonl"
         self.own_folder = self._check_folder()
         state = self._resume_state()
-        recorded = Path(state["log"]) if state is not None and state.get("log") else None
-        # The run wrote its log elsewhere (--log): carry on there, not in a second log in OUT. Not
-        # when that log lies in another run's folder (this OUT copied from there, say): never cut it.
-        if args.log is None and self.own_folder and recorded is not None and recorded.is_file() and (
-                recorded.parent == self.out.resolve() or not (recorded.parent / "checkpoint.pt").exists()):
-            if recorded != self.log_path.resolve() and rank == 0:
-                _note(f"continuing the log of the run in {args.resume}, {recorded} (pass --log to choose another)")
-            self.log_path = recorded
+        self._follow_recorded_log(state)
         self._check_log(state)
         self._datasets()
         self._model()
@@ -719,6 +713,19 @@ class Run:
                              f"replace it and add to its log. Resume with --out {Path(a.resume).parent}, choose "
                              f"an empty --out, or pass --overwrite to replace that run")
         return own
+
+    def _follow_recorded_log(self, state: dict | None) -> None:
+        """Resumed without --log in its own folder: carry on the log the checkpoint records (the
+        run's --log, perhaps outside OUT), not a second log in OUT. Not when that log lies in
+        another run's folder (this OUT copied from there, say): never cut it back."""
+        recorded = Path(state["log"]) if state is not None and state.get("log") else None
+        if self.args.log is not None or not self.own_folder or recorded is None or not recorded.is_file():
+            return
+        if recorded.parent != self.out.resolve() and (recorded.parent / "checkpoint.pt").exists():
+            return
+        if recorded != self.log_path.resolve() and self.rank == 0:
+            _note(f"continuing the log of the run in {self.args.resume}, {recorded} (pass --log to choose another)")
+        self.log_path = recorded
 
     def _check_log(self, state: dict | None) -> None:
         """Refuse to replace, or cut back, a log outside OUT that holds another run's rows.
