@@ -62,6 +62,9 @@ def replace_linear_with_lora(model, rank, alpha):
 def merge_lora(layer):
     """A plain nn.Linear equal to a LinearWithLoRA: weight W + alpha * (A @ B).T (nn.Linear
     stores W as (out, in)), same bias. Merged, LoRA costs nothing extra at inference."""
+    if not isinstance(layer, LinearWithLoRA):  # a merged (plain) Linear has no .lora to add
+        raise TypeError(f"merge_lora takes a LinearWithLoRA (as replace_linear_with_lora makes); got a "
+                        f"{type(layer).__name__}" + (", merged already?" if isinstance(layer, nn.Linear) else ""))
     linear, lora = layer.linear, layer.lora
     merged = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
     merged = merged.to(linear.weight.device, linear.weight.dtype)
@@ -294,6 +297,12 @@ def _check_max_length(max_length):
                          "the longest message); pass the training set's, e.g. train_dataset.max_length")
 
 
+def _check_pad_token_id(pad_token_id):
+    if not _is_count(pad_token_id, 0):  # -1 would index the last embedding row, 1.5 fail in torch.tensor
+        raise ValueError(f"pad_token_id={pad_token_id!r} must be a token ID, a whole number >= 0 "
+                         "(the book's: 50256, <|endoftext|>)")
+
+
 class SpamDataset(Dataset):
     """Labelled messages from a CSV (columns Text, Label) as equal-length token ID tensors.
 
@@ -310,6 +319,7 @@ class SpamDataset(Dataset):
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *,
                  return_lengths=False, context_length=None):
         _check_max_length(max_length)
+        _check_pad_token_id(pad_token_id)
         if context_length is not None and not _is_count(context_length, 1):
             raise ValueError(f"context_length={context_length!r} must be a whole number >= 1 "
                              f"(the model's, model.cfg['context_length']) or None")
@@ -353,6 +363,8 @@ def _check_columns(data, name):
     if missing:
         raise ValueError(f"{name} has no {' or '.join(missing)} column (its columns: {', '.join(map(str, data.columns))}); "
                          f"SpamDataset reads a CSV with the columns Text and Label, as 6.2 writes them")
+    if data.empty:  # every later step would fail far from the cause (no batches, max_length 0)
+        raise ValueError(f"{name} has a header but no messages; SpamDataset needs at least one labelled row")
     labels = pd.to_numeric(data["Label"], errors="coerce")
     bad = [i for i, label in enumerate(labels) if not (math.isfinite(label) and label >= 0 and label == int(label))]
     if bad:
@@ -415,7 +427,18 @@ def calc_loss_batch(input_batch, target_batch, model, device, lengths=None):
     """Cross-entropy of the class logits at the last (or, given lengths, last real) token."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     logits = last_token_logits(model(input_batch), lengths)
+    _check_labels(target_batch, logits.shape[-1])
     return torch.nn.functional.cross_entropy(logits, target_batch)
+
+
+def _check_labels(target_batch, num_classes):
+    # out of range, cross_entropy says "Target 2 is out of bounds" on the CPU; on a GPU a
+    # device-side assert ends the whole CUDA session
+    bad = (target_batch < 0) | (target_batch >= num_classes)
+    if bad.any():
+        raise ValueError(f"label {target_batch[bad][0].item()} is not a class of the model's head, which has "
+                         f"{num_classes} (0 to {num_classes - 1}); map the labels to those, or give the model "
+                         f"a head with more: add_classification_head(model, num_classes=...)")
 
 
 def calc_loss_loader(data_loader, model, device, num_batches=None):
@@ -517,6 +540,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
 # ---- ch06_classification.ipynb, cell 146 ----
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
+    _check_pad_token_id(pad_token_id)
     ids = _message_encoder(tokenizer)(text)
     if not ids:
         raise ValueError("empty message: there is no token to classify")
@@ -531,9 +555,13 @@ def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, la
     model.eval()
     with torch.no_grad():
         logits = model(torch.tensor([ids], device=device))
-    if logits.shape[-1] != len(SMS_LABELS):  # a token ID would be read as a class, without a word
-        raise ValueError(f"the model gives {logits.shape[-1]:,} scores per token, not one per class ({len(SMS_LABELS)}): "
+    classes = logits.shape[-1]
+    if classes == model.tok_emb.num_embeddings:  # a token ID would be read as a class, without a word
+        raise ValueError(f"the model gives {classes:,} scores per token, one per vocabulary entry, not one per class: "
                          f"give it a classification head first (add_classification_head(model), section 6.5) and finetune it")
+    if classes != len(SMS_LABELS):
+        raise ValueError(f"the model's head has {classes} classes, but this reads the {len(SMS_LABELS)} of SMS_LABELS "
+                         f"{SMS_LABELS}; for other classes take last_token_logits(model(ids)).argmax(-1)")
     lengths = torch.tensor([length]) if last_real_token else None
     return last_token_logits(logits, lengths)[0]
 

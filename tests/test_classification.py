@@ -1120,11 +1120,13 @@ def test_spam_dataset_refuses_labels_that_are_not_class_numbers(tokenizer, tmp_p
         clf.SpamDataset(path, tokenizer)
 
 
-def test_spam_dataset_of_a_header_only_csv_is_empty_as_the_books(tokenizer, tmp_path):
+def test_spam_dataset_refuses_a_header_only_csv_by_name(tokenizer, tmp_path):
+    # the book's gives an empty dataset with max_length 0, which the validation set's
+    # SpamDataset(max_length=train_dataset.max_length) then refuses with a hint that misleads
     path = tmp_path / "header.csv"
     path.write_text("Label,Text\n")
-    dataset = clf.SpamDataset(path, tokenizer)
-    assert len(dataset) == 0 and dataset.max_length == 0 == dataset._longest_encoded_length()
+    with pytest.raises(ValueError, match="header.csv has a header but no messages"):
+        clf.SpamDataset(path, tokenizer)
 
 
 def test_lora_layer_keeps_its_rank_and_alpha():
@@ -1213,15 +1215,59 @@ def test_evaluate_model_names_eval_iter_not_calc_loss_loaders_num_batches(eval_i
 def test_classify_review_refuses_a_model_without_a_two_class_head(tokenizer, num_classes):
     """A language model (50,257 scores per token) or a 3-class head: the book's classify_review
     reads the top token ID or class as "spam" when it is 1 and "not spam" otherwise, without a
-    word; ours names the missing head. Nothing is classified on the way."""
+    word; ours names the missing head, or the head of another size. Nothing is classified on the way."""
     torch.manual_seed(0)
     model = GPTModel(TINY)
     if num_classes:
         clf.add_classification_head(model, num_classes=num_classes)
-    expected = f"the model gives {TINY['vocab_size'] if num_classes is None else num_classes:,} scores per token"
+    expected = (re.escape(f"the model gives {TINY['vocab_size']:,} scores per token") + r".*add_classification_head\(model\)"
+                if num_classes is None else r"the model's head has 3 classes, but this reads the 2 of SMS_LABELS")
     for answer in (clf.classify_review, clf.spam_probability):
-        with pytest.raises(ValueError, match=re.escape(expected) + r".*add_classification_head\(model\)"):
+        with pytest.raises(ValueError, match=expected):
             answer("You won a prize", model, tokenizer, "cpu", max_length=8)
     clf.add_classification_head(model)  # the same model with two classes is answered
     assert clf.classify_review("You won a prize", model, tokenizer, "cpu", max_length=8) in {"spam", "not spam"}
     assert 0.0 <= clf.spam_probability("You won a prize", model, tokenizer, "cpu") <= 1.0
+
+
+# ---- bad input found by a probe (session 39) ---------------------------------------------------
+
+@pytest.mark.parametrize("pad", [-1, 1.5, None, float("nan")])
+def test_a_pad_token_id_that_is_not_a_token_id_is_refused(tokenizer, tmp_path, tiny_classifier, pad):
+    path = _write_csv(tmp_path / "m.csv", ["hello", "hello there friend"])
+    with pytest.raises(ValueError, match=r"pad_token_id=.* must be a token ID"):
+        clf.SpamDataset(path, tokenizer, pad_token_id=pad)
+    with pytest.raises(ValueError, match=r"pad_token_id=.* must be a token ID"):
+        clf.classify_review("hi", tiny_classifier, tokenizer, "cpu", max_length=8, pad_token_id=pad)
+    assert len(clf.SpamDataset(path, tokenizer, pad_token_id=0)[0][0]) == 3  # 0 is a token ID
+
+
+def test_merging_a_merged_layer_says_so():
+    merged = clf.merge_lora(clf.LinearWithLoRA(nn.Linear(6, 4), rank=2, alpha=1))
+    assert type(merged) is nn.Linear
+    with pytest.raises(TypeError, match="takes a LinearWithLoRA .*got a Linear, merged already"):
+        clf.merge_lora(merged)
+    with pytest.raises(TypeError, match="got a ReLU$"):
+        clf.merge_lora(nn.ReLU())
+
+
+@pytest.mark.parametrize("label", [2, -1])
+def test_a_label_the_head_has_no_class_for_is_named_before_cross_entropy(tiny_classifier, label):
+    inputs = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"label {label} is not a class of the model's head, which has 2 \(0 to 1\)"):
+        clf.calc_loss_batch(inputs, torch.tensor([0, label]), tiny_classifier, "cpu")
+    loader = DataLoader(TensorDataset(inputs, torch.tensor([1, label])), batch_size=2)
+    with pytest.raises(ValueError, match="num_classes="):
+        clf.calc_loss_loader(loader, tiny_classifier, "cpu")
+    # in range, the loss is cross_entropy's
+    expected = nn.functional.cross_entropy(tiny_classifier(inputs)[:, -1, :], torch.tensor([0, 1]))
+    assert clf.calc_loss_batch(inputs, torch.tensor([0, 1]), tiny_classifier, "cpu").item() == pytest.approx(expected.item())
+
+
+def test_classify_review_tells_a_head_of_other_classes_from_no_head(tokenizer):
+    torch.manual_seed(0)
+    three = clf.add_classification_head(GPTModel(TINY), num_classes=3)
+    with pytest.raises(ValueError, match=r"head has 3 classes, but this reads the 2 of SMS_LABELS"):
+        clf.spam_probability("You won a prize", three, tokenizer, "cpu")
+    with pytest.raises(ValueError, match="give it a classification head first"):
+        clf.classify_review("You won a prize", GPTModel(TINY), tokenizer, "cpu")
