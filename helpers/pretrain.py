@@ -514,7 +514,7 @@ def read_log(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def check_writable(folder: Path, what: str) -> None:
+def check_writable_folder(folder: Path, what: str) -> None:
     """Create `folder` if needed and write a file in it now, not at the first save hours later."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{what} {folder} is a file, not a folder; choose a folder (a new one is created)")
@@ -1093,9 +1093,9 @@ def output_folder(args):
     if the run ends before writing anything into it."""
     out = Path(args.out)
     created = not out.exists()
-    check_writable(out, "--out")
+    check_writable_folder(out, "--out")
     if args.log:
-        check_writable(Path(args.log).parent, "the folder of --log")
+        check_writable_folder(Path(args.log).parent, "the folder of --log")
     try:
         with folder_lock(out):
             yield
