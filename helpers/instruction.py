@@ -47,13 +47,18 @@ def split_instruction_data(data, seed=123, train_frac=0.85, test_frac=0.10):
     `train_frac` and `test_frac` of the entries (rounded down), validation the rest."""
     if not (0 < train_frac and 0 <= test_frac and train_frac + test_frac <= 1):
         raise ValueError(f"need 0 < train_frac, 0 <= test_frac, sum <= 1; got {train_frac}, {test_frac}")
-    if isinstance(data, dict):  # list() would shuffle its keys
-        raise TypeError("data is one dict, not a list of entries: pass the list (e.g. load_instruction_data())")
+    _refuse_one_entry(data, "data")
     shuffled = list(data)
     random.Random(seed).shuffle(shuffled)
     n_train = math.floor(len(shuffled) * train_frac + 1e-9)  # 100 * 0.29 is 28.999999999999996: 28 without the nudge
     n_test = math.floor(len(shuffled) * test_frac + 1e-9)
     return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
+
+
+def _refuse_one_entry(entries, name):
+    """A dict where a list of entries belongs: list() would make its keys the entries."""
+    if isinstance(entries, dict):
+        raise TypeError(f"{name} is one entry (a dict): pass a list of entries, e.g. [entry]")
 
 
 # ---- ch07_instruction.ipynb, cell 101 ----
@@ -214,14 +219,11 @@ def _check_entry(entry, name, keys=("instruction",)):
     not_text = [key for key in keys if not isinstance(entry[key], str)]
     not_text += ["input"] if entry.get("input") is not None and not isinstance(entry.get("input"), str) else []
     if not_text:
-        raise TypeError(f"{name}'s {not_text[0]!r} is a {type(entry[not_text[0]]).__name__}, not text: "
-                        f"'instruction' and 'output' must be str, 'input' a str or missing")
-
-
-def _refuse_one_entry(entries, name):
-    """A dict where a list of entries belongs: list() would make its keys the entries."""
-    if isinstance(entries, dict):
-        raise TypeError(f"{name} is one entry (a dict): pass a list of entries, e.g. [entry]")
+        value = entry[not_text[0]]
+        nan = isinstance(value, float) and math.isnan(value)  # how pandas reads an empty cell
+        raise TypeError(f"{name}'s {not_text[0]!r} is a {type(value).__name__}{' (NaN)' if nan else ''}, not text: "
+                        f"'instruction' and 'output' must be str, 'input' a str or missing"
+                        + ("; for a DataFrame with empty cells, df.fillna('') first" if nan else ""))
 
 
 # ---- ch07_instruction.ipynb, cell 112 ----
@@ -258,11 +260,15 @@ def _context_size(model, context_size):
     return int(context_size)
 
 
-def _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id=50256, name="the entry"):
-    """(the answer, how many prompt tokens did not fit in the context and were dropped);
-    `context_size` is already checked (`_context_size`)."""
+def _prompt_ids(tokenizer, entry, name="the entry"):
+    """The token IDs of the entry's prompt; a bad entry raises, naming `name`."""
     _check_entry(entry, name)
-    prompt = _encode_text(tokenizer, format_input(entry), name)
+    return _encode_text(tokenizer, format_input(entry), name)
+
+
+def _answer(model, tokenizer, prompt, device, max_new_tokens, context_size, eos_id=50256):
+    """(the answer to the prompt's token IDs, how many of them did not fit in the context and
+    were dropped); `context_size` is already checked (`_context_size`)."""
     dropped, prompt = max(0, len(prompt) - context_size), prompt[-context_size:]
     with eval_mode(model):
         out = generate(model, torch.tensor([prompt], device=device), max_new_tokens, context_size, eos_id=eos_id)
@@ -274,7 +280,8 @@ def generate_response(model, tokenizer, entry, device="cpu", max_new_tokens=256,
     """The model's answer to one entry (greedy, KV cache, stops at `eos_id`). A prompt longer
     than `context_size` tokens keeps its last ones, with a warning."""
     context_size = _context_size(model, context_size)
-    answer, dropped = _answer(model, tokenizer, entry, device, max_new_tokens, context_size, eos_id)
+    prompt = _prompt_ids(tokenizer, entry)
+    answer, dropped = _answer(model, tokenizer, prompt, device, max_new_tokens, context_size, eos_id)
     if dropped:
         warnings.warn(f"the prompt did not fit in context_size: its first {dropped} tokens were dropped",
                       stacklevel=2)
@@ -308,9 +315,8 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     _refuse_one_entry(entries, "entries")
     _check_answer_key(key)
     entries = list(entries)
-    for i, entry in enumerate(entries):  # a bad entry found at the end would cost every answer before it
-        _check_entry(entry, f"entry {i}")
-        _encode_text(tokenizer, format_input(entry), f"entry {i}")
+    # every entry checked before the first answer: a bad one found at the end would cost all before it
+    prompts = [_prompt_ids(tokenizer, entry, f"entry {i}") for i, entry in enumerate(entries)]
     max_new_tokens = _as_number(max_new_tokens)  # so torch.tensor(256) and 256 fingerprint alike
     if not _is_count(max_new_tokens, 0):
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number >= 0")
@@ -337,8 +343,7 @@ def generate_responses(model, tokenizer, entries, device="cpu", max_new_tokens=2
     try:
         for i in tqdm(range(len(answers), len(entries)), initial=len(answers), total=len(entries),
                       desc="responses", unit="entry", disable=not progress):
-            answer, dropped = _answer(model, tokenizer, entries[i], device, max_new_tokens, context_size,
-                                      name=f"entry {i}")
+            answer, dropped = _answer(model, tokenizer, prompts[i], device, max_new_tokens, context_size)
             answers.append(answer)
             cut += [i] if dropped else []
             if time.monotonic() - saved_at >= save_every_s:
@@ -838,6 +843,8 @@ class LoopbackOllama:
             raise ValueError(f"replies must be a list of at least one canned reply text, e.g. ['85']; got {replies!r}")
         if isinstance(models, str):  # list("llama3") would list six one-letter models
             raise ValueError(f"models must be a list of model names, e.g. [{models!r}]; got the string {models!r}")
+        if not (_is_count(status, 100) and status <= 599):  # "500" would fail every request as "no server"
+            raise ValueError(f"status must be an HTTP status code, a whole number from 100 to 599 (200: answer); got {status!r}")
         if not (_is_real(delay) and delay >= 0):
             raise ValueError(f"delay must be a finite number of seconds >= 0; got {delay!r}")
         self.replies, self.models, self.status, self.delay = list(replies), list(models), status, delay
@@ -857,6 +864,9 @@ class LoopbackOllama:
         handler.wfile.write(b"0\r\n\r\n")
 
     def start(self):
+        """Start serving (a server already running is kept: a second one would be left running)."""
+        if self._server is not None:
+            return self
         self._server = _LoopbackServer(("127.0.0.1", 0), _LoopbackHandler)
         self._server.fake = self
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

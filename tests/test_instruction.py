@@ -554,7 +554,7 @@ def test_one_dict_where_a_list_of_entries_belongs_is_refused_by_name(tokenizer):
         ins.generate_model_scores(entry, "model_response", host="127.0.0.1:9", progress=False)
     with pytest.raises(TypeError, match=r"^entries is one entry \(a dict\): pass a list"):
         ins.score_responses(entry, host="127.0.0.1:9", progress=False)
-    with pytest.raises(TypeError, match=r"^data is one dict, not a list of entries"):
+    with pytest.raises(TypeError, match=r"^data is one entry \(a dict\): pass a list"):
         ins.split_instruction_data(entry)
 
 
@@ -789,3 +789,31 @@ def test_generate_responses_refuses_a_max_new_tokens_that_makes_no_sense_before_
     with pytest.raises(ValueError, match="max_new_tokens=.* must be a whole number >= 0"):
         ins.generate_responses(_small_model(), tokenizer, ENTRIES, path=path, max_new_tokens=bad, progress=False)
     assert not path.exists() and not path.with_name("answers.json.model").exists()
+
+
+# ---- found by a review (session 39) --------------------------------------------------------------
+
+def test_an_empty_pandas_cell_is_named_with_the_fix(tokenizer):
+    nan_input = {**ENTRIES[1], "input": float("nan")}  # what DataFrame.to_dict("records") gives for an empty cell
+    with pytest.raises(TypeError, match=r"^example 1's 'input' is a float \(NaN\), not text.*df\.fillna\(''\) first"):
+        InstructionDataset([ENTRIES[0], nan_input], tokenizer)
+    with pytest.raises(TypeError, match=r"^entry 0's 'input' is a float, not text: 'instruction' .* or missing$"):
+        ins.generate_responses(_small_model(), tokenizer, [{**ENTRIES[0], "input": 1.5}], progress=False)
+
+
+def test_generate_responses_encodes_each_prompt_once(tokenizer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ins, "generate", _counting_generate(tokenizer, calls))
+
+    class CountingTokenizer:
+        encoded = 0
+
+        def encode(self, text, **kwargs):
+            CountingTokenizer.encoded += 1
+            return tokenizer.encode(text, **kwargs)
+
+        def decode(self, ids):
+            return tokenizer.decode(ids)
+
+    answers = ins.generate_responses(_small_model(), CountingTokenizer(), ENTRIES, max_new_tokens=2, progress=False)
+    assert len(answers) == len(calls) == len(ENTRIES) == CountingTokenizer.encoded

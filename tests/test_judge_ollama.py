@@ -511,3 +511,20 @@ def test_numpy_sampling_options_are_sent_as_json_numbers(ollama):
     assert query_ollama("x", MODEL, ollama.host, temperature=np.float32(0.5), num_ctx=np.int64(512),
                         seed=np.int32(7)) == "85"
     assert ollama.requests[-1]["options"] == {"seed": 7, "temperature": 0.5, "num_ctx": 512}
+
+
+@pytest.mark.parametrize("bad", ["500", None, 99, 600, 200.0, True])
+def test_loopback_server_refuses_a_status_it_cannot_send(bad):
+    with pytest.raises(ValueError, match=r"status must be an HTTP status code, a whole number from 100 to 599"):
+        LoopbackOllama(status=bad)
+
+
+def test_loopback_server_started_twice_is_one_server_that_close_stops():
+    fake = LoopbackOllama(status=503)
+    fake.start()
+    host = fake.host
+    assert fake.start() is fake and fake.host == host  # a second start used to leave the first server running
+    assert requests.get(f"http://{host}/api/tags", timeout=5).status_code == 503
+    fake.close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{host}/api/tags", timeout=5)
