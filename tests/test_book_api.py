@@ -1126,7 +1126,7 @@ def test_a_model_without_its_classification_head_gets_a_label_from_the_book_and_
     model = seeded(0, book4.GPTModel, cfg).eval()
     text = "You won a prize, call now"
     assert book6.classify_review(text, model, tokenizer, "cpu", max_length=12) in {"spam", "not spam"}
-    with pytest.raises(ValueError, match="50,257 scores per token, not one per class"):
+    with pytest.raises(ValueError, match="50,257 scores per token, one per vocabulary entry, not one per class"):
         helpers.classification.classify_review(text, model, tokenizer, "cpu", max_length=12)
     model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)  # with the head both answer, and alike
     assert helpers.classification.classify_review(text, model, tokenizer, "cpu", max_length=12) \
