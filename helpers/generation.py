@@ -54,31 +54,50 @@ def _as_number(value):
     return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
 
-def _check_eos_id(eos_id, vocab_size):
+def _check_eos_id(eos_id, vocab_size, name="eos_id"):
     """`eos_id` as a Python int (a one-element tensor too, as the book's `==` takes one), once it
     is a token the model can produce: any other ID would never end a row, and nothing would say so."""
     eos_id = _as_number(eos_id)
     if eos_id is not None and not (_is_count(eos_id, 0) and eos_id < vocab_size):
-        raise ValueError(f"eos_id must be a token ID in [0, {vocab_size}) (the model's vocabulary) or None, "
+        raise ValueError(f"{name} must be a token ID in [0, {vocab_size}) (the model's vocabulary) or None, "
                          f"got {eos_id!r}")
     return eos_id
 
 
-def _check_greedy_args(model, idx, max_new_tokens, context_size):
+def _model_context_length(model):
+    """The most tokens `model` takes: its cfg's context_length, else its position embedding's
+    size; None for a model that says neither (one of the reader's own may take any length)."""
+    cfg = getattr(model, "cfg", None)
+    if isinstance(cfg, dict) and "context_length" in cfg:
+        return cfg["context_length"]
+    pos_emb = getattr(model, "pos_emb", None)
+    return pos_emb.num_embeddings if isinstance(pos_emb, torch.nn.Embedding) else None
+
+
+def _check_greedy_args(model, idx, max_new_tokens, context_size, eos_id=None):
     """The context size to use (None: the model's), once the arguments make sense. A count may
     be a one-element integer tensor, as in the book; range(max_new_tokens) reads it."""
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be (batch, tokens) with at least one token; got shape {shape}")
-    if not _is_count(_as_number(max_new_tokens), 0):
+    max_new_tokens = _as_number(max_new_tokens)
+    if not _is_count(max_new_tokens, 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    context_size = _as_number(context_size)
+    context_size, context_length = _as_number(context_size), _model_context_length(model)
     if context_size is None:
-        if not hasattr(model, "cfg"):
+        if context_length is None:
             raise ValueError("this model has no cfg to read its context length from: pass context_size")
-        context_size = model.cfg["context_length"]
+        context_size = context_length
     if not _is_count(context_size, 1):
         raise ValueError(f"context_size must be a positive integer (the model's context length), got {context_size!r}")
+    # The last step reads the most tokens. The book takes a context_size above the model's while
+    # no input gets that long, so only a run that would get there is refused: before any step,
+    # not after many, with a message that blames context_size rather than the input. A run
+    # with an end token may stop before, as the book's would: that one is left to the model.
+    longest = min(context_size, idx.shape[1] + max_new_tokens - 1)
+    if max_new_tokens and eos_id is None and context_length is not None and longest > context_length:
+        raise ValueError(f"context_size={context_size} exceeds the model's context length of {context_length}: "
+                         f"this run would feed it {longest} tokens; pass context_size={context_length} or less")
     return context_size
 
 
@@ -107,13 +126,15 @@ def generate_text_simple_stream(model, token_ids, max_new_tokens, eos_token_id=N
 
     Stops after `max_new_tokens`, or once every row's next token is `eos_token_id` (not yielded).
     """
-    context_size = _check_greedy_args(model, token_ids, max_new_tokens, context_size)
+    context_size = _check_greedy_args(model, token_ids, max_new_tokens, context_size, eos_token_id)
     kv_cache = model.new_kv_cache() if hasattr(model, "new_kv_cache") else None
     with eval_mode(model):  # a generator: the mode comes back when it ends or is closed
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             with torch.no_grad():  # per step: a generator must not leave no_grad on in the caller
                 logits = next_token_logits(model, token_ids, context_size, kv_cache)
             next_token = torch.argmax(logits, dim=-1, keepdim=True)
+            if step == 0:  # as generate's eos_id: an ID the model cannot produce would never stop it
+                eos_token_id = _check_eos_id(eos_token_id, logits.shape[-1], "eos_token_id")
             if eos_token_id is not None and bool((next_token == eos_token_id).all()):
                 break
             yield next_token
@@ -132,9 +153,12 @@ def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
 
 
 # ---- ch05_pretraining.ipynb, cell 8 ----
+from helpers.text import _encode_all
+
+
 def text_to_token_ids(text, tokenizer):
     """Encode `text` into a (1, tokens) tensor, the batch of one that the model expects."""
-    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    encoded = _encode_all(tokenizer, text)  # tiktoken allowing "<|endoftext|>", or chapter 2's tokenizers
     return torch.tensor(encoded).unsqueeze(0)
 
 
@@ -145,10 +169,17 @@ def token_ids_to_text(token_ids, tokenizer):
     if flat.ndim != 1:
         raise ValueError(f"token_ids must be (1, tokens) or (tokens,), got shape {tuple(token_ids.shape)}; "
                          "decode a batch row by row")
+    if flat.is_floating_point():
+        raise ValueError("token_ids are floats; token IDs are whole numbers (argmax or sampling gives them)")
+    n_vocab = getattr(tokenizer, "n_vocab", None)  # tiktoken's; a padded vocabulary can produce IDs beyond it
+    if flat.numel() and (flat.min() < 0 or (n_vocab is not None and flat.max() >= n_vocab)):
+        raise ValueError(f"token ID {int(flat.min() if flat.min() < 0 else flat.max())} is outside the "
+                         f"tokenizer's vocabulary (0 to {n_vocab - 1 if n_vocab else '...'}); "
+                         f"crop the model's scores to it first, e.g. logits[..., :{n_vocab or 'n_vocab'}]")
     return tokenizer.decode(flat.tolist())
 
 
-# ---- ch05_pretraining.ipynb, cell 161 ----
+# ---- ch05_pretraining.ipynb, cell 163 ----
 from helpers.model import _is_count
 from helpers.text import _is_real
 
@@ -183,7 +214,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-# ---- ch05_pretraining.ipynb, cell 163 ----
+# ---- ch05_pretraining.ipynb, cell 165 ----
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, *,
              top_p=None, use_cache=True, generator=None):
     """Extend `idx` (batch, tokens) by up to `max_new_tokens` tokens (the book's signature).
@@ -199,7 +230,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     sampled tokens would no longer be the book's for the same seed. `context_size=None`: the
     model's `cfg['context_length']`.
     """
-    context_size = _check_greedy_args(model, idx, max_new_tokens, context_size)
+    context_size = _check_greedy_args(model, idx, max_new_tokens, context_size, eos_id)
     use_cache = use_cache and hasattr(model, "new_kv_cache") and not getattr(model, "training", False)
     kv_cache = model.new_kv_cache() if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
@@ -218,7 +249,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     return idx
 
 
-# ---- ch05_pretraining.ipynb, cell 167 ----
+# ---- ch05_pretraining.ipynb, cell 169 ----
 def _free_memory_bytes(device):
     """Memory a new allocation can still get on `device`, or None where that cannot be told."""
     if device.type == "cuda":
@@ -252,7 +283,7 @@ def _check_beam_search_args(model, idx, max_new_tokens, context_size, num_beams)
     return context_size
 
 
-# ---- ch05_pretraining.ipynb, cell 169 ----
+# ---- ch05_pretraining.ipynb, cell 171 ----
 def beam_search(model, idx, max_new_tokens, context_size, num_beams=3, eos_id=None, length_penalty=1.0):
     """The most likely continuation of `idx` (1, tokens) found by beam search; deterministic.
 

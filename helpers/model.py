@@ -108,7 +108,9 @@ class TransformerBlock(nn.Module):
 
 
 # ---- ch04_gpt_model.ipynb, cell 71 ----
-from helpers.text import _is_count
+import numpy as np
+
+from helpers.text import _is_count, _is_real
 
 
 def _check_gpt_config(cfg):
@@ -122,8 +124,12 @@ def _check_gpt_config(cfg):
     if cfg["emb_dim"] % cfg["n_heads"]:
         raise ValueError(f"cfg['emb_dim'] ({cfg['emb_dim']}) must be divisible by cfg['n_heads'] "
                          f"({cfg['n_heads']}): each head gets emb_dim // n_heads dimensions")
-    if not 0 <= cfg["drop_rate"] < 1:  # also refuses NaN
-        raise ValueError(f"cfg['drop_rate'] must be in [0, 1), got {cfg['drop_rate']!r}")
+    if not (_is_real(cfg["drop_rate"]) and 0 <= cfg["drop_rate"] < 1):  # None, "0.1" and NaN too
+        raise ValueError(f"cfg['drop_rate'] must be in [0, 1) (a number such as 0.1), got {cfg['drop_rate']!r}")
+    if not isinstance(cfg["qkv_bias"], (bool, np.bool_)):  # the string "False" is true: it built biases
+        raise ValueError(f"cfg['qkv_bias'] must be True or False (a bool), got {cfg['qkv_bias']!r}")
+    if cfg.get("attention", "sdpa") not in ("sdpa", "naive"):  # TransformerBlock's choices
+        raise ValueError(f"cfg['attention'] must be 'sdpa' or 'naive' (or left out: 'sdpa'), got {cfg['attention']!r}")
     return dict(cfg)
 
 

@@ -95,6 +95,11 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, *, show=True
     Jupyter's inline backend still draws it when the cell ends, unless `plt.close(fig)`)."""
     import matplotlib.pyplot as plt
 
+    # losses appended as tensors (without .item()) are plotted too
+    train_losses, val_losses = ([v.item() if torch.is_tensor(v) else v for v in vs] for vs in (train_losses, val_losses))
+    for name, values in (("tokens_seen", tokens_seen), ("train_losses", train_losses), ("val_losses", val_losses)):
+        if len(values) != len(epochs_seen):
+            raise ValueError(f"{name} has {len(values)} values, epochs_seen {len(epochs_seen)}: one each per evaluation")
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
     ax1.plot(epochs_seen, train_losses, label="training loss")
     ax1.plot(epochs_seen, val_losses, linestyle="-.", label="validation loss")
@@ -126,6 +131,7 @@ def find_highest_gradient(model):
 
 # ---- ch05_pretraining.ipynb, cell 134 ----
 import contextlib
+import io
 import pickle
 import signal
 import threading
@@ -172,7 +178,22 @@ def save_checkpoint(path, model, optimizer=None, **state):
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     payload = _plain(payload)  # a NumPy number (lr=np.float64(4e-4)) would make weights_only loading refuse the file
+    for key in state:
+        _check_loadable(path, key, payload[key])
     write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def _check_loadable(path, key, value):
+    """Refuse now, not when loading, an extra value that `load_checkpoint` (weights_only) would refuse."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"not saved to {path}: {key} is a {type(value).__name__}, which load_checkpoint would "
+                         f"refuse to unpickle; store plain data (numbers, strings, lists, dicts, tensors), "
+                         f"e.g. str(path) or array.tolist()") from None
 
 
 def _plain(value):
@@ -194,6 +215,7 @@ def _unreadable(path, err):
 
 
 # ---- ch05_pretraining.ipynb, cell 135 ----
+import errno
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's message makes a word bold for terminals
@@ -221,7 +243,11 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
         if "PytorchStreamReader" not in str(e):
             raise
         raise _unreadable(path, e) from None
-    except (OSError, MemoryError):  # missing, unreadable, or too big for free memory: not a damaged file
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # what torch's zip reader says of some cut-short files
+            raise _unreadable(path, e) from None
+        raise  # missing or unreadable: not a damaged file
+    except MemoryError:  # too big for free memory: not a damaged file either
         raise
     except Exception as e:  # arbitrary bytes can trip the unpickler in many ways (IndexError, ...)
         raise _unreadable(path, e) from None
@@ -241,10 +267,39 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu"):
     if optimizer is not None and optimizer_state is None:  # refused before the model is changed
         raise ValueError(f"{path} has no optimizer state to restore; the model is unchanged (pass optimizer=None "
                          f"to load the weights alone)")
+    _check_fits(path, model, payload["model"])
+    if optimizer is not None:
+        _check_optimizer_fits(path, optimizer, optimizer_state)
     model.load_state_dict(payload.pop("model"))
     if optimizer is not None:
         optimizer.load_state_dict(optimizer_state)
     return payload
+
+
+def _check_fits(path, model, state):
+    """Refuse, before a single weight is copied, what load_state_dict would refuse halfway through:
+    keys or shapes of another config. Left to PyTorch for models whose load hooks rename keys."""
+    if not isinstance(state, dict) or any(m._load_state_dict_pre_hooks for m in model.modules()):
+        return
+    own = model.state_dict()
+    wrong = [f"{k} is {tuple(state[k].shape)}, the model's {tuple(v.shape)}" for k, v in own.items()
+             if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    found = wrong + ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else [])
+    found += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
+    if found:
+        raise ValueError(f"{path} was saved from a model of another config ({'; '.join(found[:3])}): build the "
+                         f"model with the config it was saved with (n_layers, emb_dim, context_length, vocab_size, "
+                         f"qkv_bias). The model is unchanged")
+
+
+def _check_optimizer_fits(path, optimizer, state):
+    saved = [len(g["params"]) for g in state.get("param_groups", [])] if isinstance(state, dict) else None
+    mine = [len(g["params"]) for g in optimizer.param_groups]
+    if saved is not None and saved != mine:
+        raise ValueError(f"{path}'s optimizer state is for {sum(saved)} parameters in {len(saved)} group(s), this "
+                         f"optimizer holds {sum(mine)} in {len(mine)}: make it as the run that saved it did (the "
+                         f"same parameters), or pass optimizer=None to load the weights alone. The model is unchanged")
 
 
 # ---- ch05_pretraining.ipynb, cell 137 ----
@@ -349,6 +404,16 @@ def interrupt_after_step(enabled=True):
 
 
 # ---- ch05_pretraining.ipynb, cell 141 ----
+def _check_optimizer_holds(model, optimizer):
+    """Refuse an optimizer made for another model: it would step those weights, and this model's
+    losses would stay where they are without a word."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters() if p.requires_grad):
+        raise ValueError("the optimizer holds none of the model's trainable parameters: it was made for another "
+                         "model (re-running the cell that builds the model makes a new one); create it again, "
+                         "e.g. torch.optim.AdamW(model.parameters(), lr=...)")
+
+
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                        eval_freq, eval_iter, start_context, tokenizer, *,
                        checkpoint_path=None, resume=False, max_steps=None, progress=True, before_update=None):
@@ -375,6 +440,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
     _check_eval_iter(eval_iter)
     _check_start_context(start_context, tokenizer)  # now, not after the first epoch's training
+    _check_optimizer_holds(model, optimizer)
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
     if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
         print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")
@@ -413,7 +479,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return state.results()
 
 
-# ---- ch05_pretraining.ipynb, cell 150 ----
+# ---- ch05_pretraining.ipynb, cell 152 ----
 import math
 import warnings
 
@@ -453,7 +519,7 @@ def _check_appendix_d_args(train_loader, n_epochs, eval_freq, warmup_steps, init
     return len(train_loader) * n_epochs
 
 
-# ---- ch05_pretraining.ipynb, cell 151 ----
+# ---- ch05_pretraining.ipynb, cell 153 ----
 from pathlib import Path
 
 

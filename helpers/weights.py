@@ -20,7 +20,7 @@ def assign(left, right):
     return torch.nn.Parameter(right.detach().to(device=left.device, dtype=left.dtype).clone())
 
 
-# ---- ch05_pretraining.ipynb, cell 175 ----
+# ---- ch05_pretraining.ipynb, cell 177 ----
 import json
 import os
 import socket
@@ -73,7 +73,7 @@ def gpt_config_from_hf(config):
             "drop_rate": 0.0, "qkv_bias": True}
 
 
-# ---- ch05_pretraining.ipynb, cell 177 ----
+# ---- ch05_pretraining.ipynb, cell 179 ----
 # One row per GPT-2 tensor: its path in the book's `params` dict (OpenAI's layout: per block
 # "blocks/<i>/...", the final LayerNorm as "g" and "b"), the parameter(s) of our GPTModel it
 # fills, and whether GPT-2 stores it as (in, out), the transpose of nn.Linear's (out, in).
@@ -110,7 +110,7 @@ def gpt2_weight_map(n_layers):
     return rows
 
 
-# ---- ch05_pretraining.ipynb, cell 179 ----
+# ---- ch05_pretraining.ipynb, cell 181 ----
 def tf_name(path):
     """OpenAI's TensorFlow variable name: "blocks/3/attn/c_attn/w" -> "model/h3/attn/c_attn/w"."""
     if path in ("g", "b"):
@@ -147,7 +147,7 @@ def _store(params, path, value):
     params[last] = value
 
 
-# ---- ch05_pretraining.ipynb, cell 183 ----
+# ---- ch05_pretraining.ipynb, cell 185 ----
 def _copy_checked(target, value, name):
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
@@ -217,7 +217,7 @@ def load_weights_into_gpt(gpt, params):
     _copy_checked(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
 
 
-# ---- ch05_pretraining.ipynb, cell 187 ----
+# ---- ch05_pretraining.ipynb, cell 189 ----
 def load_hf_gpt2_safetensors(path):
     """Read GPT-2 weights in Hugging Face's layout (`model.safetensors` of openai-community/gpt2,
     gpt2-medium, gpt2-large, gpt2-xl, or of `save_pretrained`) into the same dict as
@@ -255,7 +255,7 @@ def gpt_from_hf_folder(folder, drop_rate=0.0):
     return gpt
 
 
-# ---- ch05_pretraining.ipynb, cell 188 ----
+# ---- ch05_pretraining.ipynb, cell 190 ----
 def gpt_to_params(gpt):
     """The inverse of `load_weights_into_gpt`: our model's weights as a GPT-2 params dict of
     float32 CPU tensors in OpenAI's layout (zero query/key/value biases if it has none)."""
@@ -300,7 +300,7 @@ def save_gpt_as_hf(gpt, out_dir):
     return out_dir
 
 
-# ---- ch05_pretraining.ipynb, cell 190 ----
+# ---- ch05_pretraining.ipynb, cell 192 ----
 GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 # OpenAI's storage first, then a mirror of the same files kept for the book's readers.
@@ -342,7 +342,7 @@ def _import_tensorflow():
     return tf
 
 
-# ---- ch05_pretraining.ipynb, cell 191 ----
+# ---- ch05_pretraining.ipynb, cell 193 ----
 def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
     """Read a GPT-2 TensorFlow checkpoint (a folder with a `checkpoint` file, or a checkpoint
     prefix such as .../model.ckpt) into nested dicts of NumPy arrays, one per row of

@@ -1,5 +1,7 @@
 """helpers.model (exported from ch04_gpt_model.ipynb) against transformers' GPT-2, closed-form
 parameter counts, and torch's own LayerNorm and GELU."""
+import re
+
 import pytest
 import torch
 
@@ -93,6 +95,26 @@ def test_config_sizes_that_make_no_sense_are_refused(cls, key, value):
 def test_drop_rate_outside_zero_one_is_refused(drop_rate):
     with pytest.raises(ValueError, match=r"cfg\['drop_rate'\] must be in \[0, 1\)"):
         GPTModel({**SMALL, "drop_rate": drop_rate})
+
+
+@pytest.mark.parametrize("cls", ["GPTModel", "FastGPTModel"])
+@pytest.mark.parametrize("key, value, accepted", [
+    ("attention", "flash", "'sdpa' or 'naive'"), ("attention", None, "'sdpa' or 'naive'"),
+    ("qkv_bias", "False", "True or False"), ("qkv_bias", None, "True or False"), ("qkv_bias", 1, "True or False"),
+    ("drop_rate", "0.1", r"in \[0, 1\)"), ("drop_rate", None, r"in \[0, 1\)"), ("drop_rate", True, r"in \[0, 1\)"),
+])
+def test_config_values_of_the_wrong_kind_are_refused_by_key(cls, key, value, accepted):
+    """Before: "flash" gave a bare KeyError 'flash' (FastGPTModel ignored it), the string "False"
+    (truthy) silently built qkv biases, and drop_rate "0.1" or None a TypeError naming no key."""
+    import helpers
+    with pytest.raises(ValueError, match=rf"^cfg\['{key}'\] must be {accepted}.*, got {re.escape(repr(value))}$"):
+        getattr(helpers, cls)({**SMALL, key: value})
+
+
+def test_numpy_bools_and_floats_are_accepted_in_the_config():
+    np = pytest.importorskip("numpy")
+    model = GPTModel({**SMALL, "qkv_bias": np.bool_(True), "drop_rate": np.float64(0.1), "attention": "naive"})
+    assert model.trf_blocks[0].att.W_query.bias is not None
 
 
 def test_missing_config_key():

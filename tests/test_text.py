@@ -353,3 +353,34 @@ def test_loader_errors(tokenizer, verdict_text):
         create_dataloader_v1("too short", tokenizer=tokenizer)
     with pytest.raises(ValueError, match="stride"):
         create_dataloader_v1(verdict_text, stride=0, tokenizer=tokenizer)
+
+
+# ---- text_to_token_ids / token_ids_to_text (ch05) with any tokenizer: a probe (session 40) -----
+
+@pytest.mark.parametrize("version", [SimpleTokenizerV1, SimpleTokenizerV2])
+def test_text_to_token_ids_takes_chapter_2_s_tokenizers(version):
+    """The book's version passes tiktoken's allowed_special to every tokenizer: a TypeError for these."""
+    from helpers.generation import text_to_token_ids, token_ids_to_text
+
+    tokenizer = version(build_vocab(regex_tokenize("the cat sat on the mat."), special_tokens=["<|endoftext|>", "<|unk|>"]))
+    ids = text_to_token_ids("the cat sat", tokenizer)
+    assert ids.tolist() == [tokenizer.encode("the cat sat")]
+    assert token_ids_to_text(ids, tokenizer) == "the cat sat"
+
+
+def test_text_to_token_ids_still_allows_endoftext_with_tiktoken(tokenizer):
+    from helpers.generation import text_to_token_ids
+
+    assert text_to_token_ids(README_TEXT, tokenizer).tolist() == [README_IDS]
+
+
+@pytest.mark.parametrize("ids, expected", [([[50300]], "token ID 50300 is outside the tokenizer's vocabulary (0 to 50256)"),
+                                           ([[5, -1]], "token ID -1 is outside"),
+                                           (torch.tensor([[1.0]]), "token_ids are floats")])
+def test_token_ids_to_text_names_an_id_the_tokenizer_cannot_decode(tokenizer, ids, expected):
+    """tiktoken's own errors: KeyError 'Invalid token for decoding', OverflowError, TypeError."""
+    from helpers.generation import token_ids_to_text
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        token_ids_to_text(ids if torch.is_tensor(ids) else torch.tensor(ids), tokenizer)
+    assert token_ids_to_text(torch.tensor([README_IDS]), tokenizer) == README_TEXT

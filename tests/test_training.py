@@ -3,7 +3,9 @@ checkpoints that only hold data, and a resumed run identical to one that never s
 import random
 import re
 import signal
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -870,3 +872,83 @@ def test_train_model_refuses_a_start_context_it_cannot_sample_from_before_any_st
         train_model(model, loaders[0], loaders[1], optimizer, "cpu", 1, 3, 2, None, tokenizer, 2, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not optimizer.state
+
+
+# ---- bad input found by a probe (session 40) ---------------------------------------------------
+
+@pytest.mark.parametrize("cut", [100, 5000, 50_000, "half"])
+def test_a_checkpoint_cut_anywhere_is_named_damaged(tmp_path, cut):
+    """Some cuts made torch's zip reader raise a bare OSError (Errno 22, no file name)."""
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, new_model(), step=3)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if cut == "half" else cut])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " is not a readable PyTorch checkpoint"):
+        load_checkpoint(path, new_model())
+
+
+@pytest.mark.parametrize("change", [{"n_layers": 1}, {"context_length": 8}, {"emb_dim": 16}])
+def test_a_checkpoint_of_another_config_is_refused_before_a_weight_is_copied(tmp_path, change):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, new_model())
+    torch.manual_seed(1)
+    model = GPTModel({**CFG, **change})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"saved from a model of another config .*The model is unchanged"):
+        load_checkpoint(path, model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_optimizer_of_other_parameters_is_refused_before_the_model_changes(tmp_path):
+    path = tmp_path / "c.pt"
+    model = new_model()
+    save_checkpoint(path, model, torch.optim.AdamW(model.parameters()))
+    other = new_model(seed=1)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"optimizer state is for \d+ parameters in 1 group\(s\), this optimizer holds 3"):
+        load_checkpoint(path, other, torch.optim.AdamW(list(other.parameters())[:3]))
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    load_checkpoint(path, other, torch.optim.AdamW(other.parameters()))  # the matching one loads
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+@pytest.mark.parametrize("value", [Path("runs/x"), np.array([1.0, 2.0]), slice(1, 2)])
+def test_an_extra_value_load_checkpoint_would_refuse_is_refused_when_saving(tmp_path, value):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, new_model(), step=1)
+    old = path.read_bytes()
+    with pytest.raises(ValueError, match=r"not saved to .*: where is a \w+, which load_checkpoint would refuse"):
+        save_checkpoint(path, new_model(), where=value)
+    assert path.read_bytes() == old  # the checkpoint there is kept
+    save_checkpoint(path, new_model(), where=str(value), xs=[1, 2], lr=np.float64(1e-3))  # plain data is saved
+    assert load_checkpoint(path, new_model())["lr"] == 1e-3
+
+
+def test_an_optimizer_made_for_another_model_is_refused_before_training(loaders, tokenizer):
+    """Re-running the cell that builds the model, not the optimizer's: the book's loop prints
+    losses for a model whose weights never change."""
+    train_loader, val_loader = loaders
+    model = new_model()
+    stale = torch.optim.AdamW(new_model(seed=1).parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="the optimizer holds none of the model's trainable parameters"):
+        train_model_simple(model, train_loader, val_loader, stale, "cpu", 1, 1, 1, "Hi", tokenizer, max_steps=2)
+    for p in model.parameters():  # a partly frozen model with an optimizer of its trainable part still trains
+        p.requires_grad = False
+    model.out_head.weight.requires_grad = True
+    before = model.out_head.weight.clone()
+    train_model_simple(model, train_loader, val_loader, torch.optim.AdamW([model.out_head.weight], lr=1e-3),
+                       "cpu", 1, 1, 1, "Hi", tokenizer, max_steps=2, progress=False)
+    assert not torch.equal(before, model.out_head.weight)
+
+
+def test_plot_losses_takes_loss_tensors_and_names_a_list_of_another_length():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers.training import plot_losses
+
+    loss = torch.tensor(2.0, requires_grad=True) * 1.5  # appended without .item()
+    fig = plot_losses([0.5, 1.0], [10, 20], [loss, loss], [torch.tensor(3.0), 3.5], show=False)
+    assert list(fig.axes[0].lines[0].get_ydata()) == [3.0, 3.0]
+    assert list(fig.axes[0].lines[1].get_ydata()) == [3.0, 3.5]
+    with pytest.raises(ValueError, match="val_losses has 1 values, epochs_seen 2"):
+        plot_losses([0.5, 1.0], [10, 20], [1.0, 2.0], [1.0], show=False)
