@@ -375,7 +375,7 @@ def _check_columns(data, name):
 # ---- ch06_classification.ipynb, cell 141 ----
 import itertools
 
-from helpers.training import _check_eval_iter, _check_loaders
+from helpers.training import _check_eval_iter, _check_loaders, _check_optimizer_holds
 
 
 def _split_batch(batch):
@@ -394,6 +394,24 @@ def last_token_logits(logits, lengths=None):
                          f"got [{lengths.min().item()}, {lengths.max().item()}]")
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits[rows, lengths.to(logits.device) - 1, :]
+
+
+def _model_vocab_size(model):
+    """The model's vocabulary size (its token embedding's rows, else its cfg's); None if it says neither."""
+    tok_emb = getattr(model, "tok_emb", None)
+    if isinstance(tok_emb, nn.Embedding):
+        return tok_emb.num_embeddings
+    cfg = getattr(model, "cfg", None)
+    return cfg.get("vocab_size") if isinstance(cfg, dict) else None
+
+
+def _check_has_head(model, logits):
+    # without a head, labels 0 and 1 are read as token IDs: the loss and accuracy come out as
+    # numbers (accuracy near 0 %) and nothing says why
+    if logits.shape[-1] == _model_vocab_size(model):
+        raise ValueError(f"the model gives {logits.shape[-1]:,} scores per token, one per vocabulary entry, not one "
+                         f"per class: give it a classification head first (add_classification_head(model), "
+                         f"section 6.5) and finetune it")
 
 
 def _check_count(name, value, minimum, hint=""):
@@ -417,7 +435,9 @@ def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     for batch in itertools.islice(data_loader, num_batches):
         input_batch, target_batch, lengths = _split_batch(batch)
         with torch.no_grad():
-            predicted = last_token_logits(model(input_batch.to(device)), lengths).argmax(dim=-1)
+            logits = model(input_batch.to(device))
+        _check_has_head(model, logits)
+        predicted = last_token_logits(logits, lengths).argmax(dim=-1)
         seen += predicted.shape[0]
         correct += (predicted == target_batch.to(device)).sum().item()
     return correct / seen
@@ -426,7 +446,9 @@ def calc_accuracy_loader(data_loader, model, device, num_batches=None):
 def calc_loss_batch(input_batch, target_batch, model, device, lengths=None):
     """Cross-entropy of the class logits at the last (or, given lengths, last real) token."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-    logits = last_token_logits(model(input_batch), lengths)
+    logits = model(input_batch)
+    _check_has_head(model, logits)
+    logits = last_token_logits(logits, lengths)
     _check_labels(target_batch, logits.shape[-1])
     return torch.nn.functional.cross_entropy(logits, target_batch)
 
@@ -469,6 +491,19 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return tuple(losses)
 
 
+def _check_optimizer_trains_head(model, optimizer):
+    """Refuse an optimizer made for another model, or made before the head was swapped in: the
+    new head would stay random, and the accuracy near chance would not say why."""
+    _check_optimizer_holds(model, optimizer)  # chapter 5's check and message
+    head = getattr(model, "out_head", None)
+    trainable = [p for p in head.parameters() if p.requires_grad] if isinstance(head, nn.Module) else []
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if trainable and not any(id(p) in held for p in trainable):
+        raise ValueError("the optimizer holds none of the model's out_head: it was made before the head was "
+                         "replaced (add_classification_head), so the new head would not train; create the "
+                         "optimizer again after the head is added")
+
+
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                             eval_freq, eval_iter, *, progress=True):
     """Finetune a classifier; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
@@ -483,6 +518,7 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     _check_eval_iter(eval_iter)  # None: every batch, as num_batches=None in the book's loaders
     # an empty loader is found before the first step, not at the first evaluation
     _check_loaders(num_epochs, train_loader=train_loader, val_loader=val_loader)
+    _check_optimizer_trains_head(model, optimizer)
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     bar = tqdm(total=num_epochs * len(train_loader), desc="finetuning", unit="step", disable=not progress)
@@ -538,27 +574,28 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
 
 
 # ---- ch06_classification.ipynb, cell 146 ----
+from helpers.generation import _model_context_length
+
+
 def _message_logits(text, model, tokenizer, device, max_length, pad_token_id, last_real_token):
     _check_max_length(max_length)
     _check_pad_token_id(pad_token_id)
     ids = _message_encoder(tokenizer)(text)
     if not ids:
         raise ValueError("empty message: there is no token to classify")
-    context_length = model.pos_emb.weight.shape[0]
-    if max_length is not None and max_length > context_length:
+    context_length = _model_context_length(model)  # None: a model that takes any length
+    if max_length is not None and context_length is not None and max_length > context_length:
         raise ValueError(f"max_length={max_length} exceeds the model's context length of "
                          f"{context_length}; use max_length={context_length} or less")
-    ids = ids[:context_length if max_length is None else max_length]  # too long: cut, as in training
+    ids = ids[:context_length if max_length is None else max_length]  # too long: cut, as in training (None: no cut)
     length = len(ids)
     if max_length is not None:  # pad as the training messages were
         ids = ids + [pad_token_id] * (max_length - length)
     model.eval()
     with torch.no_grad():
         logits = model(torch.tensor([ids], device=device))
+    _check_has_head(model, logits)
     classes = logits.shape[-1]
-    if classes == model.tok_emb.num_embeddings:  # a token ID would be read as a class, without a word
-        raise ValueError(f"the model gives {classes:,} scores per token, one per vocabulary entry, not one per class: "
-                         f"give it a classification head first (add_classification_head(model), section 6.5) and finetune it")
     if classes != len(SMS_LABELS):
         raise ValueError(f"the model's head has {classes} classes, but this reads the {len(SMS_LABELS)} of SMS_LABELS "
                          f"{SMS_LABELS}; for other classes take last_token_logits(model(ids)).argmax(-1)")

@@ -1271,3 +1271,64 @@ def test_classify_review_tells_a_head_of_other_classes_from_no_head(tokenizer):
         clf.spam_probability("You won a prize", three, tokenizer, "cpu")
     with pytest.raises(ValueError, match="give it a classification head first"):
         clf.classify_review("You won a prize", GPTModel(TINY), tokenizer, "cpu")
+
+
+# ---- a model without its head, an optimizer made too early, a model of the reader's own ------
+
+def test_loss_and_accuracy_refuse_a_model_without_a_classification_head():
+    """Labels 0 and 1 are token IDs to a language-model head: the loss and accuracy would be numbers."""
+    model = GPTModel({**TINY, "vocab_size": 200})
+    x, y = _toy_loaders(16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    for call in (lambda: clf.calc_accuracy_loader(loader, model, "cpu"),
+                 lambda: clf.calc_loss_loader(loader, model, "cpu"),
+                 lambda: clf.calc_loss_batch(x[:2], y[:2], model, "cpu")):
+        with pytest.raises(ValueError, match="200 scores per token, one per vocabulary entry.*add_classification_head"):
+            call()
+    clf.add_classification_head(model)
+    assert 0 <= clf.calc_accuracy_loader(loader, model, "cpu") <= 1  # with the head: a number
+
+
+def test_train_classifier_simple_refuses_an_optimizer_made_before_the_head():
+    torch.manual_seed(0)
+    model = GPTModel({**TINY, "vocab_size": 200})
+    early = torch.optim.AdamW(model.parameters(), lr=1e-3)  # holds the blocks, not the head added next
+    clf.add_classification_head(model)
+    x, y = _toy_loaders(16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    head_before = model.out_head.weight.detach().clone()
+    with pytest.raises(ValueError, match="none of the model's out_head.*create the optimizer again"):
+        clf.train_classifier_simple(model, loader, loader, early, "cpu", num_epochs=1, eval_freq=1, eval_iter=1,
+                                    progress=False)
+    other = clf.add_classification_head(GPTModel({**TINY, "vocab_size": 200}))
+    with pytest.raises(ValueError, match="holds none of the model's trainable parameters"):
+        clf.train_classifier_simple(model, loader, loader, torch.optim.AdamW(other.parameters()), "cpu",
+                                    num_epochs=1, eval_freq=1, eval_iter=1, progress=False)
+    assert torch.equal(model.out_head.weight, head_before)  # refused before a step
+    # made after the head: trains, and the head moves
+    clf.train_classifier_simple(model, loader, loader, torch.optim.AdamW(model.parameters(), lr=1e-2), "cpu",
+                                num_epochs=1, eval_freq=1, eval_iter=1, progress=False)
+    assert not torch.equal(model.out_head.weight, head_before)
+
+
+class _OwnClassifier(nn.Module):
+    """A reader's own model: no cfg, no tok_emb, no pos_emb; it takes any length."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50257, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
+def test_classify_review_takes_a_model_without_cfg_or_embeddings_named_as_gpt2s(tokenizer):
+    torch.manual_seed(0)
+    model = _OwnClassifier()
+    text = "Win a free prize now " * 100  # 600 tokens: no context to cut it to
+    ids = tokenizer.encode(text)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.tensor([ids]))[0, -1], -1)[1].item()
+    assert clf.spam_probability(text, model, tokenizer, "cpu") == pytest.approx(expected, abs=1e-6)
+    assert clf.classify_review(text, model, tokenizer, "cpu", max_length=700) in {"spam", "not spam"}
