@@ -121,7 +121,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"context_length must be a whole number >= 1 (or None: no limit), got {context_length!r}")
         if not 0 <= dropout <= 1:  # also refuses NaN, which nn.Dropout lets through
             raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-        self.d_out = d_out
+        self.d_in, self.d_out = d_in, d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.context_length = context_length
@@ -155,7 +155,9 @@ class MultiHeadAttention(nn.Module):
         """Queries of the new tokens; keys and values of all tokens so far; how many were cached."""
         if x.ndim != 3 or x.shape[1] == 0:
             raise ValueError(f"x must have shape (batch, tokens, d_in) with at least one token; "
-                             f"got {tuple(x.shape)}")
+                             f"got {tuple(x.shape)}" + ("; add the batch axis: x.unsqueeze(0)" if x.ndim == 2 else ""))
+        if x.shape[2] != self.d_in:  # else a matmul error about "mat1 and mat2" shapes
+            raise ValueError(f"x has {x.shape[2]} values per token, but this layer was built with d_in={self.d_in}")
         past = 0 if kv_cache is None else kv_cache.seq_len(layer)
         total = past + x.shape[1]
         if self.context_length is not None and total > self.context_length:  # checked before the cache is touched, so it stays valid
@@ -287,8 +289,15 @@ class KVCache:
         self.keys = [None] * n_layers
         self.values = [None] * n_layers
 
+    def _check_layer(self, layer):
+        # a cache made for fewer layers than the model has: else a bare "list index out of range"
+        if not 0 <= layer < len(self.keys):
+            raise IndexError(f"layer {layer} has no slot in this KVCache of {len(self.keys)} layer(s): make it "
+                             f"with one per attention layer, KVCache(n_layers=cfg['n_layers'])")
+
     def seq_len(self, layer: int = 0) -> int:
         """How many positions slot `layer` holds."""
+        self._check_layer(layer)
         return 0 if self.keys[layer] is None else self.keys[layer].shape[-2]
 
     def __len__(self) -> int:
@@ -302,6 +311,7 @@ class KVCache:
 
     def update(self, layer: int, keys, values=None):
         """Append this step's keys/values (batch, heads, new, head_dim); return all of them."""
+        self._check_layer(layer)
         if values is None:  # the book's update(layer, (keys, values) or None): replace the slot
             self.keys[layer], self.values[layer] = (None, None) if keys is None else keys
             return keys

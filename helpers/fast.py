@@ -365,6 +365,18 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * scale.to(grad_hidden.dtype), grad_weight * scale.to(grad_weight.dtype), None, None, None
 
 
+def _check_targets(targets, vocab_size, ignore_index):
+    # the loop clamps targets to >= 0 (ignored rows need some valid index), so a -1 would quietly
+    # be trained as token 0; F.cross_entropy refuses it ("Target -1 is out of bounds")
+    valid = ((targets >= 0) & (targets < vocab_size)) | (targets == ignore_index)
+    message = (f"targets must be token IDs in [0, {vocab_size}) or ignore_index={ignore_index} (skipped); "
+               f"mark positions to skip with {ignore_index}")
+    if targets.device.type != "cpu":  # reading the result back would make the CPU wait for the GPU
+        torch._assert_async(valid.all(), message)
+    elif not bool(valid.all()):
+        raise ValueError(f"{message}; got {targets[~valid][0].item()}")
+
+
 def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_index=-100):
     """F.cross_entropy(hidden @ weight.T, targets) for hidden (..., emb_dim) and targets (...),
     with at most `chunk_tokens` rows of logits in memory at a time."""
@@ -373,6 +385,8 @@ def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_inde
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} must match "
                          f"in every dimension but the last")
+    if not torch.compiler.is_compiling():  # the check would split a compiled graph
+        _check_targets(targets, weight.shape[0], ignore_index)
     return LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
                                     chunk_tokens, ignore_index)
 
@@ -380,6 +394,9 @@ def linear_cross_entropy(hidden, weight, targets, chunk_tokens=4096, ignore_inde
 # ---- ch04_gpt_model.ipynb, cell 127 ----
 def pad_prompts(prompts, pad_id=0, device=None):
     """Left-pad token-ID lists into (batch, longest) IDs and an attention mask (1 = real token)."""
+    prompts = [p.tolist() if hasattr(p, "tolist") else p for p in prompts]  # rows of a tensor or array too
+    if any(not isinstance(p, (list, tuple)) for p in prompts):  # e.g. one prompt's IDs, [5, 7, 9]
+        raise ValueError("prompts must be a list of token-ID lists, one per prompt; for one prompt pass [ids]")
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("pass at least one prompt, each with at least one token")
     longest = max(len(p) for p in prompts)
@@ -389,6 +406,18 @@ def pad_prompts(prompts, pad_id=0, device=None):
         idx[row, longest - len(p):] = torch.as_tensor(p, dtype=torch.long)
         mask[row, longest - len(p):] = 1
     return idx.to(device), mask.to(device)
+
+
+def _check_prompt_mask(attention_mask, idx):
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != idx.shape:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must have idx's shape {tuple(idx.shape)}, got {got}: pass the mask "
+                         f"pad_prompts returns with the IDs")
+    m = attention_mask.to(torch.long)
+    # each row continues from its last token, so that must be real: padding goes on the left
+    if not (bool(((m == 0) | (m == 1)).all()) and bool((m[:, 1:] >= m[:, :-1]).all()) and bool(m[:, -1].all())):
+        raise ValueError("attention_mask rows must be 0s (padding) and then 1s (real tokens), ending in a 1: "
+                         "pad on the left, as pad_prompts does; a row padded on the right would continue a pad")
 
 
 @torch.no_grad()
@@ -403,6 +432,8 @@ def generate_fast(model, idx, max_new_tokens, attention_mask=None, temperature=0
     (batch, tokens + generated); fewer tokens are generated only when every row has hit `eos_id`.
     """
     context = _check_greedy_args(model, idx, max_new_tokens, None)  # None: the model's
+    if attention_mask is not None:
+        _check_prompt_mask(attention_mask, idx)
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.to(idx.device, torch.long) if padded else None
     if padded and not isinstance(getattr(model, "_orig_mod", model), FastGPTModel):  # compiled: the model inside

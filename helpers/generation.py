@@ -86,7 +86,8 @@ def _check_greedy_args(model, idx, max_new_tokens, context_size, eos_id=None):
     context_size, context_length = _as_number(context_size), _model_context_length(model)
     if context_size is None:
         if context_length is None:
-            raise ValueError("this model has no cfg to read its context length from: pass context_size")
+            raise ValueError("this model has no cfg or position embedding to read its context length from: "
+                             "pass context_size")
         context_size = context_length
     if not _is_count(context_size, 1):
         raise ValueError(f"context_size must be a positive integer (the model's context length), got {context_size!r}")
@@ -153,7 +154,7 @@ def trim_input_tensor(input_ids_tensor, context_len, max_new_tokens):
 
 
 # ---- ch05_pretraining.ipynb, cell 8 ----
-from helpers.text import _encode_all
+from helpers.text import _check_tokenizer, _encode_all
 
 
 def text_to_token_ids(text, tokenizer):
@@ -171,11 +172,14 @@ def token_ids_to_text(token_ids, tokenizer):
                          "decode a batch row by row")
     if flat.is_floating_point():
         raise ValueError("token_ids are floats; token IDs are whole numbers (argmax or sampling gives them)")
+    if flat.numel() and flat.min() < 0:  # no model's argmax gives one: a marker, e.g. -100 (ignore_index)
+        raise ValueError(f"token ID {int(flat.min())} is negative, so no token: token IDs start at 0; drop "
+                         f"padding or ignore markers (e.g. -100, cross_entropy's ignore_index) before decoding")
+    _check_tokenizer(tokenizer, "decode")
     n_vocab = getattr(tokenizer, "n_vocab", None)  # tiktoken's; a padded vocabulary can produce IDs beyond it
-    if flat.numel() and (flat.min() < 0 or (n_vocab is not None and flat.max() >= n_vocab)):
-        raise ValueError(f"token ID {int(flat.min() if flat.min() < 0 else flat.max())} is outside the "
-                         f"tokenizer's vocabulary (0 to {n_vocab - 1 if n_vocab else '...'}); "
-                         f"crop the model's scores to it first, e.g. logits[..., :{n_vocab or 'n_vocab'}]")
+    if flat.numel() and n_vocab is not None and flat.max() >= n_vocab:
+        raise ValueError(f"token ID {int(flat.max())} is outside the tokenizer's vocabulary (0 to {n_vocab - 1}); "
+                         f"crop the model's scores to it first, e.g. logits[..., :{n_vocab}]")
     return tokenizer.decode(flat.tolist())
 
 

@@ -232,7 +232,7 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from helpers.generation import _as_number, eval_mode, generate
+from helpers.generation import _as_number, _model_context_length, eval_mode, generate
 
 
 def extract_response(generated_text):
@@ -248,13 +248,16 @@ def extract_response(generated_text):
 
 def _context_size(model, context_size):
     """`context_size`, checked, or the model's own context length for None."""
-    model_context = model.pos_emb.weight.shape[0]
+    model_context = _model_context_length(model)  # None: a model of the reader's own that says neither
     context_size = _as_number(context_size)  # torch.tensor(256) too, as generate takes it
     if context_size is None:
+        if model_context is None:
+            raise ValueError("this model has no cfg or position embedding to read its context length from: "
+                             "pass context_size")
         return model_context
     if not _is_count(context_size, 1):  # 0 would quietly mean "all of it", -3 "drop the first 3 tokens"
         raise ValueError(f"context_size={context_size!r} must be a whole number >= 1 (or None: the model's)")
-    if context_size > model_context:  # positions the model has no embedding for
+    if model_context is not None and context_size > model_context:  # positions the model has no embedding for
         raise ValueError(f"context_size={context_size} is more than the model's context length, {model_context}; "
                          f"pass context_size=None to use the model's")
     return int(context_size)

@@ -108,16 +108,29 @@ class TransformerBlock(nn.Module):
 
 
 # ---- ch04_gpt_model.ipynb, cell 71 ----
+import difflib
+import warnings
+
 import numpy as np
 
 from helpers.text import _is_count, _is_real
 
 
+_GPT_CONFIG_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
+_OPTIONAL_KEYS = ("attention", "tie_weights", "grad_checkpointing")  # read by GPTModel or FastGPTModel
+
+
 def _check_gpt_config(cfg):
     """A copy of `cfg` once every value makes sense, else an error that names the key."""
-    missing = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"} - set(cfg)
+    missing = set(_GPT_CONFIG_KEYS) - set(cfg)
     if missing:
         raise KeyError(f"GPTModel config lacks {sorted(missing)}")
+    unknown = sorted(set(cfg) - set(_GPT_CONFIG_KEYS + _OPTIONAL_KEYS), key=str)
+    if unknown:  # a misspelt key, e.g. {**cfg, "n_layer": 24}, would build the model it meant to change
+        close = {key: difflib.get_close_matches(str(key), _GPT_CONFIG_KEYS + _OPTIONAL_KEYS, 1) for key in unknown}
+        names = [f"{key!r}" + (f" (did you mean {close[key][0]!r}?)" if close[key] else "") for key in unknown]
+        warnings.warn(f"the model config has keys no model reads, so they change nothing: {', '.join(names)}",
+                      stacklevel=3)
     for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
         if not _is_count(cfg[key], 1):
             raise ValueError(f"cfg[{key!r}] must be a positive integer, got {cfg[key]!r}")

@@ -150,7 +150,16 @@ def _encode_takes(tokenizer, option):
         return False
 
 
+def _check_tokenizer(tokenizer, method="encode"):
+    # a str has an encode method too: "gpt2".encode(text) fails with "unknown encoding: <the text>"
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, method, None)):
+        make = f"tiktoken.get_encoding({tokenizer!r})" if isinstance(tokenizer, str) else "tiktoken.get_encoding('gpt2')"
+        raise TypeError(f"tokenizer must be a tokenizer object with {'an' if method == 'encode' else 'a'} {method}() "
+                        f"method, not a {type(tokenizer).__name__}: make one, e.g. tokenizer = {make}")
+
+
 def _encode_all(tokenizer, text):
+    _check_tokenizer(tokenizer)
     # a tiktoken-like wrapper whose encode(**kwargs) hides the option still has its special_tokens_set
     if _encode_takes(tokenizer, "allowed_special") or hasattr(tokenizer, "special_tokens_set"):
         return tokenizer.encode(text, allowed_special={"<|endoftext|>"})

@@ -404,6 +404,9 @@ def interrupt_after_step(enabled=True):
 
 
 # ---- ch05_pretraining.ipynb, cell 141 ----
+from helpers.support.files import check_writable
+
+
 def _check_optimizer_holds(model, optimizer):
     """Refuse an optimizer made for another model: it would step those weights, and this model's
     losses would stay where they are without a word."""
@@ -442,6 +445,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     _check_start_context(start_context, tokenizer)  # now, not after the first epoch's training
     _check_optimizer_holds(model, optimizer)
     state = TrainingState.load(checkpoint_path, model, optimizer) if resume else TrainingState()
+    if checkpoint_path is not None:  # a path below a file or in a read-only folder: found now, not after an epoch
+        check_writable(checkpoint_path, "the checkpoint")
     if max_steps is not None and state.global_step + 1 >= max_steps:  # resumed where it stopped
         print(f"the checkpoint has {state.global_step + 1} steps, max_steps={max_steps}: nothing to train")
         return state.results()

@@ -68,9 +68,28 @@ def download_gpt2_safetensors(model_size, cache_dir=None, endpoint=None):
 
 def gpt_config_from_hf(config):
     """A GPTModel config for a Hugging Face GPT-2 config.json (dict); qkv biases as in GPT-2."""
-    return {"vocab_size": config["vocab_size"], "context_length": config["n_positions"],
-            "emb_dim": config["n_embd"], "n_heads": config["n_head"], "n_layers": config["n_layer"],
+    vocab, context, emb, heads, layers = _config_values(
+        config, ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer"), "config.json")
+    return {"vocab_size": vocab, "context_length": context, "emb_dim": emb, "n_heads": heads, "n_layers": layers,
             "drop_rate": 0.0, "qkv_bias": True}
+
+
+def _config_values(config, keys, source):
+    """config[key] for each key; a missing one is named (else a bare KeyError)."""
+    missing = [key for key in keys if key not in config]
+    if missing:
+        raise ValueError(f"{source} has no {', '.join(map(repr, missing))}: is it a GPT-2 model's {source}? "
+                         f"It needs {', '.join(keys)}")
+    return [config[key] for key in keys]
+
+
+def _read_json(path):
+    """A JSON file's contents; one cut short (a JSONDecodeError before) is named, with the fix."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e}): probably cut short by an interrupted download "
+                         f"or copy; fetch it again") from None
 
 
 # ---- ch05_pretraining.ipynb, cell 179 ----
@@ -148,11 +167,15 @@ def _store(params, path, value):
 
 
 # ---- ch05_pretraining.ipynb, cell 185 ----
-def _copy_checked(target, value, name):
+def _check_shape(target, value, name):
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"shape mismatch for {name}: the checkpoint has {tuple(value.shape)}, the model "
                          f"expects {tuple(target.shape)}. Build the model with the checkpoint's config "
-                         f"(gpt_config_from_hparams or gpt_config_from_hf).")
+                         f"(gpt_config_from_hparams or gpt_config_from_hf); the model is unchanged.")
+
+
+def _copy_checked(target, value, name):
+    _check_shape(target, value, name)
     with torch.no_grad():
         target.copy_(value.to(dtype=target.dtype, device=target.device))
 
@@ -202,19 +225,24 @@ def load_weights_into_gpt(gpt, params):
     if "out_head" in params and gpt.out_head.weight is gpt.tok_emb.weight:
         raise ValueError("the checkpoint has an output head of its own, but this model ties it to the token "
                          "embedding; build it with tie_weights=False")
+    copies = []  # (target, value, name): all checked before the first copy, so a refusal changes nothing
     for path, names, transposed in gpt2_weight_map(len(gpt.trf_blocks)):
         value = _lookup(params, path)
         value = value.T if transposed else value
         if isinstance(names, str):
-            _copy_checked(ours[names], value, path)
+            copies.append((ours[names], value, path))
         elif names[0] in ours:  # query, key, value: split c_attn in three
-            for name, part in zip(names, torch.chunk(value, 3, dim=0)):
-                _copy_checked(ours[name], part, f"{path} ({name.rsplit('.', 2)[-2]})")
+            copies += [(ours[name], part, f"{path} ({name.rsplit('.', 2)[-2]})")
+                       for name, part in zip(names, torch.chunk(value, 3, dim=0))]
         elif value.abs().max() > 0:
             raise ValueError("the checkpoint has query/key/value biases, but the model was built with "
-                             "qkv_bias=False; build it with qkv_bias=True (as OpenAI's GPT-2 uses)")
+                             "qkv_bias=False; build it with qkv_bias=True (as OpenAI's GPT-2 uses); the model is unchanged")
     head = "out_head" if "out_head" in params else "wte"
-    _copy_checked(gpt.out_head.weight, _lookup(params, head), f"{head} (output head)")
+    copies.append((gpt.out_head.weight, _lookup(params, head), f"{head} (output head)"))
+    for target, value, name in copies:
+        _check_shape(target, value, name)
+    for target, value, name in copies:
+        _copy_checked(target, value, name)
 
 
 # ---- ch05_pretraining.ipynb, cell 189 ----
@@ -226,6 +254,9 @@ def load_hf_gpt2_safetensors(path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if Path(path).is_dir():  # load_file says "No such device" for a folder
+        raise ValueError(f"{path} is a folder: pass its model.safetensors, or load the folder with "
+                         f"gpt_from_hf_folder({str(path)!r})")
     # The hub's own files name tensors without the "transformer." prefix that save_pretrained adds.
     try:
         raw = load_file(str(path))
@@ -249,7 +280,7 @@ def load_hf_gpt2_safetensors(path):
 def gpt_from_hf_folder(folder, drop_rate=0.0):
     """A GPTModel built from a Hugging Face GPT-2 folder's config.json and filled with its
     model.safetensors (the hub's download, or what `save_gpt_as_hf` wrote)."""
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    config = _read_json(Path(folder) / "config.json")
     gpt = GPTModel({**gpt_config_from_hf(config), "drop_rate": drop_rate})
     load_weights_into_gpt(gpt, load_hf_gpt2_safetensors(Path(folder) / "model.safetensors"))
     return gpt
@@ -322,7 +353,7 @@ def download_and_load_gpt2(model_size, models_dir, base_urls=GPT2_BASE_URLS, **d
     model_dir = Path(models_dir) / model_size
     for name in GPT2_FILES:
         download_file([f"{base}/{model_size}/{name}" for base in base_urls], model_dir / name, **download_options)
-    settings = json.loads((model_dir / "hparams.json").read_text(encoding="utf-8"))
+    settings = _read_json(model_dir / "hparams.json")
     return settings, load_gpt2_params_from_tf_ckpt(model_dir, settings)
 
 
@@ -373,8 +404,9 @@ def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
 
 def gpt_config_from_hparams(settings, drop_rate=0.0):
     """A GPTModel config for a checkpoint's hparams.json (OpenAI's models have qkv biases)."""
-    return {"vocab_size": settings["n_vocab"], "context_length": settings["n_ctx"],
-            "emb_dim": settings["n_embd"], "n_heads": settings["n_head"], "n_layers": settings["n_layer"],
+    vocab, context, emb, heads, layers = _config_values(
+        settings, ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"), "hparams.json")
+    return {"vocab_size": vocab, "context_length": context, "emb_dim": emb, "n_heads": heads, "n_layers": layers,
             "drop_rate": drop_rate, "qkv_bias": True}
 
 

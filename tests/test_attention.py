@@ -125,9 +125,20 @@ def test_d_out_must_divide_into_heads(cls):
         cls(D_IN, 10, CONTEXT, 0.0, num_heads=4)
 
 
-def test_wrong_input_rank_is_refused():
-    with pytest.raises(ValueError, match=r"\(batch, tokens, d_in\)"):
-        make(MultiHeadAttention)(torch.randn(CONTEXT, D_IN))
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+def test_wrong_input_rank_is_refused(cls):
+    with pytest.raises(ValueError, match=r"\(batch, tokens, d_in\).*got \(12, 16\); add the batch axis: x.unsqueeze\(0\)"):
+        make(cls)(torch.randn(CONTEXT, D_IN))
+    with pytest.raises(ValueError, match=r"got \(12,\)$"):  # one axis: no hint
+        make(cls)(torch.randn(CONTEXT))
+
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=IDS)
+def test_input_of_another_width_is_refused_by_name(cls):
+    """PyTorch's own error speaks of "mat1 and mat2 shapes"; this names d_in."""
+    with pytest.raises(ValueError, match=f"x has {D_IN + 1} values per token, but this layer was built with d_in={D_IN}"):
+        make(cls)(rand_input(d_in=D_IN + 1))
+    assert make(cls, d_in=D_IN + 1)(rand_input(d_in=D_IN + 1)).shape == (2, CONTEXT, D_OUT)
 
 
 # ---- KV cache ------------------------------------------------------------------------------
@@ -158,6 +169,19 @@ def test_kv_cache_layers_are_separate():
         steps = [second(first(x[:, i:i + 1], cache, layer=0), cache, layer=1) for i in range(6)]
     assert cache.seq_len(0) == cache.seq_len(1) == 6
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_a_cache_without_a_slot_for_the_layer_is_refused_by_name():
+    """A KVCache(n_layers=1) passed to the second layer: a bare "list index out of range" before."""
+    layer, cache = make(MultiHeadAttention), KVCache(n_layers=1)
+    with torch.no_grad(), pytest.raises(IndexError, match=r"layer 1 has no slot in this KVCache of 1 layer\(s\).*n_layers"):
+        layer(rand_input(tokens=2), kv_cache=cache, layer=1)
+    with pytest.raises(IndexError, match="layer -1 has no slot"):  # not quietly the last slot
+        cache.seq_len(-1)
+    assert cache.seq_len(0) == 0  # nothing was cached by the refused call
+    with torch.no_grad():
+        layer(rand_input(tokens=2), kv_cache=cache, layer=0)
+    assert cache.seq_len(0) == 2
 
 
 def test_kv_cache_past_context_is_refused_and_cache_kept():

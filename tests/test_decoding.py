@@ -353,7 +353,7 @@ def test_generate_and_beam_search_check_their_arguments_as_generate_text_simple_
         long_prompt = torch.randint(0, CFG["vocab_size"], (1, 15), generator=torch.Generator().manual_seed(2))
         assert torch.equal(decode(model, long_prompt, 4, None), decode(model, long_prompt, 4, CFG["context_length"]))
     plain = torch.nn.Sequential(torch.nn.Embedding(CFG["vocab_size"], 8), torch.nn.Linear(8, CFG["vocab_size"]))
-    with pytest.raises(ValueError, match="pass context_size"):
+    with pytest.raises(ValueError, match="no cfg or position embedding to read its context length from: pass context_size"):
         generate(plain, prompt, 3, None)
 
 

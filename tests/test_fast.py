@@ -416,6 +416,39 @@ def test_chunked_loss_edge_cases():
         linear_cross_entropy(hidden, weight, torch.zeros(3, 2, dtype=torch.long))
 
 
+def test_chunked_loss_refuses_targets_that_are_neither_token_ids_nor_ignored():
+    """-1 was clamped to 0 and trained as token 0; F.cross_entropy refuses it."""
+    hidden, weight = torch.randn(2, 3, 8), torch.randn(11, 8)
+    for bad in (-1, 11):
+        targets = torch.tensor([[1, 2, -100], [3, bad, 4]])
+        with pytest.raises(ValueError, match=rf"targets must be token IDs in \[0, 11\) or ignore_index=-100 .*got {bad}$"):
+            linear_cross_entropy(hidden, weight, targets)
+        with pytest.raises((IndexError, RuntimeError)):  # the plain loss refuses them too
+            F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten())
+    targets = torch.tensor([[1, 2, -1], [3, 5, 4]])  # -1 is fine when it is the ignore_index
+    expected = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten(), ignore_index=-1)
+    assert torch.allclose(linear_cross_entropy(hidden, weight, targets, ignore_index=-1), expected, atol=1e-6)
+    model = FastGPTModel(CFG)
+    ids = torch.randint(0, CFG["vocab_size"], (1, 5))
+    with pytest.raises(ValueError, match="targets must be token IDs"):
+        model.loss(ids, torch.full((1, 5), -1))
+
+
+def test_pad_prompts_and_generate_fast_name_a_mask_or_prompts_they_cannot_use():
+    with pytest.raises(ValueError, match=r"a list of token-ID lists, one per prompt; for one prompt pass \[ids\]"):
+        pad_prompts([5, 7, 9])  # was TypeError: object of type 'int' has no len()
+    idx, mask = pad_prompts(torch.tensor([[1, 2], [3, 4]]))  # the rows of a tensor are prompts
+    assert idx.tolist() == [[1, 2], [3, 4]] and mask.all()
+    fast = FastGPTModel(CFG).eval()
+    idx, mask = pad_prompts([[1, 2, 3], [4]])
+    with pytest.raises(ValueError, match=r"attention_mask must have idx's shape \(2, 3\), got \(2, 2\)"):
+        generate_fast(fast, idx, 2, attention_mask=mask[:, 1:])
+    right_padded = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match="pad on the left, as pad_prompts does"):
+        generate_fast(fast, torch.tensor([[1, 2, 3], [4, 0, 0]]), 2, attention_mask=right_padded)
+    assert generate_fast(fast, idx, 2, attention_mask=mask).shape == (2, 5)
+
+
 # ---- the fast model with chapter 5's beam search, GPTModel with generate_fast, counting ----
 
 def test_beam_search_on_the_fast_model_equals_gptmodel():

@@ -442,6 +442,32 @@ def test_generate_response_refuses_a_context_size_beyond_the_models(tokenizer):
         generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=1, context_size=32)
 
 
+class _OwnLanguageModel(torch.nn.Module):
+    """A reader's own model: no cfg, no pos_emb, any length."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50257, 8)
+        self.head = torch.nn.Linear(8, 50257)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
+def test_generate_response_asks_a_model_without_a_context_length_for_context_size(tokenizer):
+    torch.manual_seed(0)
+    model = _OwnLanguageModel()
+    with pytest.raises(ValueError, match="no cfg or position embedding to read its context length from: pass context_size"):
+        generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=2)
+    prompt = tokenizer.encode(ins.format_input(WITH_INPUT))
+    with torch.no_grad():  # two greedy steps by hand
+        ids = torch.tensor([prompt])
+        for _ in range(2):
+            ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    expected = ins.extract_response(tokenizer.decode(ids[0, len(prompt):].tolist()))
+    assert generate_response(model, tokenizer, WITH_INPUT, max_new_tokens=2, context_size=500) == expected
+
+
 def test_generate_response_with_a_real_model_never_returns_the_prompt(tokenizer):
     torch.manual_seed(0)
     model = GPTModel({**GPT_CONFIG_124M, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1})

@@ -124,6 +124,20 @@ def test_missing_config_key():
         GPTModel(cfg)
 
 
+@pytest.mark.parametrize("cls", ["GPTModel", "FastGPTModel"])
+def test_a_config_key_no_model_reads_is_named_with_the_one_meant(cls):
+    """{**cfg, "n_layer": 3} used to build the 1-layer model without a word."""
+    import warnings
+    import helpers
+    with pytest.warns(UserWarning, match=r"keys no model reads, so they change nothing: 'dropout' \(did you mean "
+                                         r"'drop_rate'\?\), 'n_layer' \(did you mean 'n_layers'\?\), 'zzz'$"):
+        model = getattr(helpers, cls)({**SMALL, "n_layer": 3, "dropout": 0.5, "zzz": 1})
+    assert len(model.trf_blocks) == SMALL["n_layers"]  # still built, as the book's is
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the keys either model reads warn in neither
+        getattr(helpers, cls)({**SMALL, "attention": "naive", "tie_weights": False, "grad_checkpointing": False})
+
+
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)

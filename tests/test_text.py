@@ -374,8 +374,26 @@ def test_text_to_token_ids_still_allows_endoftext_with_tiktoken(tokenizer):
     assert text_to_token_ids(README_TEXT, tokenizer).tolist() == [README_IDS]
 
 
+@pytest.mark.parametrize("tokenizer_arg, got", [(None, "not a NoneType: make one, e.g. tokenizer = tiktoken.get_encoding('gpt2')"),
+                                                ("gpt2", "not a str: make one, e.g. tokenizer = tiktoken.get_encoding('gpt2')"),
+                                                ("r50k_base", "tokenizer = tiktoken.get_encoding('r50k_base')")])
+def test_a_tokenizer_that_is_no_tokenizer_is_named_with_the_fix(tokenizer_arg, got):
+    """None: AttributeError before; "gpt2": str.encode read the text as a codec name (LookupError)."""
+    from helpers.generation import text_to_token_ids, token_ids_to_text
+
+    with pytest.raises(TypeError, match=re.escape(f"tokenizer must be a tokenizer object with an encode() method, {got}")
+                       if got.startswith("not") else re.escape(got)):
+        text_to_token_ids("Hello", tokenizer_arg)
+    with pytest.raises(TypeError, match=re.escape("with a decode() method")):
+        token_ids_to_text(torch.tensor([[15496]]), tokenizer_arg)
+    if tokenizer_arg is not None:  # None is create_dataloader_v1's default: GPT-2's tokenizer
+        with pytest.raises(TypeError, match=re.escape("with an encode() method")):
+            create_dataloader_v1("Hello there", batch_size=1, max_length=1, stride=1, tokenizer=tokenizer_arg)
+
+
 @pytest.mark.parametrize("ids, expected", [([[50300]], "token ID 50300 is outside the tokenizer's vocabulary (0 to 50256)"),
-                                           ([[5, -1]], "token ID -1 is outside"),
+                                           ([[5, -1]], "token ID -1 is negative, so no token"),
+                                           ([[5, -100]], "token ID -100 is negative, so no token: token IDs start at 0; drop"),
                                            (torch.tensor([[1.0]]), "token_ids are floats")])
 def test_token_ids_to_text_names_an_id_the_tokenizer_cannot_decode(tokenizer, ids, expected):
     """tiktoken's own errors: KeyError 'Invalid token for decoding', OverflowError, TypeError."""

@@ -186,6 +186,19 @@ def test_resume_without_checkpoint_is_a_clear_error(loaders, tokenizer, tmp_path
         run(loaders, tokenizer, checkpoint_path=tmp_path / "missing.pt", resume=True)
 
 
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_the_first_step(loaders, tokenizer, tmp_path):
+    """A path below a file used to fail at the first save, after a whole epoch of training."""
+    (tmp_path / "notes.txt").write_text("keep me")
+    model = new_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NotADirectoryError, match=r"notes.txt is a file, not a folder.*pass another path"):
+        train_model_simple(model, *loaders, torch.optim.AdamW(model.parameters(), lr=1e-3), "cpu", num_epochs=1,
+                           eval_freq=3, eval_iter=2, start_context="Every effort moves you", tokenizer=tokenizer,
+                           checkpoint_path=tmp_path / "notes.txt" / "run.pt", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "no step before the refusal"
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 def test_resume_from_a_file_without_training_state_is_a_clear_error(loaders, tokenizer, tmp_path):
     # e.g. 5.4's checkpoint (model and optimizer only): resuming it would silently start at step 0
     model = new_model()

@@ -176,11 +176,16 @@ def test_shape_mismatch_names_the_tensor(storage):
     settings = json.loads((storage.root / "124M" / "hparams.json").read_text())
     params = load_gpt2_params_from_tf_ckpt(storage.root / "124M", settings)
     wrong = GPTModel({**gpt_config_from_hparams(settings), "context_length": 64})
-    with pytest.raises(ValueError, match=r"shape mismatch for wpe: the checkpoint has \(32, 32\)"):
+    before = {k: v.clone() for k, v in wrong.state_dict().items()}
+    with pytest.raises(ValueError, match=r"shape mismatch for wpe: the checkpoint has \(32, 32\).*the model is unchanged"):
         load_weights_into_gpt(wrong, params)
+    # wte comes before wpe: it used to be overwritten by the time wpe was refused
+    assert all(torch.equal(before[k], v) for k, v in wrong.state_dict().items()), "a refused load changed the model"
     no_bias = GPTModel({**gpt_config_from_hparams(settings), "qkv_bias": False})
+    before = {k: v.clone() for k, v in no_bias.state_dict().items()}
     with pytest.raises(ValueError, match="qkv_bias=True"):
         load_weights_into_gpt(no_bias, params)
+    assert all(torch.equal(before[k], v) for k, v in no_bias.state_dict().items()), "a refused load changed the model"
     deeper = GPTModel({**gpt_config_from_hparams(settings), "n_layers": 3})
     with pytest.raises(ValueError, match="transformer blocks"):
         load_weights_into_gpt(deeper, params)
@@ -487,6 +492,34 @@ def test_a_truncated_safetensors_file_names_the_file_and_the_fix(hf_model, tmp_p
         with pytest.raises(ValueError) as err:
             load_hf_gpt2_safetensors(path)
         assert str(path) in str(err.value) and "Delete it" in str(err.value)
+
+
+def test_a_folder_passed_as_the_safetensors_file_points_to_gpt_from_hf_folder(hf_model, tokens, tmp_path):
+    hf_model.save_pretrained(tmp_path)  # was safetensors' OSError "No such device"
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder: pass its model.safetensors, or load "
+                                                   f"the folder with gpt_from_hf_folder('{tmp_path}')")):
+        load_hf_gpt2_safetensors(tmp_path)
+    gpt = gpt_from_hf_folder(tmp_path).eval()  # what the message suggests works
+    assert (logits_of(gpt, tokens) - hf_model(tokens).logits.detach()).abs().max().item() <= 1e-4
+
+
+def test_a_cut_short_or_incomplete_config_is_named_with_the_fix(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps(config)[:40])  # was json.JSONDecodeError
+    with pytest.raises(ValueError, match=re.escape(f"{config_path} is not readable JSON") + ".*fetch it again"):
+        gpt_from_hf_folder(tmp_path)
+    del config["n_positions"]
+    config_path.write_text(json.dumps(config))  # was KeyError 'n_positions'
+    with pytest.raises(ValueError, match=r"config.json has no 'n_positions': is it a GPT-2 model's config.json\? "
+                                         r"It needs vocab_size, n_positions, n_embd, n_head, n_layer"):
+        gpt_from_hf_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"hparams.json has no 'n_ctx', 'n_layer'"):
+        gpt_config_from_hparams({"n_vocab": 10, "n_embd": 8, "n_head": 2})
+    assert gpt_config_from_hparams({"n_vocab": 10, "n_ctx": 4, "n_embd": 8, "n_head": 2, "n_layer": 1},
+                                   drop_rate=0.1) == {"vocab_size": 10, "context_length": 4, "emb_dim": 8,
+                                                      "n_heads": 2, "n_layers": 1, "drop_rate": 0.1, "qkv_bias": True}
 
 
 def test_download_file_takes_the_books_backup_url(storage, tmp_path):
